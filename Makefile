@@ -1,0 +1,55 @@
+# The whole setup: `make demo` (main job on the embedded defaults) and `make test` (the suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint typecheck bench bench-tuning bench-k8s bench-cli bench-agent eval lock clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install -q --python $(BIN)/python --require-hashes -r requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/expagent run --yes "Train a lightgbm baseline on breast_cancer version 1 optimizing roc_auc, then tune 10 trials, experiment demo"
+
+lint: venv
+	$(BIN)/ruff check agent tools evals tests benchmarks
+	$(BIN)/ruff format --check agent tools evals tests benchmarks
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: venv lint typecheck
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+eval: venv
+	$(BIN)/expagent eval evals/scenarios --report out/eval
+
+bench-cli: venv
+	$(BIN)/python benchmarks/bench_cli.py
+
+bench-tuning: venv
+	$(BIN)/python benchmarks/bench_tuning.py
+
+bench-k8s: venv
+	$(BIN)/python benchmarks/bench_k8s.py
+
+bench-agent: venv
+	$(BIN)/python benchmarks/bench_agent.py
+
+bench: bench-cli bench-agent bench-tuning bench-k8s
+
+# Re-pin after editing pyproject.toml dependencies (no index URLs are written into the lock).
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 -o requirements.lock -q
+
+clean:
+	rm -rf $(VENV) .expagent out

@@ -1,0 +1,1 @@
+"""Typed tools the agent calls (each passes the policy guard), grouped by the system they touch."""
