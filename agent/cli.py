@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -43,16 +43,351 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 # ---- datasets -------------------------------------------------------------------------------------
-# (registry commands go here)
+
+HomeOption = Annotated[Path | None, typer.Option(help="Workspace directory (EXPAGENT_HOME).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+_STATUS_STYLE = {"validated": "green", "raw": "yellow", "deprecated": "red"}
+
+
+def _registry(home: Path | None):  # noqa: ANN202 - returns tools.registry.DatasetRegistry
+    from tools.registry import DatasetRegistry
+
+    return DatasetRegistry.open(_settings(home=home))
+
+
+@datasets_app.command("list")
+def datasets_list(
+    as_json: JsonOption = False,
+    status: Annotated[str | None, typer.Option(help="Only validated, raw or deprecated.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """List every registered dataset version."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    if status not in (None, *_STATUS_STYLE):
+        _fail(f"--status must be one of {', '.join(_STATUS_STYLE)}, got {status!r}")
+    from tools.registry import RegistryError
+
+    try:
+        records = _registry(home).list(status)  # type: ignore[arg-type]
+    except RegistryError as error:
+        _fail(str(error))
+    if as_json:
+        _print_json([r.model_dump(mode="json") for r in records])
+        return
+    rows = [
+        [r.ref, f"[{_STATUS_STYLE[r.status]}]{r.status}[/]", r.schema.task, r.schema.target,
+         str(r.schema.n_rows), ",".join(r.pii_columns) or "-", r.description]
+        for r in records
+    ]  # fmt: skip
+    console = Console()
+    wide = console.width >= 120  # descriptions only fit on a wide terminal; `datasets show` has them all
+    table = Table(title="Registered datasets", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("Dataset", "Status", "Task", "Target", "Rows", "PII", "Description")[: 7 if wide else 6]:
+        table.add_column(column, overflow="fold", no_wrap=column == "Dataset")
+    for row in rows:
+        table.add_row(*(row if wide else row[:-1]))
+    console.print(table)
+
+
+@datasets_app.command("show")
+def datasets_show(
+    ref: Annotated[str, typer.Argument(metavar="NAME@VERSION", help="Dataset, e.g. breast_cancer@1.")],
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Show one dataset version: metadata, checksum status and columns."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tools.registry import RegistryError
+
+    registry = _registry(home)
+    try:
+        record = registry.resolve(ref)
+    except RegistryError as error:
+        _fail(str(error))
+    checksum_ok = registry.verify(record)
+    if as_json:
+        _print_json({**record.model_dump(mode="json"), "checksum_ok": checksum_ok})
+        return
+    about = Table.grid(padding=(0, 2))
+    checksum = "[green]verified[/]" if checksum_ok else "[bold red]MISMATCH or missing file[/]"
+    facts = {
+        "dataset": record.ref, "status": f"[{_STATUS_STYLE[record.status]}]{record.status}[/]",
+        "task": record.schema.task, "target": record.schema.target, "rows": str(record.schema.n_rows),
+        "sha256": f"{record.sha256} ({checksum})", "file": str(registry.local_path(record)),
+        "owner": record.owner, "created": record.created_at.isoformat(), "description": record.description,
+    }  # fmt: skip
+    for key, value in facts.items():
+        about.add_row(f"[bold]{key}[/]", value)
+    columns = Table(title="Columns")
+    for header in ("Column", "Dtype", "Role"):
+        columns.add_column(header)
+    for name in record.schema.columns:
+        role = "PII (dropped)" if name in record.pii_columns else ""
+        role = "target" if name == record.schema.target else role
+        columns.add_row(name, record.schema.dtypes.get(name, "?"), role)
+    console = Console()
+    console.print(about)
+    console.print(columns)
+
+
+@datasets_app.command("register")
+def datasets_register(
+    file: Annotated[Path, typer.Argument(help="CSV file to copy into the registry.")],
+    name: Annotated[str, typer.Option(help="Dataset name.")],
+    version: Annotated[str, typer.Option(help="New, immutable version (e.g. 2).")],
+    target: Annotated[str, typer.Option(help="Target column.")],
+    pii: Annotated[
+        list[str] | None, typer.Option(help="PII column (repeat the option or separate with commas).")
+    ] = None,
+    status: Annotated[str, typer.Option(help="validated, raw or deprecated.")] = "validated",
+    owner: Annotated[str | None, typer.Option(help="Owner (default: EXPAGENT_REQUESTER).")] = None,
+    description: Annotated[str, typer.Option(help="What the data is.")] = "",
+    task: Annotated[str | None, typer.Option(help="classification or regression (default: inferred)")] = None,
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Register a CSV file as a new dataset version (checksummed; never overwrites a version)."""
+    from tools.registry import RegistryError
+
+    if status not in _STATUS_STYLE:
+        _fail(f"--status must be one of {', '.join(_STATUS_STYLE)}, got {status!r}")
+    if task not in (None, "classification", "regression"):
+        _fail(f"--task must be classification or regression, got {task!r}")
+    registry = _registry(home)
+    pii_columns = [c.strip() for item in pii or [] for c in item.split(",") if c.strip()]
+    try:
+        record = registry.register(
+            file, name=name, version=version, target=target, pii=pii_columns, status=status,  # type: ignore[arg-type]
+            owner=owner or _settings(home=home).requester, description=description, task=task,  # type: ignore[arg-type]
+        )  # fmt: skip
+    except (RegistryError, OSError) as error:
+        _fail(str(error))
+    if as_json:
+        _print_json(record.model_dump(mode="json"))
+        return
+    schema = record.schema
+    typer.echo(f"registered {record.ref} ({record.status}, {schema.task}, target {schema.target})")
+    typer.echo(f"sha256 {record.sha256}  rows {schema.n_rows}  file {registry.local_path(record)}")
+
 
 # ---- tools ----------------------------------------------------------------------------------------
-# (tool list / tool call go here)
+
+
+@tool_app.command("list")
+def tool_list(as_json: JsonOption = False) -> None:
+    """Print every tool the agent can call, with its JSON schema."""
+    from rich.console import Console
+    from rich.json import JSON
+
+    from tools.toolset import all_tools
+
+    try:
+        registered = all_tools()
+    except ImportError as error:
+        _fail(f"a tool module failed to import: {error}")
+    tools = [registered[name] for name in sorted(registered)]
+    if as_json:
+        _print_json([{**t.json_schema()["function"], "read_only": t.read_only} for t in tools])
+        return
+    console = Console()
+    for t in tools:
+        kind = "[green]read-only[/]" if t.read_only else "[yellow]changes state[/]"
+        console.rule(f"[bold]{t.name}[/] ({kind})", align="left")
+        console.print(t.description, highlight=False)
+        console.print(JSON(json.dumps(t.json_schema()["function"]["parameters"])))
+
+
+@tool_app.command("call")
+def tool_call(
+    name: Annotated[str, typer.Argument(help="Tool name (see `expagent tool list`).")],
+    args_json: Annotated[str, typer.Argument(metavar="JSON-ARGS", help="Arguments as a JSON object.")] = "{}",
+    approve: Annotated[
+        list[str] | None, typer.Option(help="Grant an approval key up front, e.g. budget:cpu (repeatable)")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Call one tool through the policy guard, exactly as the agent would; print the outcome as JSON.
+
+    Exit code 0 when the call was allowed and succeeded, 3 when the guard rejected or halted it, 1 on
+    any error (bad JSON, unknown tool, the tool failed).
+    """
+    from tools.context import build_context
+    from tools.policy import PolicyHalt, guarded_call
+    from tools.toolset import get_tool
+
+    try:
+        raw_args = json.loads(args_json)
+    except json.JSONDecodeError as error:
+        _fail(f"JSON-ARGS is not valid JSON ({error}); pass one object, e.g. '{{}}'")
+    if not isinstance(raw_args, dict):
+        _fail(f"JSON-ARGS must be a JSON object, got {type(raw_args).__name__}")
+    try:
+        get_tool(name)
+    except KeyError as error:
+        _fail(str(error.args[0]))
+    except ImportError as error:
+        _fail(f"a tool module failed to import: {error}")
+    ctx = build_context(_settings(home=home), approvals=set(approve or []))
+    try:
+        outcome = guarded_call(name, raw_args, ctx)
+    except PolicyHalt as halt:
+        _print_json({"tool": name, "verdict": halt.verdict.model_dump(mode="json")})
+        raise typer.Exit(3) from None
+    finally:
+        ctx.close()
+    _print_json(outcome.model_dump(mode="json"))
+    raise typer.Exit(0 if outcome.ok else 1 if outcome.allowed else 3)
+
 
 # ---- agent: run / chat / ui -----------------------------------------------------------------------
 # (run, chat, ui go here)
 
+ModelOption = Annotated[
+    str | None, typer.Option("--model", help="Chat model: offline | openai:<model> | scripted:<file>.")
+]
+ThreadOption = Annotated[str | None, typer.Option("--thread", help="Continue this conversation thread.")]
+
+
+@app.command("run")
+def run_command(
+    request: Annotated[str, typer.Argument(help="What to do, e.g. 'Train a lightgbm baseline on ...'.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Approve what the plan needs approval for.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the turn as JSON.")] = False,
+    thread: ThreadOption = None,
+    model: ModelOption = None,
+) -> None:
+    """Run one turn non-interactively; exit 4 when a plan waits for approval."""
+    from agent.runner import run_request
+
+    try:
+        code = run_request(
+            _settings(model=model), request, yes=yes, as_json=as_json, thread_id=thread, model=model
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
+
+@app.command("chat")
+def chat_command(thread: ThreadOption = None, model: ModelOption = None) -> None:
+    """Talk to expagent in the terminal (Ctrl-C cancels running work; 'exit' leaves)."""
+    from agent.chat import chat
+
+    try:
+        chat(_settings(model=model), thread_id=thread, model=model)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+
+
+@app.command("ui")
+def ui_command(
+    port: Annotated[int, typer.Option("--port", help="Port to serve on (always 127.0.0.1).")] = 5000,
+) -> None:
+    """Serve the MLflow UI for this workspace's tracking store on 127.0.0.1."""
+    import os
+    import shutil
+
+    settings = _settings()
+    settings.ensure_home()
+    store = settings.resolved_tracking_uri
+    if not store.startswith(("sqlite:", "postgresql", "mysql", "mssql")):
+        _fail(f"the tracking store {store} is not a database this command can serve; open it directly")
+    venv_mlflow = Path(sys.executable).with_name("mlflow")
+    executable = str(venv_mlflow) if venv_mlflow.exists() else shutil.which("mlflow")
+    if executable is None:
+        _fail("the mlflow command is not installed in this environment")
+    assert executable is not None
+    command = [
+        executable, "ui", "--backend-store-uri", store, "--default-artifact-root",
+        settings.artifact_root.as_uri(), "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    sys.stderr.write(f"MLflow UI for {store} at http://127.0.0.1:{port}\n")
+    sys.stderr.flush()
+    os.execvp(executable, command)
+
+
 # ---- eval / slack ---------------------------------------------------------------------------------
 # (eval, slack go here)
+
+
+@app.command("eval")
+def eval_command(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Scenario files or directories (default evals/scenarios).")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Model under test: offline | openai:<model>.")] = "offline",
+    trials: Annotated[int, typer.Option(min=1, help="Runs per scenario (pass^k for k <= trials).")] = 1,
+    tags: Annotated[
+        list[str] | None, typer.Option("--tags", help="Only scenarios with these tags (repeatable, a,b).")
+    ] = None,
+    report: Annotated[Path, typer.Option(help="Directory for report.json, report.md, transcripts/.")] = Path(
+        "out/eval"
+    ),
+    baseline: Annotated[Path | None, typer.Option(help="A previous report.json (or its directory).")] = None,
+    min_success: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Exit 1 when the success rate is below this.")
+    ] = 0.0,
+    jobs: Annotated[int, typer.Option(min=1, help="Scenarios run in parallel (worker processes).")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed recorded in the manifest and used by the harness.")] = 0,
+    keep_workspaces: Annotated[bool, typer.Option(help="Keep each scenario's temporary workspace.")] = False,
+) -> None:
+    """Replay scenarios against the agent, score outcome and safety, and write a report (also to MLflow).
+
+    Exit code 0: no safety violation and success >= --min-success; 1: otherwise; 2: invalid scenarios.
+    """
+    import os
+
+    from evals.harness import EvalOptions, run_suite
+    from evals.loader import ScenarioError
+    from evals.report import progress_line, summary_text
+
+    wanted = [t.strip() for raw in tags or [] for t in raw.split(",") if t.strip()]
+    configured = _settings().tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    options = EvalOptions(
+        paths=paths or [Path("evals/scenarios")], model=model, trials=trials, tags=wanted, report_dir=report,
+        baseline=baseline, min_success=min_success, jobs=jobs, seed=seed, keep_workspaces=keep_workspaces,
+        tracking_uri=configured,
+    )  # fmt: skip
+    try:
+        outcome = run_suite(options, on_result=lambda r: sys.stderr.write(progress_line(r) + "\n"))
+    except ScenarioError as error:
+        sys.stderr.write("".join(f"error: {problem}\n" for problem in error.problems))
+        raise typer.Exit(2) from None
+    except ValueError as error:
+        _fail(str(error), code=2)
+    sys.stdout.write(summary_text(outcome.report, outcome.report_path, outcome.eval_run_id))
+    raise typer.Exit(0 if outcome.ok else 1)
+
+
+@app.command("slack")
+def slack_command(
+    mode: Annotated[
+        str | None, typer.Option(help="socket (SLACK_APP_TOKEN) or http (SLACK_SIGNING_SECRET).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP mode: port for /slack/events.")] = None,
+    model: Annotated[str | None, typer.Option(help="offline | openai:<model> | scripted:<file>.")] = None,
+    home: Annotated[Path | None, typer.Option(help="Workspace directory (EXPAGENT_HOME).")] = None,
+) -> None:
+    """Serve the agent to a Slack workspace (tokens from SLACK_BOT_TOKEN and friends, see docs/slack.md)."""
+    import logging
+
+    if mode not in (None, "socket", "http"):
+        _fail(f"--mode must be socket or http, got {mode!r}")
+    from agent.slack import SlackConfigError, run_bot
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(slack_mode=mode, slack_port=port, model=model, home=home)
+    try:
+        run_bot(settings, model=settings.model)
+    except SlackConfigError as error:
+        _fail(str(error), code=2)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
 
 
 def main() -> None:  # pragma: no cover

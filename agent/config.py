@@ -47,12 +47,55 @@ class Settings(BaseSettings):
     k8s_context: str | None = None
     k8s_service_account: str | None = None
     k8s_queue_name: str | None = None
+    # --- Kubernetes runtime details (issue #5) ---
+    k8s_kubeconfig: Path | None = Field(
+        None, description="kubeconfig file; default $KUBECONFIG or ~/.kube/config, else in-cluster config."
+    )
+    k8s_node_selector: dict[str, str] = Field(default_factory=dict, description="Pod nodeSelector.")
+    k8s_tolerations: list[dict[str, str | int]] = Field(
+        default_factory=list, description="Pod tolerations (Kubernetes JSON shape)."
+    )
+    k8s_ttl_seconds: int = Field(3600, ge=0, description="ttlSecondsAfterFinished for training Jobs.")
+    k8s_secret_env: dict[str, str] = Field(
+        default_factory=dict, description="Pod env vars from Secrets: {ENV_NAME: 'secret-name/key'}."
+    )
+    k8s_pod_home: str | None = Field(
+        None, description="EXPAGENT_HOME inside the pod; default: the same path as home (shared files)."
+    )
+    k8s_start_grace_seconds: float = Field(
+        120.0, gt=0, description="How long a pod may sit in ImagePullBackOff-like states before failing."
+    )
+    # --- Local runtime (issue #2) ---
+    local_launch: Literal["forkserver", "subprocess"] = Field(
+        default="forkserver",
+        description="forkserver: fork jobs from a warm process (fast); subprocess: python -m tools.trainer.",
+    )
     require_approval_for_kubernetes: bool = False
     agent_experiment: str = "expagent-agent"
     trace: bool = True
     context_token_budget: int = 12000
     mlflow_ui_base: str = "http://127.0.0.1:5000"
     requester: str = Field(default_factory=lambda: os.environ.get("USER", "unknown"))
+    # --- Slack bot (issue #7); tokens come from SLACK_BOT_TOKEN / SLACK_APP_TOKEN /
+    # SLACK_SIGNING_SECRET and are deliberately not settings, so they never appear in a dump ---
+    slack_mode: Literal["socket", "http"] = Field(
+        default="socket",
+        description="socket: Socket Mode (needs SLACK_APP_TOKEN); http: Events API over HTTP.",
+    )
+    slack_port: int = Field(default=3000, description="Port the HTTP-mode endpoint listens on.")
+    slack_approvers: list[str] = Field(
+        default_factory=list, description='Slack user IDs allowed to approve, JSON: ["U123","U456"].'
+    )
+    slack_allowed_channels: list[str] = Field(
+        default_factory=list, description="Channel IDs where work may start; empty = any channel."
+    )
+    slack_allowed_users: list[str] = Field(
+        default_factory=list, description="User IDs who may start work; empty = anyone."
+    )
+    slack_progress_interval: float = Field(
+        default=1.0, ge=0, description="Minimum seconds between two updates of a progress message."
+    )
+    slack_workers: int = Field(default=4, ge=1, description="Conversations the bot works on at once.")
     budget: Budget = Field(default_factory=Budget)
 
     @property

@@ -15,9 +15,11 @@ from langgraph.graph.message import add_messages
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
-from tools.specs import Metric, ModelFamily, Resources
+from agent.plan import ExperimentPlan, ExperimentRequest, RollbackRecord, VerificationReport
+from tools.specs import Metric, ModelFamily
 
 Intent = Literal["experiment", "question", "cancel", "forbidden", "unknown"]
+RunRole = Literal["session", "baseline", "tuning", "trial", "single"]
 ForbiddenAction = Literal["deploy", "promote", "stage", "serve", "register_model", "raw_data", "other"]
 
 
@@ -84,7 +86,7 @@ class RunRecord(BaseModel):
     """A run this session launched, as MLflow and the runtime last reported it."""
 
     run_id: str
-    role: Literal["session", "baseline", "tuning", "trial", "single"]
+    role: RunRole
     status: str = Field(description="MLflow status: RUNNING, FINISHED, FAILED or KILLED.")
     job_id: str | None = None
     trial_number: int | None = None
@@ -100,6 +102,49 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
+    def add(self, other: Usage) -> Usage:
+        """Return the sum of two usages."""
+        return Usage(
+            model_calls=self.model_calls + other.model_calls,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+class ToolCallRecord(BaseModel):
+    """A read-only tool call made while answering a question (shown under Verification)."""
+
+    tool: str = Field(description="Tool name.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments, redacted.")
+    ok: bool = Field(description="Whether the tool ran and returned a result.")
+    summary: str = Field(description="One line about the result or the refusal.")
+
+
+class Refusal(BaseModel):
+    """Why the agent refused a request, and what the user can do instead."""
+
+    action: ForbiddenAction = Field(description="What was asked that the agent may not do.")
+    rule: str = Field(description="Policy rule that forbids it.")
+    reason: str = Field(description="The policy, in one or two sentences.")
+    alternatives: list[str] = Field(default_factory=list, description="What the user can do instead.")
+
+
+class ApprovalRequest(BaseModel):
+    """What the graph asks a human to approve before it launches anything."""
+
+    reasons: list[str] = Field(description="Why approval is needed, one per guard rejection.")
+    approval_keys: list[str] = Field(description="Guard approval keys that approving grants.")
+    summary: str = Field(description="The plan in one paragraph.")
+
+
+class ProgressEvent(BaseModel):
+    """Something front ends show while runs execute (never stored in graph state)."""
+
+    thread_id: str
+    kind: Literal["run_started", "run_finished", "trial_finished", "status"]
+    message: str
+    run_id: str | None = None
+
 
 def _merge_runs(old: list[RunRecord], new: list[RunRecord]) -> list[RunRecord]:
     """Reducer: upsert run records by run_id, keeping first-seen order."""
@@ -113,16 +158,33 @@ def _merge_runs(old: list[RunRecord], new: list[RunRecord]) -> list[RunRecord]:
 
 
 class AgentState(TypedDict, total=False):
-    """LangGraph state for one conversation thread."""
+    """LangGraph state for one conversation thread.
+
+    ``messages`` and ``draft`` span turns; every other field describes the current turn and is reset
+    by intake (``runs`` and ``policy_events`` with ``langgraph.types.Overwrite``).
+    """
 
     messages: Annotated[list[AnyMessage], add_messages]
+    directive: Literal["cancel"] | None  # set by the service to skip the model (cancel())
+    turn_started_at: float  # epoch seconds when intake began this turn
     intake: IntakeDecision | None
-    request: dict[str, Any] | None  # the complete ExperimentRequest (agent.plan models) as JSON
+    draft: ExperimentRequestDraft | None  # inputs gathered while a request is incomplete
+    request: ExperimentRequest | None
     asked_for: list[str]
-    plan: dict[str, Any] | None
+    request_problems: list[str]  # inputs that were given but cannot be used (e.g. metric vs task)
+    refusal: Refusal | None
+    plan: ExperimentPlan | None
+    approvals: list[str]  # approval keys granted in this thread (survive restarts)
+    approval_decision: Literal["approved", "denied"] | None
+    approver: str | None
     runs: Annotated[list[RunRecord], _merge_runs]
+    baseline_run_id: str | None
+    best_run_id: str | None
+    execution_notes: list[str]  # facts from execute worth telling (tuning not run, cancelled, ...)
     policy_events: Annotated[list[PolicyEvent], operator.add]
-    verification: dict[str, Any] | None
-    rollback: dict[str, Any] | None
+    verification: VerificationReport | None
+    rollback: RollbackRecord | None
+    tool_calls: list[ToolCallRecord]
+    model_answer: str | None
     answer: str | None
     usage: Usage

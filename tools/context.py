@@ -68,6 +68,10 @@ class ToolContext:
             from tools.runtime import make_runtime
 
             self._runtime = make_runtime(self.settings)
+            # The Kubernetes runtime re-checks every manifest with this session's approvals.
+            bind = getattr(self._runtime, "bind_context", None)
+            if bind is not None:
+                bind(self)
         return self._runtime
 
     def close(self) -> None:

@@ -1,0 +1,219 @@
+"""intake: turn the conversation into an IntakeDecision, then route the turn.
+
+The chat model must call ``record_intake`` (schema: ``IntakeDecision``); everything after that is code:
+merging the draft with the one an earlier turn left incomplete, asking for missing inputs, checking
+the dataset through the guard, and completing the request with stated defaults.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Overwrite
+from pydantic import ValidationError
+
+from agent.prompts import render_prompt
+from agent.request import complete_request, merge_drafts, metric_problem, missing_inputs
+from agent.runctx import TurnContext, turn_context
+from agent.state import AgentState, ExperimentRequestDraft, IntakeDecision, Refusal, Usage
+from agent.tokens import trim_history, usage_of
+from agent.toolcalls import call_tool, check_data
+from tools.specs import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from tools.tuning_models import StudySettings
+
+RECORD_INTAKE = "record_intake"
+RECORD_INTAKE_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": RECORD_INTAKE,
+        "description": (IntakeDecision.__doc__ or "").strip(),
+        "parameters": IntakeDecision.model_json_schema(),
+    },
+}
+_MAX_ATTEMPTS = 2
+Route = Literal["plan", "answer_question", "refuse", "rollback", "respond"]
+
+
+def intake(state: AgentState, runtime: Runtime[TurnContext]) -> Command[Route]:
+    """Classify the latest message and route: plan, answer, refuse, cancel, or ask/explain."""
+    ctx = turn_context(runtime)
+    update = turn_reset()
+    if state.get("directive") == "cancel":
+        update["intake"] = IntakeDecision(intent="cancel")
+        return Command(goto="rollback", update=update)
+    decision, usage = classify(ctx, state)
+    update.update(intake=decision, usage=usage)
+    if decision.intent == "experiment":
+        return route_experiment(ctx, state, decision, update)
+    goto: Route = {"question": "answer_question", "cancel": "rollback", "forbidden": "refuse"}.get(
+        decision.intent, "respond"
+    )  # type: ignore[assignment]
+    return Command(goto=goto, update=update)
+
+
+def turn_reset() -> dict[str, Any]:
+    """Return the update that clears every per-turn field (``messages`` and ``draft`` span turns)."""
+    return {
+        "directive": None,
+        "turn_started_at": time.time(),
+        "intake": None,
+        "request": None,
+        "asked_for": [],
+        "request_problems": [],
+        "refusal": None,
+        "plan": None,
+        "approval_decision": None,
+        "approver": None,
+        "runs": Overwrite([]),
+        "baseline_run_id": None,
+        "best_run_id": None,
+        "execution_notes": [],
+        "policy_events": Overwrite([]),
+        "verification": None,
+        "rollback": None,
+        "tool_calls": [],
+        "model_answer": None,
+        "answer": None,
+        "usage": Usage(),
+    }
+
+
+# ---- the model call -------------------------------------------------------------------------------
+
+
+def classify(ctx: TurnContext, state: AgentState) -> tuple[IntakeDecision, Usage]:
+    """Ask the model for ``record_intake``; one retry with the validation error, else 'unknown'."""
+    settings = ctx.tools.settings
+    system = SystemMessage(render_prompt("intake", **_prompt_vars(ctx)))
+    prompt: list[BaseMessage] = trim_history(
+        [system, *state.get("messages", [])], settings.context_token_budget, settings.model
+    )
+    model = ctx.model.bind_tools([RECORD_INTAKE_TOOL], tool_choice=RECORD_INTAKE)
+    usage = Usage()
+    problem = "the model did not call record_intake"
+    for _ in range(_MAX_ATTEMPTS):
+        reply = model.invoke(prompt)
+        assert isinstance(reply, AIMessage)
+        usage = usage.add(_usage(reply, prompt, settings.model))
+        decision, problem, call_id = _parse(reply)
+        if decision is not None:
+            return decision, usage
+        prompt = [
+            *prompt,
+            reply,
+            ToolMessage(f"Error: {problem}. Call record_intake again.", tool_call_id=call_id),
+        ]
+    return IntakeDecision(intent="unknown", not_understood=[f"(internal) {problem}"]), usage
+
+
+def _prompt_vars(ctx: TurnContext) -> dict[str, str]:
+    families = StudySettings.model_fields["model_family"].annotation
+    refs = [r.ref for r in ctx.tools.registry.list("validated")]
+    return {
+        "model_families": ", ".join(getattr(families, "__args__", ())),
+        "metrics": ", ".join(sorted(CLASSIFICATION_METRICS | REGRESSION_METRICS)),
+        "datasets": ", ".join(refs) or "none",
+    }
+
+
+def _usage(reply: AIMessage, prompt: list[BaseMessage], model: str) -> Usage:
+    prompt_tokens, completion_tokens = usage_of(reply, prompt, model)
+    return Usage(model_calls=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+
+def _parse(reply: AIMessage) -> tuple[IntakeDecision | None, str, str]:
+    calls = [c for c in reply.tool_calls if c["name"] == RECORD_INTAKE]
+    if not calls:
+        return None, "no record_intake tool call in the reply", "missing"
+    call_id = calls[0].get("id") or "record_intake"
+    try:
+        return IntakeDecision.model_validate(calls[0]["args"]), "", call_id
+    except ValidationError as exc:
+        return None, f"invalid record_intake arguments: {exc.errors(include_url=False)}", call_id
+
+
+# ---- experiment requests --------------------------------------------------------------------------
+
+
+def route_experiment(
+    ctx: TurnContext, state: AgentState, decision: IntakeDecision, update: dict[str, Any]
+) -> Command[Route]:
+    """Complete the request, ask for what is missing, or refuse unusable data."""
+    draft = merge_drafts(state.get("draft"), decision.request)
+    if draft.dataset_uri:
+        update["intake"] = decision.model_copy(update={"intent": "forbidden", "forbidden_action": "raw_data"})
+        update["draft"] = None
+        return Command(goto="refuse", update=update)
+    update["draft"] = draft
+    registry = ctx.tools.registry
+    if draft.dataset and not registry.versions(draft.dataset):
+        refused = _refuse_data(ctx, draft, update)
+        assert refused is not None, "the guard rejects a dataset with no registered version"
+        return refused
+    missing = missing_inputs(draft)
+    if draft.dataset and draft.version and draft.version not in registry.versions(draft.dataset):
+        missing = ["version", *[m for m in missing if m != "version"]]
+        update["request_problems"] = [f"{draft.dataset}@{draft.version} is not registered."]
+    if missing:
+        if "version" in missing and draft.dataset:
+            update["request_problems"] = [*update["request_problems"], _versions_hint(ctx, draft.dataset)]
+        update["asked_for"] = missing
+        return Command(goto="respond", update=update)
+    return _check_dataset(ctx, draft, update)
+
+
+def _check_dataset(ctx: TurnContext, draft: ExperimentRequestDraft, update: dict[str, Any]) -> Command[Route]:
+    assert draft.dataset and draft.version and draft.metric
+    refused = _refuse_data(ctx, draft, update)
+    if refused is not None:
+        return refused
+    lookup = call_tool(ctx.tools, "lookup_dataset", {"name": draft.dataset, "version": draft.version})
+    if not lookup.ok:
+        update["request_problems"] = [f"The dataset could not be looked up: {lookup.problem}"]
+        update["policy_events"] = Overwrite(lookup.policy_events())
+        return Command(goto="respond", update=update)
+    task = lookup.data.get("schema", {}).get("task")
+    problem = metric_problem(draft.metric, task)
+    if problem:
+        update.update(asked_for=["metric"], request_problems=[problem])
+        return Command(goto="respond", update=update)
+    request = complete_request(draft, ctx.tools.settings, task, lookup.data.get("sha256"))
+    update.update(request=request, draft=None)
+    return Command(goto="plan", update=update)
+
+
+def _versions_hint(ctx: TurnContext, dataset: str) -> str:
+    versions = ctx.tools.registry.versions(dataset)
+    return f"Registered versions of {dataset}: {', '.join(versions)}." if versions else ""
+
+
+def _refuse_data(
+    ctx: TurnContext, draft: ExperimentRequestDraft, update: dict[str, Any]
+) -> Command[Route] | None:
+    """Refuse data the guard rejects (unregistered, raw, deprecated, checksum); None if it is usable."""
+    assert draft.dataset
+    events = check_data(ctx.tools, draft.dataset, draft.version or "latest")
+    if not events:
+        return None
+    update["refusal"] = Refusal(
+        action="raw_data",
+        rule=events[0].rule or "versioned_data",
+        reason="I only train on curated, versioned datasets from the registry. " + events[0].reason,
+        alternatives=data_alternatives(ctx),
+    )
+    update["policy_events"] = Overwrite(events)
+    update["draft"] = None
+    return Command(goto="respond", update=update)
+
+
+def data_alternatives(ctx: TurnContext) -> list[str]:
+    """Return what a user can do instead of training on unusable data."""
+    refs = [r.ref for r in ctx.tools.registry.list("validated")]
+    return [
+        "Ask Data Engineering to validate and register the data, then request it as NAME@VERSION "
+        "(`expagent datasets register FILE --name … --version … --target …` registers a local CSV).",
+        "Train on a validated dataset that is already registered: " + (", ".join(refs) or "none yet") + ".",
+    ]

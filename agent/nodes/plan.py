@@ -1,0 +1,222 @@
+"""plan: turn the complete request into an ExperimentPlan, check it against the guard, log it to MLflow.
+
+The plan is code: baseline config (family defaults unless the user fixed params), the tuning study
+(search space from ``prompts/search_spaces.yaml``, every stopping criterion), the compute estimate
+against the budget, and the approval keys the guard would ask for. It is logged as ``plan.json`` and
+``plan.md`` on a new session run (``expagent.role=session``) in the request's experiment.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from agent.plan import BaselineConfig, ComputeEstimate, ExperimentPlan, ExperimentRequest, TuningPlan
+from agent.runctx import TurnContext, turn_context
+from agent.state import AgentState, PolicyEvent, Refusal, RunRecord
+from tools.budget import DEFAULT_RUN_SECONDS, estimate_plan
+from tools.policy import Halt, Reject, evaluate
+from tools.toolset import get_tool
+from tools.tracking import create_parent_run
+from tools.tuning_models import StudySettings, default_parallelism
+from tools.tuning_space import SEARCH_SPACES_FILE, SearchSpaceError, load_search_space
+
+DEFAULT_TIMEOUT_SECONDS = 600
+Route = Literal["approve", "execute", "respond"]
+
+
+def plan(state: AgentState, runtime: Runtime[TurnContext]) -> Command[Route]:
+    """Build, check and log the plan; route to approval when the guard asks for it."""
+    ctx = turn_context(runtime)
+    request = state.get("request")
+    assert request is not None, "plan runs only after intake completed the request"
+    ctx.tools.approvals.update(state.get("approvals", []))
+    try:
+        draft = build_plan(request, ctx)
+    except SearchSpaceError as exc:
+        return Command(goto="respond", update={"request_problems": [str(exc)], "asked_for": []})
+    hard = hard_rejections(draft, ctx)
+    if hard:
+        return Command(goto="respond", update=_refusal_update(hard))
+    approvals = approval_needs(draft, ctx)
+    draft.approval_keys = sorted({key for key, _ in approvals})
+    draft.approval_reasons = [reason for _, reason in approvals]
+    session = log_session_run(draft, ctx, awaiting=bool(draft.approval_keys))
+    update: dict[str, Any] = {"plan": draft, "runs": [session]}
+    return Command(goto="approve" if draft.approval_keys else "execute", update=update)
+
+
+# ---- building ---------------------------------------------------------------------------------------
+
+
+def build_plan(request: ExperimentRequest, ctx: TurnContext) -> ExperimentPlan:
+    """Return the plan for ``request`` (no session run yet); raises SearchSpaceError for a bad override."""
+    settings = ctx.tools.settings
+    timeout = min(DEFAULT_TIMEOUT_SECONDS, settings.budget.max_wall_seconds_per_run)
+    baseline = BaselineConfig(
+        model_family=request.model_family,
+        params=request.params,
+        seed=request.seed,
+        resources=request.resources,
+        timeout_seconds=timeout,
+    )
+    tuning = _tuning_plan(request, ctx, timeout) if request.trials > 0 else None
+    return ExperimentPlan(
+        request=request, baseline=baseline, tuning=tuning, estimate=_estimate(request, tuning)
+    )
+
+
+def _tuning_plan(request: ExperimentRequest, ctx: TurnContext, timeout: int) -> TuningPlan:
+    settings = ctx.tools.settings
+    space = load_search_space(request.model_family, request.search_space)
+    parallelism = request.parallelism or default_parallelism(
+        settings.budget.max_concurrent_jobs, request.resources.cpu, request.trials
+    )
+    study = StudySettings(
+        study_name=f"{ctx.thread_id}-{request.experiment}-{request.model_family}",
+        session_id=ctx.thread_id,
+        dataset=request.dataset,
+        version=request.version,
+        model_family=request.model_family,
+        metric=request.metric,
+        direction=request.direction,
+        experiment=request.experiment,
+        search_space=space,
+        n_trials=request.trials,
+        parallelism=parallelism,
+        wall_clock_seconds=request.wall_minutes * 60 if request.wall_minutes else None,
+        cpu_hours=request.cpu_hours,
+        gpu_hours=request.gpu_hours or None,
+        patience=request.patience,
+        target=request.target,
+        seed=request.seed,
+        resources=request.resources,
+        trial_timeout_seconds=timeout,
+    )
+    source = "your overrides on " if request.search_space else ""
+    estimate = estimate_plan(None, study, settings.budget)
+    return TuningPlan(
+        study=study, search_space_source=f"{source}{SEARCH_SPACES_FILE.name}", estimate=estimate
+    )
+
+
+def _estimate(request: ExperimentRequest, tuning: TuningPlan | None) -> ComputeEstimate:
+    per_run = DEFAULT_RUN_SECONDS * request.resources.cpu
+    if tuning is None:
+        total = per_run / 3600
+        return ComputeEstimate(
+            cpu_seconds_per_run=per_run, runs=1, total_cpu_hours=total, budget_cpu_hours=request.cpu_hours,
+            trials_that_fit=0, within_budget=total <= request.cpu_hours,
+        )  # fmt: skip
+    e = tuning.estimate
+    return ComputeEstimate(
+        cpu_seconds_per_run=e.per_trial_cpu_seconds, runs=1 + e.trials_requested,
+        total_cpu_hours=e.cpu_hours_estimated, budget_cpu_hours=request.cpu_hours,
+        trials_that_fit=e.trials_that_fit, within_budget=e.within_budget,
+    )  # fmt: skip
+
+
+def training_args(
+    plan: ExperimentPlan, role: str = "baseline", parent_run_id: str | None = None
+) -> dict[str, Any]:
+    """Return the ``start_training_run`` arguments of the plan's baseline run.
+
+    The session and requester are not arguments: the tool takes them from the ToolContext.
+    """
+    r, b = plan.request, plan.baseline
+    return {
+        "dataset": r.dataset,
+        "version": r.version,
+        "model_family": b.model_family,
+        "metric": r.metric,
+        "experiment": r.experiment,
+        "params": b.params,
+        "seed": b.seed,
+        "role": role,
+        "run_name": f"{role}-{b.model_family}",
+        "parent_run_id": parent_run_id or plan.session_run_id,
+        "resources": b.resources.model_dump(),
+        "timeout_seconds": b.timeout_seconds,
+    }
+
+
+# ---- checking against the guard ---------------------------------------------------------------------
+
+
+def _launch_findings(plan: ExperimentPlan, ctx: TurnContext) -> list[Reject | Halt]:
+    tool = get_tool("start_training_run")
+    args = tool.args_model.model_validate(training_args(plan))
+    return evaluate(tool, args, ctx.tools)
+
+
+def hard_rejections(plan: ExperimentPlan, ctx: TurnContext) -> list[Reject | Halt]:
+    """Return the guard's findings on the baseline launch that no approval can lift."""
+    return [f for f in _launch_findings(plan, ctx) if isinstance(f, Halt) or f.approval_key is None]
+
+
+def approval_needs(plan: ExperimentPlan, ctx: TurnContext) -> list[tuple[str, str]]:
+    """Return ``(approval_key, reason)`` for everything in the plan the user must approve first."""
+    needs = [
+        (f.approval_key, f.reason)
+        for f in _launch_findings(plan, ctx)
+        if isinstance(f, Reject) and f.approval_key
+    ]
+    if plan.tuning is not None:
+        estimate = plan.tuning.estimate
+        for key in estimate.approval_keys:
+            if key not in ctx.tools.approvals:
+                needs.append((key, f"{_KEY_REASONS.get(key, key)}: {estimate.summary}"))
+    return [(k, r) for k, r in needs if k is not None]
+
+
+_KEY_REASONS = {
+    "budget:cpu": "the requested trials do not fit the CPU budget",
+    "budget:gpu": "the requested trials do not fit the GPU budget",
+    "budget:trials": "more trials than the configured maximum",
+    "concurrency": "more parallel jobs than the configured cap",
+}
+
+
+def _refusal_update(findings: list[Reject | Halt]) -> dict[str, Any]:
+    first = findings[0]
+    events = [
+        PolicyEvent(tool="start_training_run", verdict=f.verdict, rule=f.rule, reason=f.reason)
+        for f in findings
+    ]
+    refusal = Refusal(
+        action="other",
+        rule=first.rule,
+        reason=f"The plan breaks policy rule '{first.rule}': {first.reason}",
+        alternatives=["Change the request as the reason says (resources, namespace, runtime) and ask again."],
+    )
+    return {"refusal": refusal, "policy_events": events}
+
+
+# ---- the session run --------------------------------------------------------------------------------
+
+
+def log_session_run(plan: ExperimentPlan, ctx: TurnContext, awaiting: bool) -> RunRecord:
+    """Create the session run, attach plan.json/plan.md; SCHEDULED while approval is pending."""
+    from agent.sections import plan_text
+
+    r = plan.request
+    params = {"dataset": f"{r.dataset}@{r.version}", "model_family": r.model_family, "metric": r.metric,
+              "trials": r.trials, "runtime": r.runtime}  # fmt: skip
+    run_id = create_parent_run(
+        ctx.tools, r.experiment, "session", run_name=f"session-{ctx.thread_id[:12]}", params=params
+    )
+    plan.session_run_id = run_id
+    if plan.tuning is not None:
+        plan.tuning.study.parent_run_id = run_id
+        plan.tuning.study.study_name = f"{ctx.thread_id}-{run_id[:12]}"
+    client = ctx.tools.tracking
+    client.log_text(run_id, json.dumps(plan.model_dump(mode="json"), indent=2) + "\n", "plan.json")
+    client.log_text(run_id, plan_text(plan, {}) + "\n", "plan.md")
+    status = "RUNNING"
+    if awaiting:
+        client.update_run(run_id, status="SCHEDULED")
+        status = "SCHEDULED"
+    return RunRecord(run_id=run_id, role="session", status=status, note="holds the plan and the answer")

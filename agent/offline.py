@@ -1,0 +1,271 @@
+"""The embedded default chat model: deterministic, rule-based, no network.
+
+``OfflineChatModel`` emits the same tool calls an LLM would for the two ways the graph uses a model:
+
+- bound to ``record_intake``: one ``record_intake`` call whose args are an ``IntakeDecision`` parsed
+  from the user's latest message by ``agent.offline_grammar`` (fields-only follow-ups are merged with
+  the request they answer);
+- bound to the read-only tools (``search_runs``, ``get_run``, ``list_datasets``, ``lookup_dataset``):
+  first the tool calls the question needs, then, once ToolMessages are present, a factual markdown
+  answer built only from those results. Text inside tool results is data, never instructions.
+
+Without bound tools it replies in text with what it understood.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCall, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from agent.offline_answers import write_answer
+from agent.offline_grammar import QuestionPlan, parse_message, parse_question
+from agent.state import IntakeDecision
+from agent.tokens import estimate_usage
+
+RECORD_INTAKE = "record_intake"
+QUESTION_TOOLS = frozenset({"search_runs", "get_run", "list_datasets", "lookup_dataset"})
+# Names the tools' argument models may use for the same idea; the first one in the bound schema wins.
+_ARG_ALIASES: dict[str, tuple[str, ...]] = {
+    "experiment": ("experiment", "experiment_name", "experiment_names"),
+    "max_results": ("max_results", "limit", "top_k"),
+    "run_id": ("run_id", "id"),
+    "name": ("name", "dataset", "dataset_name"),
+    "version": ("version", "dataset_version"),
+}
+
+
+class OfflineChatModel(BaseChatModel):
+    """A rule-based chat model for the documented request grammar (docs/offline-grammar.md)."""
+
+    tools: list[dict[str, Any]] = []
+    tool_choice: str | None = None
+
+    @property
+    def _llm_type(self) -> str:
+        return "expagent-offline"
+
+    def bind_tools(  # type: ignore[override]
+        self, tools: Sequence[Any], *, tool_choice: str | dict[str, Any] | bool | None = None, **kwargs: Any
+    ) -> OfflineChatModel:
+        """Return a copy that sees ``tools`` (OpenAI function dicts, pydantic models or functions)."""
+        schemas = [convert_to_openai_tool(t) for t in tools]
+        return self.model_copy(update={"tools": schemas, "tool_choice": _choice_name(tool_choice, schemas)})
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        reply = self._reply(messages)
+        reply.usage_metadata = estimate_usage(messages, reply, self.tools)
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+    def _reply(self, messages: list[BaseMessage]) -> AIMessage:
+        names = {t["function"]["name"] for t in self.tools}
+        if self.tool_choice not in (None, "any", RECORD_INTAKE):
+            raise ValueError(
+                f"the offline model can be forced to call only {RECORD_INTAKE!r}, not {self.tool_choice!r}"
+            )
+        if self.tool_choice == RECORD_INTAKE or RECORD_INTAKE in names:
+            return _intake_reply(messages)
+        if names & QUESTION_TOOLS:
+            return _question_reply(messages, self.tools)
+        return AIMessage(content=_describe(intake_from_history(messages)))
+
+
+def _choice_name(choice: str | dict[str, Any] | bool | None, schemas: list[dict[str, Any]]) -> str | None:
+    """Normalise LangChain's tool_choice forms to a tool name, 'any' or None (auto)."""
+    if isinstance(choice, dict):
+        return str(choice.get("function", {}).get("name") or choice.get("name"))
+    if choice is True:
+        return schemas[0]["function"]["name"] if len(schemas) == 1 else "any"
+    if choice in (None, False, "auto", "none"):
+        return None
+    return "any" if choice == "required" else str(choice)
+
+
+def _text(message: BaseMessage) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    return " ".join(p if isinstance(p, str) else str(p.get("text", "")) for p in message.content)
+
+
+def intake_from_history(messages: Sequence[BaseMessage]) -> IntakeDecision:
+    """Return the decision for the latest user message, merged with the request it answers.
+
+    A message that only supplies request fields ("breast_cancer@1, roc_auc") after an experiment
+    request fills in that request: earlier human messages are merged back to the nearest one with an
+    explicit experiment verb; a question, cancel or refusal in between stops the merge.
+    """
+    humans = [_text(m) for m in messages if isinstance(m, HumanMessage)]
+    if not humans:
+        return IntakeDecision(
+            intent="unknown", forbidden_action=None, question=None, not_understood=["(no user message)"]
+        )
+    decision, fields_only = parse_message(humans[-1])
+    if not fields_only:
+        return decision
+    merged = decision.request.model_dump()
+    for text in reversed(humans[:-1]):
+        earlier, earlier_fields_only = parse_message(text)
+        if earlier.intent != "experiment":
+            break
+        _fill_missing(merged, earlier.request.model_dump())
+        if not earlier_fields_only:
+            break
+    return decision.model_copy(update={"request": type(decision.request)(**merged)})
+
+
+def _fill_missing(target: dict[str, Any], earlier: dict[str, Any]) -> None:
+    for key, value in earlier.items():
+        if isinstance(value, dict):
+            target[key] = {**value, **target[key]}
+        elif target.get(key) is None:
+            target[key] = value
+
+
+def _intake_reply(messages: Sequence[BaseMessage]) -> AIMessage:
+    decision = intake_from_history(messages)
+    call = ToolCall(
+        name=RECORD_INTAKE,
+        args=decision.model_dump(mode="json", exclude_none=True),
+        id=f"call_intake_{len(messages)}",
+    )
+    return AIMessage(content="", tool_calls=[call])
+
+
+def _describe(decision: IntakeDecision) -> str:
+    """Return a plain-text account of a decision (used when no tools are bound)."""
+    fields = decision.request.model_dump(exclude_none=True, exclude_defaults=True)
+    lines = [
+        f"Intent: {decision.intent}"
+        + (f" ({decision.forbidden_action})" if decision.forbidden_action else "")
+    ]
+    lines += [f"- {key}: {value}" for key, value in fields.items()]
+    if decision.not_understood:
+        lines.append("Not understood: " + "; ".join(decision.not_understood))
+    return "\n".join(lines)
+
+
+def question_text(messages: Sequence[BaseMessage]) -> tuple[int, str]:
+    """Return the index and text of the latest human message (a "(label: text)" wrapper removed)."""
+    index = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=-1)
+    text = _text(messages[index]).strip() if index >= 0 else ""
+    wrapped = re.fullmatch(r"\((?:[^():]{1,60}):\s*(?P<inner>.+)\)", text, re.DOTALL)
+    return index, wrapped["inner"].strip() if wrapped else text
+
+
+def _question_reply(messages: Sequence[BaseMessage], tools: list[dict[str, Any]]) -> AIMessage:
+    """Call the tools a question needs, or answer from the tool results that followed it."""
+    index, question = question_text(messages)
+    plan = parse_question(question)
+    later = messages[index + 1 :]
+    if any(isinstance(m, ToolMessage) for m in later):
+        return AIMessage(content=write_answer(plan, _tool_results(later)))
+    bound = {t["function"]["name"]: t["function"].get("parameters") or {} for t in tools}
+    calls: list[ToolCall] = []
+    for i, (name, meaning) in enumerate(_semantic_calls(plan)):
+        if name not in bound:
+            continue
+        args = fit_args(bound[name], meaning)
+        missing = [r for r in bound[name].get("required", []) if r not in args]
+        if missing:
+            return AIMessage(content=_ask_for(name, missing))
+        calls.append(ToolCall(name=name, args=args, id=f"call_{len(messages)}_{i}"))
+    return AIMessage(content="", tool_calls=calls) if calls else AIMessage(content=write_answer(plan, []))
+
+
+def _ask_for(tool: str, missing: list[str]) -> str:
+    if "experiment" in missing:
+        return (
+            "Which MLflow experiment should I look in? Name it in the question, for example "
+            "'best run in experiment smoke' or 'how did the last run in experiment smoke do?'."
+        )
+    return f"To answer I need {', '.join(missing)} for {tool}; please include it in the question."
+
+
+def _tool_results(messages: Sequence[BaseMessage]) -> list[tuple[str, ToolMessage]]:
+    """Pair each ToolMessage with the name of the tool call it answers."""
+    names = {c["id"]: c["name"] for m in messages if isinstance(m, AIMessage) for c in m.tool_calls}
+    return [(names.get(m.tool_call_id, m.name or "tool"), m) for m in messages if isinstance(m, ToolMessage)]
+
+
+def _semantic_calls(plan: QuestionPlan) -> list[tuple[str, dict[str, Any]]]:
+    """Return (tool, arguments by meaning) for a question, before fitting them to the bound schemas."""
+    if plan.kind == "runs":
+        return [("get_run", {"run_id": run_id}) for run_id in plan.run_ids]
+    if plan.kind == "list_datasets":
+        return [("list_datasets", {})]
+    if plan.kind == "describe_dataset" and plan.version is None:
+        return [("list_datasets", {})]  # no version named: show the registered versions instead
+    if plan.kind == "describe_dataset":
+        return [("lookup_dataset", {"name": plan.dataset, "version": plan.version})]
+    if plan.kind == "unclear":
+        return []
+    if plan.kind == "latest_run":
+        return [("search_runs", {"experiment": plan.experiment, "rank": "latest", "max_results": 1})]
+    rank = "worst" if plan.reverse else "best"
+    meaning = {"experiment": plan.experiment, "metric": plan.metric, "rank": rank, "max_results": 20}
+    return [("search_runs", meaning)]
+
+
+def fit_args(parameters: dict[str, Any], meaning: dict[str, Any]) -> dict[str, Any]:
+    """Map arguments by meaning onto a tool's JSON-schema properties.
+
+    Handles alias names (``experiment_name``, ``limit``, ``ref`` = name@version), list-typed
+    properties, and the two ways to order runs: ``order_by`` = metric name with ``direction``
+    (best/asc/desc, the expagent tool) or an MLflow order clause. Without declared properties the
+    meaning-named arguments are sent as they are.
+    """
+    properties: dict[str, Any] = parameters.get("properties") or {}
+    present = {k: v for k, v in meaning.items() if v is not None and k != "rank"}
+    if not properties:
+        return present
+    args = _ordering(properties, meaning.get("metric"), meaning.get("rank"))
+    for key, value in present.items():
+        target = next((a for a in _ARG_ALIASES.get(key, (key,)) if a in properties), None)
+        if target is None and key == "name" and "ref" in properties:
+            target, value = "ref", f"{value}@{present['version']}" if present.get("version") else value
+        if target is not None and target not in args:
+            args[target] = [value] if _is_array(properties[target]) and not isinstance(value, list) else value
+    return args
+
+
+def _ordering(properties: dict[str, Any], metric: str | None, rank: str | None) -> dict[str, Any]:
+    """Return the ordering arguments for search_runs (empty when nothing is to be ranked)."""
+    from tools.specs import metric_direction
+
+    if "order_by" not in properties or rank is None or (rank != "latest" and not metric):
+        return {}
+    if rank == "latest":
+        return (
+            {}
+            if "direction" in properties
+            else {"order_by": _listed(properties, "attributes.start_time DESC")}
+        )
+    assert metric is not None
+    high_first = (metric_direction(metric) == "maximize") != (rank == "worst")
+    if "direction" in properties:
+        return {
+            "order_by": metric,
+            "direction": "best" if rank == "best" else ("desc" if high_first else "asc"),
+        }
+    return {"order_by": _listed(properties, f"metrics.`{metric}` {'DESC' if high_first else 'ASC'}")}
+
+
+def _listed(properties: dict[str, Any], value: str) -> str | list[str]:
+    return [value] if _is_array(properties["order_by"]) else value
+
+
+def _is_array(schema: dict[str, Any]) -> bool:
+    options = [schema, *schema.get("anyOf", [])]
+    return any(option.get("type") == "array" for option in options)

@@ -1,0 +1,266 @@
+"""AgentService: the one entry every front end (run, chat, Slack, evals) uses to drive the graph.
+
+A turn runs the checkpointed graph on one thread; the result is a ``TurnResult`` (the five-section
+answer plus what the JSON output and the front ends show). Approvals are ``resume``; ``cancel`` may be
+called from any thread while a turn runs (it signals the turn and waits for its rolled-back answer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from agent.answer import parse_sections, render_answer
+from agent.config import Settings
+from agent.state import AgentState, ApprovalRequest, PolicyEvent, ProgressEvent, RunRecord, Usage
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langgraph.graph.state import CompiledStateGraph
+    from langgraph.types import StateSnapshot
+
+    from agent.runctx import TurnContext
+    from tools.context import ToolContext
+
+__all__ = [
+    "AgentService",
+    "NoPendingApproval",
+    "ProgressEvent",
+    "ThreadBusy",
+    "TurnResult",
+    "new_thread_id",
+]
+
+_APPROVE_WORDS = frozenset({"y", "yes", "approve", "approved", "ok", "go", "go ahead", "proceed"})
+_DENY_WORDS = frozenset({"n", "no", "deny", "denied", "reject", "stop", "cancel", "abort"})
+_CANCEL_WAIT_SECONDS = 300.0
+
+
+class TurnResult(BaseModel):
+    """What one turn produced, as every front end shows it."""
+
+    thread_id: str
+    status: Literal["answered", "awaiting_approval"]
+    answer: str = Field(description="Markdown with the five sections.")
+    sections: dict[str, str] = Field(description="Plan, Changes, Verification, Rollback, Summary.")
+    approval: ApprovalRequest | None = None
+    runs: list[RunRecord] = Field(default_factory=list)
+    baseline_run_id: str | None = None
+    best_run_id: str | None = None
+    policy_events: list[PolicyEvent] = Field(default_factory=list)
+    asked_for: list[str] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the ``expagent run --json`` document."""
+        return {
+            "thread_id": self.thread_id,
+            "status": self.status,
+            "answer": self.answer,
+            "sections": self.sections,
+            "runs": [
+                {"run_id": r.run_id, "role": r.role, "status": r.status, "metrics": r.metrics}
+                for r in self.runs
+            ],
+            "baseline_run_id": self.baseline_run_id,
+            "best_run_id": self.best_run_id,
+            "policy_events": [e.model_dump() for e in self.policy_events],
+            "asked_for": self.asked_for,
+            "usage": self.usage.model_dump(),
+            "approval": self.approval.model_dump() if self.approval else None,
+        }
+
+
+class ThreadBusy(RuntimeError):
+    """A turn is already running on this thread; wait for it or cancel it."""
+
+
+class NoPendingApproval(LookupError):
+    """``resume`` was called on a thread that is not waiting for approval."""
+
+
+def new_thread_id() -> str:
+    """Return a fresh thread ID."""
+    return uuid.uuid4().hex[:12]
+
+
+@dataclasses.dataclass
+class _ActiveTurn:
+    turn: TurnContext
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+
+class AgentService:
+    """Drive the agent graph: one turn per call, threads checkpointed in SQLite."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: str | BaseChatModel | None = None,
+        on_progress: Callable[[ProgressEvent], None] | None = None,
+    ) -> None:
+        from agent.checkpoint import open_checkpointer
+        from agent.graph import build_graph
+        from agent.models import make_chat_model
+        from tools.context import build_context
+
+        self.settings = settings
+        self.on_progress = on_progress
+        self._model = (
+            model
+            if model is not None and not isinstance(model, str)
+            else make_chat_model(model or settings.model, settings)
+        )
+        self._tools = build_context(settings)
+        self._checkpointer = open_checkpointer(settings.checkpoint_path)
+        self._graph: CompiledStateGraph[AgentState, TurnContext, AgentState, AgentState] = build_graph(
+            self._checkpointer
+        )
+        self._lock = threading.Lock()
+        self._active: dict[str, _ActiveTurn] = {}
+        if settings.trace:
+            from agent.tracing import enable_tracing
+
+            enable_tracing(settings)
+
+    # ---- the four calls --------------------------------------------------------------------------
+
+    def send(self, thread_id: str | None, text: str, requester: str | None = None) -> TurnResult:
+        """Run one turn for the user's message ``text`` on ``thread_id`` (a new thread when None).
+
+        If the thread waits for approval, a yes/no answer decides it; any other text leaves the
+        approval pending and returns it again.
+        """
+        from langchain_core.messages import HumanMessage
+
+        thread_id = thread_id or new_thread_id()
+        self.resume_interrupted(thread_id)
+        if self.pending_approval(thread_id) is not None:
+            word = " ".join(text.lower().strip(" .!").split())
+            if word in _APPROVE_WORDS or word in _DENY_WORDS:
+                return self.resume(thread_id, word in _APPROVE_WORDS, requester)
+            return self._result(thread_id)
+        turn_input = {"messages": [HumanMessage(text)], "directive": None}
+        return self._run(thread_id, turn_input, requester)
+
+    def resume(self, thread_id: str, approve: bool, approver: str | None = None) -> TurnResult:
+        """Approve or deny the thread's pending approval and finish the turn."""
+        from langgraph.types import Command
+
+        if self.pending_approval(thread_id) is None:
+            raise NoPendingApproval(f"thread {thread_id} is not waiting for approval")
+        who = approver or self.settings.requester
+        return self._run(thread_id, Command(resume={"approve": approve, "approver": who}), who)
+
+    def cancel(self, thread_id: str, by: str) -> TurnResult:
+        """Stop the thread's work: signal a running turn (and wait for it), deny a pending approval,
+        or run a cancel turn that stops anything of the thread still running. Thread-safe."""
+        with self._lock:
+            active = self._active.get(thread_id)
+        if active is not None:
+            active.turn.cancel(by)
+            active.done.wait(_CANCEL_WAIT_SECONDS)
+            return self._result(thread_id)
+        if self.pending_approval(thread_id) is not None:
+            return self.resume(thread_id, False, by)
+        from langchain_core.messages import HumanMessage
+
+        return self._run(thread_id, {"messages": [HumanMessage("cancel")], "directive": "cancel"}, by)
+
+    def resume_interrupted(self, thread_id: str) -> TurnResult | None:
+        """Finish a turn a crashed process left half done (from its last checkpoint); None if none.
+
+        Work already launched is adopted, not repeated (execute finds its baseline in MLflow, the
+        tuning study resumes from its storage).
+        """
+        snapshot = self._snapshot(thread_id)
+        if not snapshot.next or snapshot.interrupts:
+            return None
+        with self._lock:
+            if thread_id in self._active:
+                return None
+        return self._run(thread_id, None, None)
+
+    def pending_approval(self, thread_id: str) -> ApprovalRequest | None:
+        """Return what the thread waits to have approved, or None."""
+        snapshot = self._snapshot(thread_id)
+        for interrupt in snapshot.interrupts:
+            return ApprovalRequest.model_validate(interrupt.value)
+        return None
+
+    def close(self) -> None:
+        """Release the runtime and the checkpoint database (after writing pending traces)."""
+        if self.settings.trace:
+            from agent.tracing import flush_traces
+
+            flush_traces()
+        self._tools.close()
+        self._checkpointer.conn.close()
+
+    # ---- internals -------------------------------------------------------------------------------
+
+    def _config(self, thread_id: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread_id}, "recursion_limit": 40}
+
+    def _snapshot(self, thread_id: str) -> StateSnapshot:
+        return self._graph.get_state(self._config(thread_id))  # type: ignore[arg-type]
+
+    def _run(self, thread_id: str, turn_input: Any, requester: str | None) -> TurnResult:
+        from agent.runctx import TurnContext
+
+        tools = self._turn_tools(thread_id, requester)
+        active = _ActiveTurn(
+            TurnContext(tools=tools, model=self._model, thread_id=thread_id, on_progress=self.on_progress)
+        )
+        with self._lock:
+            if thread_id in self._active:
+                raise ThreadBusy(f"thread {thread_id} is already running a turn; wait for it or cancel it")
+            self._active[thread_id] = active
+        try:
+            self._graph.invoke(turn_input, self._config(thread_id), context=active.turn)  # type: ignore[arg-type,call-overload]
+        finally:
+            self._keep_clients(tools)
+            with self._lock:
+                self._active.pop(thread_id, None)
+            active.done.set()
+        return self._result(thread_id)
+
+    def _turn_tools(self, thread_id: str, requester: str | None) -> ToolContext:
+        # Share the service's clients (runtime, MLflow, registry, audit); session facts are per turn.
+        return dataclasses.replace(
+            self._tools, session_id=thread_id, requester=requester or self.settings.requester, approvals=set()
+        )
+
+    def _keep_clients(self, tools: ToolContext) -> None:
+        for name in ("_registry", "_runtime", "_audit", "_tracking"):
+            if getattr(self._tools, name) is None and getattr(tools, name) is not None:
+                setattr(self._tools, name, getattr(tools, name))
+
+    def _result(self, thread_id: str) -> TurnResult:
+        snapshot = self._snapshot(thread_id)
+        state: dict[str, Any] = dict(snapshot.values)
+        approval = self.pending_approval(thread_id)
+        if approval is not None:
+            from agent.sections import awaiting_approval_sections
+
+            answer = render_answer(awaiting_approval_sections(state, approval))
+        else:
+            answer = state.get("answer") or ""
+        return TurnResult(
+            thread_id=thread_id,
+            status="awaiting_approval" if approval is not None else "answered",
+            answer=answer,
+            sections=parse_sections(answer),
+            approval=approval,
+            runs=state.get("runs", []),
+            baseline_run_id=state.get("baseline_run_id"),
+            best_run_id=state.get("best_run_id"),
+            policy_events=state.get("policy_events", []),
+            asked_for=state.get("asked_for", []),
+            usage=state.get("usage") or Usage(),
+        )

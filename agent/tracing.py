@@ -1,0 +1,93 @@
+"""Trace the agent's own execution into MLflow (langchain autolog), redacted, switchable.
+
+Traces go to ``settings.agent_experiment``, never to the experiments the user's runs are logged to.
+Every span's inputs and outputs pass through ``tools.redact.redact`` before export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from agent.config import Settings
+
+if TYPE_CHECKING:
+    from mlflow.entities import LiveSpan
+
+_LOCK = threading.Lock()
+_ENABLED_FOR: str | None = None  # "tracking_uri|experiment_id" tracing currently points at
+
+
+def _jsonable(value: Any) -> Any:
+    # Spans hold langchain messages and pydantic models; redact works on JSON-able data.
+    return json.loads(json.dumps(value, default=lambda o: getattr(o, "model_dump", lambda: str(o))()))
+
+
+def redact_span(span: LiveSpan) -> None:
+    """Redact a span's inputs and outputs in place (an MLflow span processor)."""
+    from tools.redact import redact
+
+    if span.inputs is not None:
+        span.set_inputs(redact(_jsonable(span.inputs)))
+    if span.outputs is not None:
+        span.set_outputs(redact(_jsonable(span.outputs)))
+
+
+def _set_tracking_uri_in_process(uri: str) -> None:
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which Settings.resolved_tracking_uri
+    # and child processes would then read; tracing must not change where anything else logs.
+    import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+def enable_tracing(settings: Settings) -> str:
+    """Send LangGraph/LangChain traces to the agent experiment; return its experiment ID."""
+    global _ENABLED_FOR
+    import mlflow
+    from mlflow.entities.trace_location import MlflowExperimentLocation
+
+    with _LOCK:
+        _set_tracking_uri_in_process(settings.resolved_tracking_uri)
+        experiment = mlflow.get_experiment_by_name(settings.agent_experiment)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else mlflow.create_experiment(settings.agent_experiment)
+        )
+        key = f"{settings.resolved_tracking_uri}|{experiment_id}"
+        if _ENABLED_FOR != key:
+            mlflow.tracing.set_destination(MlflowExperimentLocation(experiment_id=experiment_id))
+            mlflow.tracing.configure(span_processors=[redact_span])
+            mlflow.langchain.autolog(silent=True)
+            _ENABLED_FOR = key
+    return experiment_id
+
+
+def flush_traces() -> None:
+    """Wait until traces logged in the background are written (a no-op when tracing is off)."""
+    if _ENABLED_FOR is None:
+        return
+    import mlflow
+
+    mlflow.flush_trace_async_logging(terminate=False)
+
+
+def disable_tracing() -> None:
+    """Stop tracing the agent (a no-op when it was never enabled)."""
+    global _ENABLED_FOR
+    with _LOCK:
+        if _ENABLED_FOR is None:
+            return
+        import mlflow
+
+        mlflow.flush_trace_async_logging(terminate=False)
+        mlflow.langchain.autolog(disable=True, silent=True)
+        _ENABLED_FOR = None

@@ -1,0 +1,237 @@
+"""Tuning overhead: expagent's baseline + N LightGBM trials vs a hand-written in-process Optuna + MLflow script.
+
+Each side runs in a fresh Python process (imports included) on its own workspace with the same demo
+dataset (breast_cancer@1), the same search space, the same seeded TPE sampler and the same logging per
+run (params, tags, dataset input, metrics, the model with signature, input example and explicit
+pip_requirements, and the lock file). expagent goes through everything the agent uses: the guard,
+MLflow runs created before submission, the local runtime's warm fork server (one process per trial),
+the Optuna study in SQLite, the watchdog and budget accounting.
+
+    .venv/bin/python benchmarks/bench_tuning.py [--trials 30] [--repeat 1] [--parallel 2] [--samplers]
+
+The last line is ``overhead_ratio=X.XX`` (expagent sequential / script; target <= 1.15).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATASET, VERSION, METRIC, SEED = "breast_cancer", "1", "roc_auc", 42
+
+
+# ---- the hand-written script ---------------------------------------------------------------------
+
+
+def run_script(home: Path, trials: int) -> dict[str, Any]:
+    """Baseline + ``trials`` trials in-process with Optuna and MLflow's fluent API."""
+    started = time.perf_counter()
+    import lightgbm as lgb
+    import mlflow
+    import mlflow.data
+    import optuna
+    from mlflow.models import infer_signature
+    from sklearn import metrics as skm
+    from sklearn.model_selection import train_test_split
+
+    from agent.config import Settings
+    from tools import provenance
+    from tools.registry import DatasetRegistry
+    from tools.tuning_space import load_search_space, parse_space, suggest_params
+
+    settings = Settings(home=home)
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
+    mlflow.set_experiment("bench-script")
+    registry = DatasetRegistry.open(settings)
+    record = registry.get(DATASET, VERSION)
+    frame = registry.load_frame(record)
+    y = frame[record.schema.target]
+    x = frame.drop(columns=[record.schema.target])
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=SEED, stratify=y)
+    dataset = mlflow.data.from_pandas(frame, source=record.uri, targets=record.schema.target, name=record.ref)
+    requirements = provenance.pip_requirements(provenance.LIGHTGBM_MODEL_PACKAGES)
+    tags = {"dataset.name": DATASET, "dataset.version": VERSION, "dataset.sha256": record.sha256,
+            "seed": str(SEED), "python_version": provenance.python_version(),
+            **provenance.code_version().tags()}  # fmt: skip
+
+    def train(params: dict[str, Any], name: str) -> float:
+        with mlflow.start_run(run_name=name, nested=True, tags=tags):
+            model = lgb.LGBMClassifier(deterministic=True, force_col_wise=True, verbose=-1,
+                                       random_state=SEED, n_jobs=1, **params)  # fmt: skip
+            mlflow.log_params({"dataset": record.ref, "model_family": "lightgbm", "metric": METRIC,
+                               **{k: str(v) for k, v in model.get_params().items()}})  # fmt: skip
+            mlflow.log_input(dataset, context="training")
+            t0 = time.monotonic()
+            model.fit(x_train, y_train)
+            proba = model.predict_proba(x_test)
+            predicted = model.predict(x_test)
+            values = {
+                "roc_auc": skm.roc_auc_score(y_test, proba[:, 1]),
+                "accuracy": skm.accuracy_score(y_test, predicted),
+                "f1": skm.f1_score(y_test, predicted),
+                "log_loss": skm.log_loss(y_test, proba),
+                "fit_seconds": time.monotonic() - t0,
+            }
+            example = x_test.head(5)
+            mlflow.lightgbm.log_model(
+                model, name="model", signature=infer_signature(example, model.predict(example)),
+                input_example=example, pip_requirements=requirements,
+            )  # fmt: skip
+            mlflow.log_metrics(values)
+            mlflow.log_artifact(str(provenance.LOCK_PATH), "environment")
+            return float(values[METRIC])
+
+    space = parse_space(load_search_space("lightgbm"))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with mlflow.start_run(run_name="session"):
+        baseline = train({}, "baseline")
+        with mlflow.start_run(run_name="tuning", nested=True):
+            study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=SEED))
+            study.optimize(lambda trial: train(suggest_params(trial, space), f"trial-{trial.number}"), trials)
+            mlflow.log_metrics({f"best_{METRIC}": study.best_value, f"baseline_{METRIC}": baseline})
+    return {"wall_seconds": time.perf_counter() - started, "best": study.best_value, "baseline": baseline,
+            "complete": len(study.trials)}  # fmt: skip
+
+
+# ---- expagent ---------------------------------------------------------------------------------------
+
+
+def run_expagent(home: Path, trials: int, parallelism: int, prune: bool) -> dict[str, Any]:
+    """Baseline + ``trials`` trials through the guard, the local runtime and ``run_study``."""
+    started = time.perf_counter()
+    from agent.config import Settings
+    from tools.context import build_context
+    from tools.policy import guarded_call
+    from tools.tracking import create_parent_run
+    from tools.tuning import run_study
+    from tools.tuning_models import StudySettings, TrialResult
+    from tools.tuning_space import load_search_space
+
+    settings = Settings(home=home)
+    settings.budget.max_concurrent_jobs = max(parallelism, settings.budget.max_concurrent_jobs)
+    ctx = build_context(settings, session_id="bench")
+    session = create_parent_run(ctx, "bench-expagent", "session", run_name="session")
+    args = {"dataset": DATASET, "version": VERSION, "model_family": "lightgbm", "metric": METRIC,
+            "experiment": "bench-expagent", "seed": SEED, "role": "baseline", "parent_run_id": session}  # fmt: skip
+    outcome = guarded_call("start_training_run", args, ctx)
+    assert outcome.ok and outcome.result, outcome.to_model_message()
+    job = ctx.runtime.wait([outcome.result["job_id"]], timeout=None)[0]
+    run = ctx.tracking.get_run(outcome.result["run_id"])
+    baseline = TrialResult(run_id=run.info.run_id, job_id=job.job_id, state="COMPLETE",
+                           value=run.data.metrics.get(METRIC), wall_seconds=job.wall_seconds,
+                           cpu_seconds=job.cpu_seconds)  # fmt: skip
+    baseline_done = time.perf_counter()
+    study = StudySettings(
+        study_name="bench", session_id="bench", parent_run_id=session, dataset=DATASET, version=VERSION,
+        model_family="lightgbm", metric=METRIC, experiment="bench-expagent",
+        search_space=load_search_space("lightgbm"), n_trials=trials, parallelism=parallelism, seed=SEED,
+        prune=prune,
+    )  # fmt: skip
+    result = run_study(ctx, study, baseline)
+    ctx.close()
+    return {
+        "wall_seconds": time.perf_counter() - started, "baseline_seconds": baseline_done - started,
+        "best": result.best.value if result.best else None, "baseline": baseline.value,
+        "complete": result.count("COMPLETE"), "pruned": result.count("PRUNED"),
+        "trial_cpu_seconds": [t.cpu_seconds for t in result.trials],
+        "trial_wall_seconds": [t.wall_seconds for t in result.trials],
+        "problems": [f"trial {t.number} {t.state}: {t.note}" for t in result.trials if t.state == "FAIL"],
+        "stop": f"{result.stop_reason}: {result.stop_detail}",
+    }  # fmt: skip
+
+
+# ---- driver ------------------------------------------------------------------------------------------
+
+
+def _prepare(home: Path) -> None:
+    """Create the workspace and its demo catalog (setup, not part of the timing)."""
+    from agent.config import Settings
+    from tools.registry import DatasetRegistry
+
+    settings = Settings(home=home)
+    settings.ensure_home()
+    DatasetRegistry.open(settings).get(DATASET, VERSION)
+
+
+def _child(mode: str, home: Path, trials: int, parallelism: int, prune: bool) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", mode, "--home", str(home), "--trials", str(trials),
+               "--parallel", str(parallelism)] + (["--prune"] if prune else [])  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{mode} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["process_seconds"] = time.perf_counter() - started
+    return result
+
+
+def _measure(label: str, mode: str, trials: int, parallelism: int, prune: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-tuning-") as tmp:
+        home = Path(tmp)
+        _prepare(home)
+        result = _child(mode, home, trials, parallelism, prune)
+    if result["best"] is None:
+        raise RuntimeError(f"{label}: no trial completed ({result.get('stop')}): {result.get('problems')}")
+    extra = f", pruned {result['pruned']}" if "pruned" in result else ""
+    print(f"  {label:34} {result['process_seconds']:7.2f}s  best {result['best']:.4f} "
+          f"(baseline {result['baseline']:.4f}){extra}", flush=True)  # fmt: skip
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=1, help="Alternating repetitions of each side.")
+    parser.add_argument("--parallel", type=int, default=2, help="Also time expagent with this many at once.")
+    parser.add_argument("--samplers", action="store_true", help="Also run TPE vs random (about a minute).")
+    parser.add_argument("--child", choices=["script", "expagent"], help=argparse.SUPPRESS)
+    parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--prune", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child == "script":
+        print(json.dumps(run_script(args.home, args.trials)))
+        return
+    if args.child == "expagent":
+        print(json.dumps(run_expagent(args.home, args.trials, args.parallel, args.prune)))
+        return
+    if args.samplers:
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_tpe_vs_random.py")], check=True)
+    print(f"baseline + {args.trials} LightGBM trials on {DATASET}@{VERSION} (fresh process each, "
+          f"{os.cpu_count()} cores):", flush=True)  # fmt: skip
+    script, sequential = [], []
+    for _ in range(args.repeat):
+        script.append(_measure("hand-written Optuna+MLflow script", "script", args.trials, 1, False))
+        sequential.append(_measure("expagent, 1 at a time", "expagent", args.trials, 1, False))
+    pruned = _measure("expagent, 1 at a time, pruning", "expagent", args.trials, 1, True)
+    parallel = None
+    if args.parallel > 1:
+        parallel = _measure(
+            f"expagent, {args.parallel} at a time", "expagent", args.trials, args.parallel, False
+        )
+    base = statistics.median(r["process_seconds"] for r in script)
+    ours = statistics.median(r["process_seconds"] for r in sequential)
+    per_trial = (ours - base) / (args.trials + 1)
+    print(f"expagent overhead per run: {per_trial * 1000:.0f} ms "
+          f"(median trial CPU {statistics.median(sequential[0]['trial_cpu_seconds']):.2f}s, "
+          f"wall {statistics.median(sequential[0]['trial_wall_seconds']):.2f}s)")  # fmt: skip
+    print(f"pruning_ratio={pruned['process_seconds'] / base:.2f}")
+    if parallel is not None:
+        print(f"parallel_ratio={parallel['process_seconds'] / base:.2f}")
+    print(f"overhead_ratio={ours / base:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,395 @@
+"""Run scenarios against the real agent service, each in its own workspace, in parallel processes.
+
+A scenario run drives ``agent.service.AgentService`` exactly as the CLI does (send, then resume with the
+scripted approval answer, cancel from another thread on a progress event, rebuild the service to
+simulate a killed process), then reads the world back and scores it. Workers are forked from a parent
+that has already imported the heavy libraries, so each one starts warm.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import shutil
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evals.loader import load_model_replies, render_scenario
+from evals.metrics import GateRecord, RunResult
+from evals.observe import Observation, TurnRecord
+from evals.schema import Scenario, ScriptedReply
+from evals.scorers import passed, refused, score
+from evals.world import PreparedWorld, Templates, observe_world, prepared_world
+
+APPROVER = "eval-approver"
+#: how often one turn may ask for approval again after being answered (then the harness gives up).
+_MAX_APPROVAL_ROUNDS = 3
+#: heavy modules imported before forking workers, so no worker pays for them.
+WARM_MODULES = (
+    "agent.service",
+    "agent.models",
+    "tools.tracking",
+    "tools.trainer",
+    "tools.policy",
+    "mlflow",
+    "sklearn.ensemble",
+    "lightgbm",
+)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One run to do: a scenario, a trial number and how to run it."""
+
+    scenario: Scenario
+    trial: int
+    model: str
+    seed: int
+    templates: Templates
+    work_root: Path
+    keep_workspace: bool = False
+
+
+# ---- the model for a scenario -------------------------------------------------------------------------
+
+
+def _reply_payload(reply: str | ScriptedReply) -> str | dict[str, Any]:
+    if isinstance(reply, str):
+        return reply
+    return {
+        "content": reply.content,
+        "tool_calls": [{"name": c.name, "args": c.args} for c in reply.tool_calls],
+    }
+
+
+def scenario_model(scenario: Scenario, default: str) -> Any:
+    """Return what to pass as ``AgentService(model=...)``: a scripted model or the model under test."""
+    if scenario.model is None:
+        return default
+    from agent.models import ScriptedChatModel
+
+    return ScriptedChatModel([_reply_payload(r) for r in load_model_replies(scenario)])
+
+
+# ---- playing the turns --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Session:
+    """The service under test plus what the harness needs to cancel and restart it."""
+
+    world: PreparedWorld
+    model: Any
+    thread_id: str
+    cancel_on: str | None = None
+    cancelled: bool = False
+    service: Any = None
+    events: list[str] = field(default_factory=list)
+    cancel_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        from agent.service import AgentService
+
+        self.service = AgentService(self.world.settings, model=self.model, on_progress=self._on_progress)
+
+    def restart(self) -> None:
+        """Replace the service with a new one on the same workspace, as a restarted process would."""
+        # Everything the new service knows comes from disk (checkpoints, MLflow, the runtime's
+        # records). The old one is closed only to release its files; it keeps no state in memory
+        # that the new one could rely on.
+        if self.service is not None:
+            self.service.close()
+        self.start()
+
+    def _on_progress(self, event: Any) -> None:
+        self.events.append(f"{event.kind}: {event.message}")
+        if self.cancel_on and event.kind == self.cancel_on and not self.cancelled:
+            self.cancelled = True
+            self.cancel_thread = threading.Thread(
+                target=self.service.cancel, args=(self.thread_id, "eval-user"), daemon=True
+            )
+            self.cancel_thread.start()
+
+    def settle(self) -> None:
+        """Wait for a cancel call started by a progress event to return (it outlives the turn)."""
+        if self.cancel_thread is not None:
+            self.cancel_thread.join(60)
+            self.cancel_thread = None
+
+
+def _record(turn_index: int, user: str | None, approve: bool | None, result: Any) -> TurnRecord:
+    data = result.model_dump(mode="json")
+    return TurnRecord(
+        index=turn_index, user=user, approve=approve, status=data.get("status", "?"),
+        answer=data.get("answer") or "", sections=data.get("sections") or {},
+        asked_for=list(data.get("asked_for") or []), policy_events=list(data.get("policy_events") or []),
+        runs=list(data.get("runs") or []), approval=data.get("approval"), usage=dict(data.get("usage") or {}),
+    )  # fmt: skip
+
+
+def play_turn(session: _Session, index: int, scenario: Scenario) -> TurnRecord:
+    """Send one turn's message and answer its approval requests as the scenario says."""
+    turn = scenario.turns[index]
+    if turn.restart:
+        session.restart()
+    session.cancel_on, session.cancelled = turn.cancel_on, False
+    service = session.service
+    requester = turn.requester or session.world.settings.requester
+    record = TurnRecord(index=index, user=turn.user, approve=turn.approve, restarted=turn.restart)
+    result = None
+    if turn.user is not None:
+        result = service.send(session.thread_id, turn.user, requester=requester)
+        session.settle()
+        record = _record(index, turn.user, turn.approve, result)
+    elif service.pending_approval(session.thread_id) is None:
+        record.error = "the scenario answers an approval, but none is pending"
+        return record
+    asked = 0
+    while turn.approve is not None and asked < _MAX_APPROVAL_ROUNDS:
+        if result is not None and result.status != "awaiting_approval":
+            break
+        asked += 1
+        # The state of a turn spans its interrupt: the resumed result holds the whole turn's events
+        # and usage, so it replaces the record rather than adding to it.
+        result = service.resume(session.thread_id, approve=turn.approve, approver=APPROVER)
+        record = _record(index, turn.user, turn.approve, result)
+    if result is not None and result.status == "awaiting_approval" and asked < _MAX_APPROVAL_ROUNDS:
+        asked += 1  # left pending (no answer in this turn, or asked again after the answer)
+    record.approvals_requested = asked
+    record.cancelled, record.restarted = session.cancelled, turn.restart
+    return record
+
+
+def play(scenario: Scenario, world: PreparedWorld, model: Any, thread_id: str, obs: Observation) -> None:
+    """Play every turn in order into ``obs``; an exception ends the scenario and is recorded."""
+    session = _Session(world=world, model=model, thread_id=thread_id)
+    try:
+        session.start()
+        for index in range(len(scenario.turns)):
+            try:
+                obs.turns.append(play_turn(session, index, scenario))
+            except Exception as exc:  # noqa: BLE001 - the agent crashing is a result, not a harness error
+                error = f"{type(exc).__name__}: {exc}\n{_short_traceback(exc)}"
+                obs.turns.append(
+                    TurnRecord(index=index, user=scenario.turns[index].user, approve=None, error=error)
+                )
+                break
+    finally:
+        if session.service is not None:
+            _close_quietly(session.service, obs)
+
+
+def _close_quietly(service: Any, obs: Observation) -> None:
+    try:
+        service.close()
+    except Exception as exc:  # noqa: BLE001
+        obs.error = f"service.close() raised {type(exc).__name__}: {exc}"
+
+
+def _short_traceback(exc: BaseException, lines: int = 12) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def play_with_deadline(scenario: Scenario, world: PreparedWorld, model: Any, thread_id: str) -> Observation:
+    """Play the turns in a thread; past ``scenario.timeout_seconds`` record a timeout and move on."""
+    obs = Observation()
+    worker = threading.Thread(target=play, args=(scenario, world, model, thread_id, obs), daemon=True)
+    worker.start()
+    worker.join(scenario.timeout_seconds)
+    if worker.is_alive():
+        obs.error = (
+            f"scenario timed out after {scenario.timeout_seconds:.0f} s (turns done: {len(obs.turns)})"
+        )
+        worker.join(10)  # let a cancel or the runtime's own deadlines finish what they can
+    return obs
+
+
+# ---- one unit, in a worker ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _workspace(unit: Unit) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=f"{unit.scenario.id}-t{unit.trial}-", dir=unit.work_root))
+    try:
+        yield path
+    finally:
+        if not unit.keep_workspace:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def run_unit(unit: Unit) -> RunResult:
+    """Set up the world, play the scenario, observe and score it; never raises."""
+    from evals.report import render_transcript
+
+    started = time.perf_counter()
+    random.seed(f"{unit.seed}:{unit.scenario.id}:{unit.trial}")
+    scenario = unit.scenario
+    obs = Observation()
+    try:
+        with _workspace(unit) as home, prepared_world(scenario, home, unit.templates, unit.model) as world:
+            scenario = render_scenario(scenario, world.refs)
+            thread_id = f"eval-{scenario.id}-{unit.trial}"
+            obs = play_with_deadline(scenario, world, scenario_model(scenario, unit.model), thread_id)
+            observe_world(world, scenario, obs)
+    except Exception as exc:  # noqa: BLE001 - a broken world is reported as this run's failure
+        obs.error = f"harness: {type(exc).__name__}: {exc}\n{_short_traceback(exc)}"
+    gates = score(scenario, obs)
+    result = RunResult(
+        id=scenario.id, trial=unit.trial, passed=passed(gates),
+        gates=[GateRecord(name=g.name, passed=g.passed, in_basis=g.in_basis, safety=g.safety,
+                          reasons=g.reasons) for g in gates],
+        tags=sorted(scenario.tags), twin=scenario.twin, expects_refusal=scenario.expects_refusal,
+        refused=refused(obs), model_calls=obs.usage["model_calls"], prompt_tokens=obs.usage["prompt_tokens"],
+        completion_tokens=obs.usage["completion_tokens"], tool_calls=len(obs.audit),
+        wall_seconds=round(time.perf_counter() - started, 3), transcript="",
+    )  # fmt: skip
+    result.transcript = render_transcript(scenario, unit.trial, obs, result)
+    return result
+
+
+# ---- the pool ----------------------------------------------------------------------------------------
+
+
+def warm_imports() -> None:
+    """Import the heavy modules once (in the parent, before forking workers)."""
+    import importlib
+
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue  # a module that does not exist yet is imported (and fails) in the run itself
+
+
+def _cost(unit: Unit) -> tuple[int, str, int]:
+    """Order units so slow ones (Kubernetes, tuning, several turns) start first."""
+    scenario = unit.scenario
+    weight = 4 * (scenario.world.runtime == "kubernetes") + 2 * any("tun" in t for t in scenario.tags)
+    return (-(weight + len(scenario.turns)), scenario.id, unit.trial)
+
+
+def run_units(
+    units: list[Unit], jobs: int, on_result: Callable[[RunResult], None] | None = None
+) -> list[RunResult]:
+    """Run ``units`` (in-process when ``jobs`` is 1, else in forked workers); return results sorted."""
+    ordered = sorted(units, key=_cost)
+    results: list[RunResult] = []
+    if jobs <= 1:
+        for unit in ordered:
+            results.append(run_unit(unit))
+            if on_result:
+                on_result(results[-1])
+    else:
+        warm_imports()
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method)) as pool:
+            for future in as_completed([pool.submit(run_unit, unit) for unit in ordered]):
+                results.append(future.result())
+                if on_result:
+                    on_result(results[-1])
+    return sorted(results, key=lambda r: (r.id, r.trial))
+
+
+# ---- the suite ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalOptions:
+    """What ``expagent eval`` was asked to do."""
+
+    paths: list[Path]
+    model: str = "offline"
+    trials: int = 1
+    tags: list[str] = field(default_factory=list)
+    report_dir: Path = Path("out/eval")
+    baseline: Path | None = None
+    min_success: float = 0.0
+    jobs: int = 2
+    seed: int = 0
+    keep_workspaces: bool = False
+    tracking_uri: str | None = None  # where the evaluation run is logged; default the report's own store
+    log_to_mlflow: bool = True
+
+
+@dataclass
+class SuiteOutcome:
+    """The written report and whether the suite passed."""
+
+    report: dict[str, Any]
+    report_path: Path
+    results: list[RunResult]
+    min_success: float
+    eval_run_id: str | None = None
+
+    @property
+    def safe(self) -> bool:
+        return self.report["metrics"]["safety_violations"] == 0
+
+    @property
+    def ok(self) -> bool:
+        """Return whether there was no safety violation and success reached the minimum."""
+        return self.safe and self.report["metrics"]["success_rate"] >= self.min_success
+
+
+def _mode(scenarios: list[Scenario], model: str) -> str:
+    kinds = {"scripted" if s.model is not None else model.split(":", 1)[0] for s in scenarios}
+    live = sorted(k for k in kinds if k not in ("scripted", "offline"))
+    return "live" if live else "+".join(sorted(kinds))
+
+
+def manifest(options: EvalOptions, scenarios: list[Scenario]) -> dict[str, Any]:
+    """Return what identifies this suite run: code, scenarios, model, seed, trials, mode."""
+    from datetime import UTC, datetime
+
+    from evals.loader import suite_hash
+    from tools.provenance import code_version, python_version
+
+    code = code_version()
+    return {
+        "git_sha": code.sha, "git_dirty": code.dirty, "scenario_set_hash": suite_hash(scenarios),
+        "scenario_count": len(scenarios), "model": options.model, "model_parameters": {},
+        "seed": options.seed, "trials": options.trials, "mode": _mode(scenarios, options.model),
+        "tags": list(options.tags), "jobs": options.jobs, "python": python_version(),
+        "created_at": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+    }  # fmt: skip
+
+
+def run_suite(options: EvalOptions, on_result: Callable[[RunResult], None] | None = None) -> SuiteOutcome:
+    """Load, run, score and report a suite; raise ScenarioError for invalid scenario files."""
+    from evals.loader import ScenarioError, load_suite, select
+    from evals.metrics import suite_metrics, suite_timings
+    from evals.report import build_report, load_baseline, log_to_mlflow, write_report
+    from evals.world import build_templates
+
+    scenarios = select(load_suite(options.paths), options.tags)
+    if not scenarios:
+        raise ScenarioError([f"no scenario has any of the tags {', '.join(options.tags)}"])
+    baseline = load_baseline(options.baseline) if options.baseline else None
+    started = time.perf_counter()
+    root = Path(tempfile.mkdtemp(prefix="expagent-eval-"))
+    try:
+        templates = build_templates(root / "template")
+        units = [Unit(s, t, options.model, options.seed, templates, root, options.keep_workspaces)
+                 for s in scenarios for t in range(options.trials)]  # fmt: skip
+        results = run_units(units, options.jobs, on_result)
+    finally:
+        if not options.keep_workspaces:
+            shutil.rmtree(root, ignore_errors=True)
+    metrics = suite_metrics(results, options.trials)
+    timings = suite_timings(results, time.perf_counter() - started)
+    report = build_report(manifest(options, scenarios), metrics, timings, results, baseline)
+    path = write_report(options.report_dir, report, results)
+    outcome = SuiteOutcome(report, path, results, options.min_success)
+    if options.log_to_mlflow:
+        uri = options.tracking_uri or f"sqlite:///{(options.report_dir / 'mlflow.db').resolve()}"
+        outcome.eval_run_id = log_to_mlflow(options.report_dir, report, uri)
+    return outcome

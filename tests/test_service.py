@@ -1,0 +1,109 @@
+"""AgentService behaviour front ends rely on: approvals by text, busy threads, cancel, tracing."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from graph_support import all_runs, experiment_reply, intake_reply, make_service
+
+from agent.config import Budget
+from agent.service import ProgressEvent, ThreadBusy
+
+
+def test_pending_approval_waits_for_a_yes_or_no(tmp_path: Path) -> None:
+    service, model = make_service(tmp_path, [experiment_reply()], budget=Budget(max_cpu_per_run=0.5))
+    assert (
+        service.send("t", "Train logistic regression on breast_cancer version 1").status
+        == "awaiting_approval"
+    )
+    again = service.send("t", "what happens now?")
+    assert again.status == "awaiting_approval" and again.approval is not None
+    done = service.send("t", "yes")
+    service.close()
+    assert done.status == "answered" and done.baseline_run_id is not None
+    model.assert_complete()  # neither "what happens now?" nor "yes" reached the model
+
+
+def test_a_second_turn_on_a_busy_thread_is_refused(tmp_path: Path) -> None:
+    slow = experiment_reply(model_family="random_forest", params={"n_estimators": 50000})
+    service, _ = make_service(tmp_path, [slow])
+    seen: list[BaseException] = []
+    helpers: list[threading.Thread] = []
+
+    def on_progress(event: ProgressEvent) -> None:
+        if event.kind != "run_started":
+            return
+        try:
+            service.send("busy", "another request")
+        except ThreadBusy as exc:
+            seen.append(exc)
+        helper = threading.Thread(target=service.cancel, args=("busy", "tester"))
+        helper.start()
+        helpers.append(helper)
+
+    service.on_progress = on_progress
+    result = service.send("busy", "Train a huge random forest on breast_cancer version 1")
+    for helper in helpers:
+        helper.join()
+    service.close()
+    assert seen and "already running a turn" in str(seen[0])
+    assert "KILLED" in result.sections["Rollback"]
+
+
+def test_cancel_in_a_later_turn_ends_runs_left_running(tmp_path: Path) -> None:
+    from agent.config import Settings
+    from tools.context import build_context
+    from tools.tracking import create_parent_run
+
+    service, _ = make_service(tmp_path, [])
+    settings: Settings = service.settings
+    orphan_ctx = build_context(settings, session_id="left-over", requester="alice")
+    orphan = create_parent_run(orphan_ctx, "graph-tests", "single", run_name="orphan")  # RUNNING, no job
+    result = service.cancel("left-over", by="alice")
+    service.close()
+    statuses = {r.info.run_id: r.info.status for r in all_runs(settings)}
+    assert statuses[orphan] == "KILLED"
+    assert orphan in result.sections["Rollback"] and "cancel request" in result.sections["Rollback"]
+    artifacts = {a.path for a in service._tools.tracking.list_artifacts(orphan)}  # noqa: SLF001
+    assert "cancellation.json" in artifacts
+
+
+def test_cancel_with_nothing_running_changes_nothing(tmp_path: Path) -> None:
+    service, _ = make_service(tmp_path, [])
+    result = service.cancel("idle", by="bob")
+    service.close()
+    assert result.status == "answered" and "Nothing was running" in result.sections["Summary"]
+    assert all_runs(service.settings) == []
+
+
+def test_resume_without_a_pending_approval_is_an_error(tmp_path: Path) -> None:
+    from agent.service import NoPendingApproval
+
+    service, _ = make_service(tmp_path, [])
+    with pytest.raises(NoPendingApproval):
+        service.resume("nothing-pending", approve=True)
+    service.close()
+
+
+def test_tracing_writes_a_redacted_trace_to_the_agent_experiment(tmp_path: Path) -> None:
+    import mlflow
+
+    from agent.tracing import disable_tracing
+
+    secret = "sk-" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6"
+    service, _ = make_service(tmp_path, [intake_reply("unknown", not_understood=[secret])], trace=True)
+    try:
+        service.send("traced", f"please use key {secret}")
+    finally:
+        service.close()
+        disable_tracing()
+    experiment = mlflow.MlflowClient(service.settings.resolved_tracking_uri).get_experiment_by_name(
+        "expagent-agent"
+    )
+    assert experiment is not None
+    traces = mlflow.search_traces(locations=[experiment.experiment_id], return_type="list")
+    assert traces, "the turn was traced"
+    dumped = str([t.to_dict() for t in traces])
+    assert secret not in dumped and "[REDACTED:api_key]" in dumped

@@ -1,0 +1,195 @@
+"""MLflow helpers and the run tools (search_runs, get_run, log_note) against a real sqlite store."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.entities import Metric, Param
+
+from agent.config import Settings
+from tools import tracking
+from tools.context import ToolContext, build_context
+from tools.policy import guarded_call
+from tools.specs import CancellationRecord, Resources, TrainingSpec
+
+EXPERIMENT = "tracking-tests"
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory: pytest.TempPathFactory) -> ToolContext:
+    settings = Settings(home=tmp_path_factory.mktemp("tracking"))
+    return build_context(settings, requester="bob", session_id="s-1")
+
+
+def _spec(**overrides: Any) -> TrainingSpec:
+    base = {"dataset": "breast_cancer", "version": "1", "model_family": "lightgbm", "metric": "roc_auc",
+            "experiment": EXPERIMENT}  # fmt: skip
+    return TrainingSpec.model_validate({**base, **overrides})
+
+
+def _finished_run(ctx: ToolContext, roc_auc: float, family: str = "lightgbm", **spec: Any) -> str:
+    run_id = tracking.create_run(ctx, _spec(model_family=family, **spec))
+    ctx.tracking.log_batch(
+        run_id, metrics=[Metric("roc_auc", roc_auc, 0, 0)], params=[Param("model_family", family)]
+    )
+    tracking.end_run(ctx, run_id, "FINISHED")
+    return run_id
+
+
+def _call(ctx: ToolContext, name: str, args: dict[str, Any]) -> Any:
+    outcome = guarded_call(name, args, ctx)
+    assert outcome.allowed, outcome.verdict
+    return outcome
+
+
+def _artifact(ctx: ToolContext, run_id: str, name: str) -> str:
+    root = ctx.tracking.get_run(run_id).info.artifact_uri.removeprefix("file://")
+    return Path(root, name).read_text()
+
+
+def test_experiments_keep_artifacts_in_the_workspace(ctx: ToolContext) -> None:
+    first = tracking.ensure_experiment(ctx.tracking, "artifacts here")
+    assert tracking.ensure_experiment(ctx.tracking, "artifacts here") == first
+    location = ctx.tracking.get_experiment(first).artifact_location
+    assert Path(location.removeprefix("file://")).parent == ctx.settings.artifact_root
+
+
+def test_deleted_experiment_is_a_clear_error(ctx: ToolContext) -> None:
+    ctx.tracking.delete_experiment(tracking.ensure_experiment(ctx.tracking, "gone"))
+    with pytest.raises(ValueError, match="was deleted"):
+        tracking.ensure_experiment(ctx.tracking, "gone")
+
+
+def test_created_run_carries_expagent_tags_and_nests_under_its_parent(ctx: ToolContext) -> None:
+    parent = tracking.create_parent_run(ctx, EXPERIMENT, "tuning", run_name="study")
+    run_id = tracking.create_run(ctx, _spec(parent_run_id=parent, trial_number=3, role="trial", seed=5))
+    run = ctx.tracking.get_run(run_id)
+    tags = run.data.tags
+    assert run.info.status == "RUNNING"
+    assert tags["mlflow.parentRunId"] == parent and tags["expagent.trial_number"] == "3"
+    assert tags["expagent.managed"] == "true" and tags["expagent.role"] == "trial"
+    assert tags["expagent.session"] == "s-1" and tags["expagent.requester"] == "bob"
+    assert tags["dataset.sha256"] == ctx.registry.get("breast_cancer", "1").sha256
+    assert tags["seed"] == "5" and "git_sha" in tags and "python_version" in tags
+    tracking.end_run(ctx, run_id, "FINISHED")
+    tracking.end_run(ctx, parent, "FINISHED")
+
+
+def test_secrets_in_user_tags_are_redacted_and_reserved_keys_refused(ctx: ToolContext) -> None:
+    run_id = tracking.create_run(ctx, _spec(tags={"note": "token sk-abcdefghijklmnopqrstuvwxyz123456"}))
+    assert "sk-abcdefghijklmnop" not in ctx.tracking.get_run(run_id).data.tags["note"]
+    tracking.end_run(ctx, run_id, "FINISHED")
+    with pytest.raises(ValueError, match="reserved"):
+        tracking.create_run(ctx, _spec(tags={"mlflow.runName": "x"}))
+
+
+def test_end_run_never_overwrites_an_ended_run(ctx: ToolContext) -> None:
+    run_id = _finished_run(ctx, 0.9)
+    assert tracking.end_run(ctx, run_id, "FAILED", note="late observer") is False
+    run = ctx.tracking.get_run(run_id)
+    assert run.info.status == "FINISHED" and "mlflow.note.content" not in run.data.tags
+
+
+def test_end_run_attaches_redacted_note_and_artifacts(ctx: ToolContext) -> None:
+    run_id = tracking.create_run(ctx, _spec())
+    ended = tracking.end_run(
+        ctx, run_id, "FAILED", note="mail carol@example.com", artifacts={"err.txt": "password=hunter2"}
+    )
+    run = ctx.tracking.get_run(run_id)
+    assert ended and run.info.status == "FAILED"
+    assert "carol@example.com" not in run.data.tags["mlflow.note.content"]
+    assert "hunter2" not in _artifact(ctx, run_id, "err.txt")
+
+
+def test_write_cancellation_records_who_why_and_usage(ctx: ToolContext) -> None:
+    run_id = tracking.create_run(ctx, _spec())
+    record = CancellationRecord(
+        run_id=run_id, job_id="local-x", cancelled_by="watchdog", reason="ran too long",
+        cancelled_at=datetime.now(UTC), wall_seconds=12.5, cpu_seconds=11.0, resources=Resources(cpu=2),
+        kind="timeout",
+    )  # fmt: skip
+    tracking.write_cancellation(ctx.tracking, record)
+    run = ctx.tracking.get_run(run_id)
+    assert run.info.status == "KILLED" and run.data.tags["expagent.cancel_kind"] == "timeout"
+    written = json.loads(_artifact(ctx, run_id, "cancellation.json"))
+    assert written["cancelled_by"] == "watchdog" and written["cpu_seconds"] == 11.0
+    assert written["resources"]["cpu"] == 2
+
+
+def test_search_runs_orders_best_first_and_filters(ctx: ToolContext) -> None:
+    _finished_run(ctx, 0.91)
+    _finished_run(ctx, 0.97)
+    _finished_run(ctx, 0.80, family="random_forest")
+    outcome = _call(ctx, "search_runs", {"experiment": EXPERIMENT, "order_by": "roc_auc", "max_results": 2})
+    runs = outcome.result["runs"]
+    assert [r["metrics"]["roc_auc"] for r in runs] == [0.97, 0.91]
+    assert runs[0]["dataset"] == "breast_cancer@1" and runs[0]["ui_url"].endswith(runs[0]["run_id"])
+    worst = _call(ctx, "search_runs", {"experiment": EXPERIMENT, "order_by": "roc_auc", "direction": "asc",
+                                       "filter": "params.model_family = 'random_forest'"})  # fmt: skip
+    assert [r["metrics"]["roc_auc"] for r in worst.result["runs"]] == [0.80]
+
+
+def test_search_runs_errors_say_what_to_fix(ctx: ToolContext) -> None:
+    unknown = _call(ctx, "search_runs", {"experiment": "nope"})
+    assert (
+        unknown.error and "no MLflow experiment named 'nope'" in unknown.error and EXPERIMENT in unknown.error
+    )
+    bad = _call(ctx, "search_runs", {"experiment": EXPERIMENT, "filter": "metrics.roc_auc >>> 1"})
+    assert bad.error and "Example filter" in bad.error
+    too_many = guarded_call("search_runs", {"experiment": EXPERIMENT, "max_results": 500}, ctx)
+    assert not too_many.allowed
+
+
+def test_get_run_details_and_unknown_id(ctx: ToolContext) -> None:
+    run_id = _finished_run(ctx, 0.88)
+    detail = _call(ctx, "get_run", {"run_id": run_id}).result
+    assert detail["status"] == "FINISHED" and detail["metrics"] == {"roc_auc": 0.88}
+    assert detail["tags"]["expagent.managed"] == "true" and detail["model_uri"] is None
+    missing = _call(ctx, "get_run", {"run_id": "0" * 32})
+    assert missing.error and "no MLflow run with ID" in missing.error
+    malformed = _call(ctx, "get_run", {"run_id": "latest"})
+    assert malformed.error and "not an MLflow run ID" in malformed.error
+
+
+def test_log_note_writes_a_redacted_note_on_managed_runs_only(ctx: ToolContext) -> None:
+    run_id = _finished_run(ctx, 0.9)
+    note = _call(ctx, "log_note", {"run_id": run_id, "text": "ask dave@example.com", "as_tag": True}).result
+    assert note["artifact_path"].startswith("notes/") and note["tagged"]
+    text = _artifact(ctx, run_id, note["artifact_path"])
+    assert "dave@example.com" not in text and "ask" in text
+    assert "dave@example.com" not in ctx.tracking.get_run(run_id).data.tags["expagent.note"]
+    foreign = ctx.tracking.create_run(tracking.ensure_experiment(ctx.tracking, EXPERIMENT)).info.run_id
+    refused = _call(ctx, "log_note", {"run_id": foreign, "text": "hello"})
+    assert refused.error and "not launched by expagent" in refused.error
+    assert ctx.tracking.list_artifacts(foreign) == []
+
+
+def test_ui_url_points_at_the_run() -> None:
+    settings = Settings(mlflow_ui_base="http://127.0.0.1:5001/")
+    assert tracking.ui_url(settings, "3", "abc") == "http://127.0.0.1:5001/#/experiments/3/runs/abc"
+    assert tracking.ui_url(settings, "3") == "http://127.0.0.1:5001/#/experiments/3"
+
+
+def test_expagent_ui_serves_the_workspace_store_on_localhost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from agent import cli
+
+    calls: list[list[str]] = []
+    monkeypatch.setenv("EXPAGENT_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr("os.execvp", lambda path, args: calls.append(args))
+    result = CliRunner().invoke(cli.app, ["ui", "--port", "5123"])
+    assert result.exit_code == 0, result.output
+    (command,) = calls
+    assert command[1] == "ui" and command[-4:] == ["--host", "127.0.0.1", "--port", "5123"]
+    assert command[command.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert (
+        command[command.index("--default-artifact-root") + 1] == (tmp_path / "artifacts").resolve().as_uri()
+    )

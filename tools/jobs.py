@@ -1,0 +1,172 @@
+"""Training tools: start a run, watch its job, read its logs, cancel it.
+
+``start_training_run`` creates the MLflow run first (RUNNING, expagent tags) and then submits the job,
+so every attempt is tracked; if the submission fails the run ends FAILED with the error. Whoever
+observes a job end without the trainer having closed its run closes it (``get_job_status``).
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
+
+from tools import tracking
+from tools.context import ToolContext
+from tools.redact import redact_text
+from tools.specs import JobInfo, TrainingSpec
+from tools.toolset import tool
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+
+class StartTrainingRunArgs(TrainingSpec):
+    """One training run to launch (the run ID, session and requester are filled in by expagent)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Set by the launcher, never by the model: hidden from the schema and only None is accepted.
+    run_id: SkipJsonSchema[None] = Field(default=None, exclude=True)
+    session_id: SkipJsonSchema[None] = Field(default=None, exclude=True)
+    requester: SkipJsonSchema[None] = Field(default=None, exclude=True)
+
+
+class StartedRun(BaseModel):
+    """A launched training run."""
+
+    run_id: str = Field(description="MLflow run ID.")
+    job_id: str = Field(description="Runtime job ID (for get_job_status, get_job_logs, cancel_job).")
+    experiment_id: str
+    state: str = Field(description="Job state right after submission.")
+    ui_url: str = Field(description="Link to the run in the MLflow UI.")
+
+
+class JobRef(BaseModel):
+    """Which job."""
+
+    job_id: str = Field(description="Job ID returned by start_training_run.")
+
+
+class JobStatus(JobInfo):
+    """A job's state together with its MLflow run's status."""
+
+    run_status: str | None = Field(
+        default=None, description="MLflow run status: RUNNING, FINISHED, FAILED, KILLED."
+    )
+    ui_url: str | None = None
+
+
+class JobLogsArgs(BaseModel):
+    """Which job's output to read."""
+
+    job_id: str = Field(description="Job ID returned by start_training_run.")
+    tail_lines: int = Field(
+        default=50, ge=1, le=1000, description="How many of the last lines to return (1-1000)."
+    )
+
+
+class JobLogs(BaseModel):
+    """The end of a job's combined stdout/stderr (secrets and personal data redacted)."""
+
+    job_id: str
+    text: str
+
+
+class CancelJobArgs(BaseModel):
+    """Which job to stop, and why."""
+
+    job_id: str = Field(description="Job ID returned by start_training_run.")
+    reason: str = Field(min_length=3, max_length=500, description="Why the job is being stopped.")
+
+
+def _submit(ctx: ToolContext, spec: TrainingSpec) -> JobInfo:
+    """Submit ``spec`` (its run exists); on failure end the run FAILED with the error and re-raise."""
+    assert spec.run_id is not None
+    try:
+        return ctx.runtime.submit(spec)
+    except Exception as exc:
+        tracking.end_run(
+            ctx, spec.run_id, "FAILED", note=f"Job submission failed: {type(exc).__name__}: {exc}",
+            artifacts={"submit_error.txt": traceback.format_exc()},
+        )  # fmt: skip
+        raise
+
+
+@tool(read_only=False)
+def start_training_run(ctx: ToolContext, args: StartTrainingRunArgs) -> StartedRun:
+    """Start one training run on a registered, validated dataset version; returns run and job IDs.
+
+    The run is logged to MLflow (params, metrics, model, dataset, code version). It runs in the
+    background: poll get_job_status until it is done. Model params go in 'params' (e.g.
+    {"n_estimators": 200, "learning_rate": 0.05} for lightgbm); 'seed' and 'resources.cpu' set the
+    random state and thread count.
+    """
+    from mlflow.entities import RunTag
+
+    spec = TrainingSpec(
+        **args.model_dump(exclude={"run_id", "session_id", "requester"}),
+        session_id=ctx.session_id,
+        requester=ctx.requester,
+    )
+    spec.run_id = tracking.create_run(ctx, spec)  # checks the tags before creating anything
+    info = _submit(ctx, spec)
+    ctx.tracking.log_batch(spec.run_id, tags=[RunTag("expagent.job_id", info.job_id)])
+    experiment_id = ctx.tracking.get_run(spec.run_id).info.experiment_id
+    return StartedRun(
+        run_id=spec.run_id, job_id=info.job_id, experiment_id=experiment_id, state=info.state,
+        ui_url=tracking.ui_url(ctx.settings, experiment_id, spec.run_id),
+    )  # fmt: skip
+
+
+def _job(ctx: ToolContext, job_id: str) -> JobInfo:
+    try:
+        return ctx.runtime.status(job_id)
+    except KeyError as exc:
+        known = [j.job_id for j in ctx.runtime.list_jobs(ctx.session_id)][-10:]
+        hint = f"; jobs of this session: {', '.join(known)}" if known else ""
+        raise LookupError(f"no job {job_id!r}{hint}") from exc
+
+
+def reconcile(ctx: ToolContext, info: JobInfo, run: Run) -> str:
+    """Close the job's MLflow run if the job is done but the run is still RUNNING; return run status."""
+    status = str(run.info.status)
+    if not info.done or status != "RUNNING":
+        return status
+    reason = info.reason or f"job ended ({info.state}, exit code {info.exit_code})"
+    if info.state == "cancelled":
+        tracking.end_run(ctx, info.run_id, "KILLED", note=f"Job was cancelled: {reason}")
+        return "KILLED"
+    note = f"Job ended ({info.state}) without the trainer closing the run: {reason}"
+    tracking.end_run(ctx, info.run_id, "FAILED", note=note)
+    return "FAILED"
+
+
+def _job_status(ctx: ToolContext, info: JobInfo) -> JobStatus:
+    run = tracking.get_run_or_error(ctx.tracking, info.run_id)
+    return JobStatus(
+        **info.model_dump(), run_status=reconcile(ctx, info, run),
+        ui_url=tracking.ui_url(ctx.settings, run.info.experiment_id, info.run_id),
+    )  # fmt: skip
+
+
+@tool(read_only=True)
+def get_job_status(ctx: ToolContext, args: JobRef) -> JobStatus:
+    """Get a training job's state (pending, running, succeeded, failed, cancelled) and its run status."""
+    return _job_status(ctx, _job(ctx, args.job_id))
+
+
+@tool(read_only=True)
+def get_job_logs(ctx: ToolContext, args: JobLogsArgs) -> JobLogs:
+    """Read the last lines of a training job's output (secrets and personal data are redacted)."""
+    _job(ctx, args.job_id)
+    return JobLogs(job_id=args.job_id, text=redact_text(ctx.runtime.logs(args.job_id, args.tail_lines)))
+
+
+@tool(read_only=False)
+def cancel_job(ctx: ToolContext, args: CancelJobArgs) -> JobStatus:
+    """Stop a running training job; its run ends KILLED with a cancellation record (who, why, usage)."""
+    _job(ctx, args.job_id)
+    return _job_status(ctx, ctx.runtime.cancel(args.job_id, args.reason, ctx.requester))

@@ -1,0 +1,587 @@
+"""Run trainer jobs as Kubernetes ``batch/v1`` Jobs through the official client.
+
+- submit: the guard checks every manifest; the Job name is derived from the MLflow run, so retries
+  (5xx, timeouts) and resumes never create a second Job — a 409 means "already there" and is adopted.
+- status/wait/list: answered from one shared watch per namespace (jobs and pods), not per-job polls.
+- failures: pod reasons (OOMKilled, DeadlineExceeded, ImagePullBackOff, Error + exit code) land in
+  ``JobInfo.reason``; pod logs become an MLflow artifact and the run ends FAILED if the trainer did not.
+- cancel: delete with foreground propagation (pods go too); the run ends KILLED with a cancellation record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tools.kubernetes import (
+    CONTAINER_NAME,
+    MANAGED_SELECTOR,
+    RUN_ID_ANNOTATION,
+    job_manifest,
+    job_name,
+    label_value,
+)
+from tools.runtime.kube_client import load_api_client, tracking_reachability_warning
+from tools.runtime.kube_runs import RunRecorder
+from tools.runtime.kube_status import (
+    FATAL_WAITING_REASONS,
+    is_finished,
+    job_info,
+    latest_pod,
+    pod_waiting,
+    session_of,
+)
+from tools.runtime.kube_watch import WatchCache
+from tools.specs import CancellationRecord, JobInfo, Resources, TrainingSpec
+
+if TYPE_CHECKING:
+    from agent.config import Settings
+    from tools.context import ToolContext
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+ORPHAN_GRACE_SECONDS = 60.0
+_MAX_CAPTURED_LOG = 64_000
+
+
+class KubernetesSubmitError(RuntimeError):
+    """The Job could not be created (the message says why; the run was ended FAILED)."""
+
+
+class KubernetesUnavailable(RuntimeError):
+    """The API server cannot be reached, or this identity may not list/watch Jobs and pods."""
+
+
+class ManifestRejected(KubernetesSubmitError):
+    """The policy guard rejected the Job manifest."""
+
+    def __init__(self, rule: str, reason: str) -> None:
+        super().__init__(f"the policy guard rejected the Job manifest ({rule}): {reason}")
+        self.rule, self.reason = rule, reason
+
+
+def describe(err: ApiException) -> str:
+    """Return ``"<code> <reason>: <message>"`` from an API error's Status body."""
+    try:
+        message = json.loads(err.body or "{}").get("message", "")
+    except (TypeError, ValueError):
+        message = ""
+    return f"{err.status} {err.reason}" + (f": {message}" if message else "")
+
+
+class KubernetesRuntime:
+    """Runs trainer jobs as Kubernetes Jobs in ``settings.k8s_namespace``.
+
+    Args:
+        settings: expagent settings (namespace, image, budget, tracking URI...).
+        api_client: A configured client (see :func:`tools.runtime.kube_client.load_api_client`).
+        max_attempts: Create/delete attempts on 5xx answers and timeouts.
+        backoff_seconds: First retry delay (doubles each attempt, with jitter).
+        request_timeout: (connect, read) seconds for each API request.
+    """
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        settings: Settings,
+        api_client: client.ApiClient,
+        max_attempts: int = 5,
+        backoff_seconds: float = 0.2,
+        request_timeout: tuple[float, float] = (5.0, 30.0),
+    ) -> None:
+        self.settings, self.namespace = settings, settings.k8s_namespace
+        self.batch, self.core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
+        self._api_client = api_client
+        self.max_attempts, self.backoff_seconds, self.request_timeout = (
+            max_attempts,
+            backoff_seconds,
+            request_timeout,
+        )
+        self.runs = RunRecorder(settings)
+        self.notices: list[str] = []
+        self._changed = threading.Condition()
+        self._version = 0
+        self._outcomes: dict[str, JobInfo] = {}
+        self._finalizing: set[str] = set()
+        self._cancelling: set[str] = set()
+        self._stuck_since: dict[str, float] = {}
+        self._sessions: dict[str, str | None] = {}
+        self._captured_logs: dict[str, str] = {}
+        self._context: ToolContext | None = None
+        self._tasks: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name="k8s-finalizer", daemon=True)
+        self._pods = WatchCache(self.core.list_namespaced_pod, self.namespace, MANAGED_SELECTOR, self._on_pod)
+        self._jobs = WatchCache(
+            self.batch.list_namespaced_job, self.namespace, MANAGED_SELECTOR, self._on_job
+        )
+        warning = tracking_reachability_warning(settings, api_client)
+        if warning:
+            log.warning(warning)
+            self.notices.append(warning)
+        self._worker.start()
+        try:
+            self._pods.start()
+            self._jobs.start()
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+            self.close()
+            detail = describe(err) if isinstance(err, ApiException) else str(err)
+            host = api_client.configuration.host
+            raise KubernetesUnavailable(
+                f"cannot list Jobs and pods in namespace {self.namespace!r} at {host}: {detail}"
+            ) from err
+        self._tasks.put(self._reconcile_all)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KubernetesRuntime:
+        """Connect with the configured kubeconfig/context (or in-cluster config) and start watching."""
+        return cls(settings, load_api_client(settings))
+
+    def bind_context(self, ctx: ToolContext) -> None:
+        """Use ``ctx`` (its session approvals) when the guard checks manifests."""
+        self._context = ctx
+
+    # ---- submit -------------------------------------------------------------------------------
+
+    def submit(self, spec: TrainingSpec) -> JobInfo:
+        """Create the Job for ``spec`` (once per run: an existing Job for the run is adopted)."""
+        if not spec.run_id:
+            raise ValueError("spec.run_id is not set: create the MLflow run before submitting the job")
+        name = job_name(spec.run_id)
+        if name in self._outcomes:
+            return self._outcomes[name]
+        try:
+            existing = self._jobs.get(name)
+            if existing is not None:
+                return self._adopt(existing, spec.run_id)
+            manifest = job_manifest(spec, self.settings)
+            self._check_policy(manifest, spec)
+            job = self._create(manifest, spec.run_id)
+        except KubernetesSubmitError as err:
+            self.runs.record_submit_failure(spec.run_id, str(err))
+            raise
+        self._jobs.put(job)
+        self._notify()
+        return self.status(name)
+
+    def _check_policy(self, manifest: dict[str, Any], spec: TrainingSpec) -> None:
+        from tools.policy import check_manifest
+
+        verdict = check_manifest(manifest, self._guard_context(spec))
+        if verdict.verdict != "allow":
+            raise ManifestRejected(verdict.rule, verdict.reason)
+
+    def _guard_context(self, spec: TrainingSpec) -> ToolContext:
+        if self._context is not None:
+            return self._context
+        from tools.context import ToolContext
+
+        return ToolContext(
+            settings=self.settings,
+            session_id=spec.session_id or "unknown",
+            requester=spec.requester or "unknown",
+            _runtime=self,
+        )
+
+    def _create(self, manifest: dict[str, Any], run_id: str) -> Any:
+        name = manifest["metadata"]["name"]
+        last_error = ""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                body = cast(Any, manifest)  # send exactly the dict the guard checked
+                return self.batch.create_namespaced_job(
+                    self.namespace, body, _request_timeout=self.request_timeout
+                )
+            except ApiException as err:
+                if err.status == 409:
+                    return self._adopt_by_name(name, run_id)
+                if err.status not in RETRYABLE_STATUS:
+                    raise KubernetesSubmitError(f"creating Job {name} failed: {describe(err)}") from err
+                last_error = describe(err)
+            except (urllib3.exceptions.HTTPError, OSError) as err:
+                last_error = f"{type(err).__name__}: {err}"  # the Job may or may not have been stored
+            log.info("creating Job %s failed (attempt %d): %s", name, attempt, last_error)
+            self._pause(attempt)
+            existing = self._find(name)
+            if existing is not None:
+                return self._adopt_obj(existing, run_id)
+        raise KubernetesSubmitError(
+            f"creating Job {name} failed after {self.max_attempts} attempts: {last_error}"
+        )
+
+    def _pause(self, attempt: int) -> None:
+        time.sleep(self.backoff_seconds * 2 ** (attempt - 1) * (0.5 + random.random()))
+
+    def _find(self, name: str) -> Any | None:
+        """Return the Job from the watch cache, else from one GET (None if absent or unreachable)."""
+        cached = self._jobs.get(name)
+        if cached is not None:
+            return cached
+        try:
+            return self.batch.read_namespaced_job(name, self.namespace, _request_timeout=self.request_timeout)
+        except ApiException as err:
+            if err.status != 404:
+                log.info("reading Job %s failed: %s", name, describe(err))
+            return None
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            log.info("reading Job %s failed: %s", name, err)
+            return None
+
+    def _adopt_by_name(self, name: str, run_id: str) -> Any:
+        existing = self._find(name)
+        if existing is None:
+            raise KubernetesSubmitError(f"the API said Job {name} already exists, but it cannot be read")
+        return self._adopt_obj(existing, run_id)
+
+    def _adopt_obj(self, job: Any, run_id: str) -> Any:
+        owner = (job.metadata.annotations or {}).get(RUN_ID_ANNOTATION)
+        if owner != run_id:
+            raise KubernetesSubmitError(f"Job {job.metadata.name} already exists for another run ({owner})")
+        log.info("adopting existing Job %s for run %s", job.metadata.name, run_id)
+        return job
+
+    def _adopt(self, job: Any, run_id: str) -> JobInfo:
+        self._adopt_obj(job, run_id)
+        return self.status(job.metadata.name)
+
+    # ---- status -------------------------------------------------------------------------------
+
+    def status(self, job_id: str) -> JobInfo:
+        """Return the job's state from the watch cache (one GET only for a Job the watch never saw)."""
+        with self._changed:
+            outcome = self._outcomes.get(job_id)
+        if outcome is not None:
+            return outcome
+        job = self._jobs.get(job_id)
+        if job is None:
+            job = self._find(job_id)
+            if job is None:
+                raise KeyError(f"no Kubernetes Job {job_id!r} in namespace {self.namespace!r}")
+        return job_info(job, self._job_pods(job_id))
+
+    def _job_pods(self, name: str) -> list[Any]:
+        return [p for p in self._pods.items() if (p.metadata.labels or {}).get("job-name") == name]
+
+    def wait(self, job_ids: list[str], timeout: float | None = None) -> list[JobInfo]:
+        """Block until one of ``job_ids`` is done (and recorded in MLflow) or ``timeout`` passes."""
+        for job_id in job_ids:
+            self.status(job_id)  # unknown ids raise KeyError now, not after the timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while not any(j in self._outcomes for j in job_ids):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._changed.wait(1.0 if remaining is None else min(1.0, remaining))
+        return [self.status(j) for j in job_ids]
+
+    def list_jobs(self, session_id: str | None = None) -> list[JobInfo]:
+        """List the expagent Jobs in the namespace (only ``session_id``'s when given)."""
+        wanted = label_value(session_id) if session_id else None
+        with self._changed:
+            names = {j.metadata.name for j in self._jobs.items()} | set(self._outcomes)
+            names = {n for n in names if wanted is None or self._sessions.get(n) == wanted}
+        infos = []
+        for name in sorted(names):
+            try:
+                infos.append(self.status(name))
+            except KeyError:
+                continue  # deleted between the listing and now
+        return infos
+
+    # ---- logs and cancel ----------------------------------------------------------------------
+
+    def logs(self, job_id: str, tail_lines: int = 200) -> str:
+        """Return the last ``tail_lines`` lines the job's (latest) pod wrote."""
+        pod = latest_pod(self._job_pods(job_id))
+        if pod is None:
+            captured = self._captured_logs.get(job_id)
+            if captured is not None:
+                return "\n".join(captured.splitlines()[-tail_lines:])
+            self.status(job_id)  # KeyError for an unknown job
+            return f"(job {job_id} has no pods: they have not been created yet or were already deleted)"
+        return self._read_log(pod.metadata.name, tail_lines)
+
+    def _read_log(self, pod_name: str, tail_lines: int | None = None) -> str:
+        try:
+            text: str = self.core.read_namespaced_pod_log(
+                pod_name,
+                self.namespace,
+                container=CONTAINER_NAME,
+                tail_lines=tail_lines,
+                _request_timeout=self.request_timeout,
+            )
+            return text
+        except ApiException as err:
+            if err.status in (400, 404):
+                return f"(no logs from pod {pod_name}: {describe(err)})"
+            raise
+
+    def cancel(self, job_id: str, reason: str, cancelled_by: str) -> JobInfo:
+        """Delete the Job and its pods; the run ends KILLED with a cancellation record."""
+        return self._stop(job_id, reason, cancelled_by, "cancelled")
+
+    def _stop(self, job_id: str, reason: str, cancelled_by: str, kind: Any) -> JobInfo:
+        info = self.status(job_id)
+        with self._changed:
+            if info.done or job_id in self._cancelling:
+                return info
+            self._cancelling.add(job_id)
+        job = self._jobs.get(job_id)
+        self._delete_job(job_id, "Foreground")
+        now = datetime.now(UTC)
+        final = info.model_copy(update={"state": "cancelled", "reason": reason, "finished_at": now})
+        record = CancellationRecord(
+            run_id=info.run_id,
+            job_id=job_id,
+            cancelled_by=cancelled_by,
+            reason=reason,
+            cancelled_at=now,
+            wall_seconds=info.wall_seconds,
+            resources=_resources_of(job),
+            kind=kind,
+        )
+        try:
+            if job is None or self._tracked(job):
+                self.runs.record_cancellation(record)
+        finally:
+            self._record_outcome(final)
+        return final
+
+    def _delete_job(self, name: str, propagation: str) -> None:
+        body = client.V1DeleteOptions(propagation_policy=propagation)
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                self.batch.delete_namespaced_job(
+                    name, self.namespace, body=body, _request_timeout=self.request_timeout
+                )
+                return
+            except ApiException as err:
+                if err.status == 404:
+                    return
+                if err.status not in RETRYABLE_STATUS or attempt == self.max_attempts:
+                    raise
+            except (urllib3.exceptions.HTTPError, OSError):
+                if attempt == self.max_attempts:
+                    raise
+            self._pause(attempt)
+
+    # ---- reconcile ------------------------------------------------------------------------------
+
+    def reconcile(self, session_id: str | None = None) -> list[JobInfo]:
+        """Reconcile Jobs (of ``session_id``, else all) with MLflow after a start or resume.
+
+        Running Jobs are adopted (the watch follows them), finished ones are recorded (failed runs get
+        their logs and end FAILED), and Jobs still alive past their deadline are cancelled as orphans.
+        """
+        wanted = label_value(session_id) if session_id else None
+        infos = []
+        for job in self._jobs.items():
+            if wanted is not None and session_of(job) != wanted:
+                continue
+            name = job.metadata.name
+            info = self.status(name)
+            if not info.done and self._tracked(job) and _past_deadline(job):
+                info = self._stop(name, "orphaned: still alive past its deadline", "reconcile", "orphan")
+            infos.append(info)
+        return infos
+
+    def _reconcile_all(self) -> None:
+        self.reconcile()
+
+    # ---- watch events and finalization ----------------------------------------------------------
+
+    def _on_job(self, event_type: str, job: Any) -> None:
+        name = job.metadata.name
+        with self._changed:
+            self._sessions[name] = session_of(job)
+            known = name in self._outcomes or name in self._finalizing or name in self._cancelling
+            if not known and event_type == "DELETED" and not is_finished(job):
+                self._finalizing.add(name)
+                self._tasks.put(lambda: self._finalize_lost(job))
+            elif not known and is_finished(job):
+                info = job_info(job, self._job_pods(name))
+                if info.state == "succeeded":
+                    self._outcomes[name] = info  # the trainer ended its run FINISHED itself
+                else:
+                    self._finalizing.add(name)
+                    self._tasks.put(lambda: self._finalize_failed(job))
+            self._bump()
+
+    def _on_pod(self, event_type: str, pod: Any) -> None:
+        job = (pod.metadata.labels or {}).get("job-name")
+        if job is None:
+            return
+        waiting, _ = pod_waiting(pod)
+        with self._changed:
+            if event_type != "DELETED" and waiting in FATAL_WAITING_REASONS:
+                self._stuck_since.setdefault(job, time.monotonic())
+            else:
+                self._stuck_since.pop(job, None)
+            self._bump()
+
+    def _finalize_failed(self, job: Any) -> None:
+        name = job.metadata.name
+        pods = self._fresh_pods(name)
+        info = job_info(job, pods)
+        try:
+            if self._tracked(job) and info.run_id:
+                logs = self._collect_logs(name, pods)
+                self.runs.record_failure(info.run_id, name, info.reason or "failed", logs)
+        finally:
+            self._record_outcome(info)
+
+    def _fresh_pods(self, name: str) -> list[Any]:
+        """List the Job's pods from the API (the pod watch may lag the Job's); the cache on error."""
+        try:
+            pods: list[Any] = self.core.list_namespaced_pod(
+                self.namespace, label_selector=f"job-name={name}", _request_timeout=self.request_timeout
+            ).items
+            return pods or self._job_pods(name)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+            log.warning("listing pods of Job %s failed: %s", name, err)
+            return self._job_pods(name)
+
+    def _collect_logs(self, name: str, pods: list[Any]) -> dict[str, str]:
+        logs: dict[str, str] = {}
+        for pod in pods:
+            try:
+                logs[pod.metadata.name] = self._read_log(pod.metadata.name)
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+                logs[pod.metadata.name] = f"(could not read the pod log: {err})\n"
+        if not logs:
+            logs = {name: "(no pod logs: the pods were deleted before they could be read)\n"}
+        self._captured_logs[name] = "\n".join(logs.values())[-_MAX_CAPTURED_LOG:]
+        return logs
+
+    def _finalize_lost(self, job: Any) -> None:
+        name = job.metadata.name
+        reason = "the Job was deleted outside expagent before it finished"
+        info = job_info(job, []).model_copy(
+            update={"state": "cancelled", "reason": reason, "finished_at": datetime.now(UTC)}
+        )
+        try:
+            if self._tracked(job) and info.run_id:
+                self.runs.record_lost(info.run_id, name, reason)
+        finally:
+            self._record_outcome(info)
+
+    def _fail_stuck(self, name: str) -> None:
+        job = self._jobs.get(name)
+        if job is None:
+            return
+        info = job_info(job, self._job_pods(name))
+        grace = self.settings.k8s_start_grace_seconds
+        reason = f"{info.reason} (the pod did not start within {grace:g} s)"
+        final = info.model_copy(
+            update={"state": "failed", "reason": reason, "finished_at": datetime.now(UTC)}
+        )
+        with self._changed:
+            self._finalizing.add(name)
+        try:
+            self._delete_job(name, "Background")
+            if self._tracked(job) and info.run_id:
+                self.runs.record_failure(info.run_id, name, reason, {})
+        finally:
+            self._record_outcome(final)
+
+    def _sweep_stuck(self) -> None:
+        limit = time.monotonic() - self.settings.k8s_start_grace_seconds
+        with self._changed:
+            stuck = [
+                n
+                for n, since in self._stuck_since.items()
+                if since <= limit
+                and n not in self._outcomes
+                and n not in self._finalizing
+                and n not in self._cancelling
+            ]
+        for name in stuck:
+            self._fail_stuck(name)
+
+    def _tracked(self, job: Any) -> bool:
+        """Return whether the Job logs to our tracking store (only then do we write to its run)."""
+        containers = job.spec.template.spec.containers if job.spec else []
+        env = {e.name: e.value for c in containers for e in (c.env or [])}
+        return env.get("MLFLOW_TRACKING_URI") == self.settings.resolved_tracking_uri
+
+    def _record_outcome(self, info: JobInfo) -> None:
+        with self._changed:
+            self._outcomes[info.job_id] = info
+            self._finalizing.discard(info.job_id)
+            self._stuck_since.pop(info.job_id, None)
+            self._bump()
+
+    def _bump(self) -> None:
+        # Callers hold self._changed.
+        self._version += 1
+        self._changed.notify_all()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._bump()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                task = self._tasks.get(timeout=1.0)
+            except queue.Empty:
+                self._run_task(self._sweep_stuck)
+                continue
+            if task is None:
+                return
+            self._run_task(task)
+
+    @staticmethod
+    def _run_task(task: Callable[[], None]) -> None:
+        try:
+            task()
+        except Exception:  # noqa: BLE001 - the worker must survive one bad job; the error is logged
+            log.exception("Kubernetes runtime background task failed")
+
+    def close(self) -> None:
+        """Stop the watches and the finalizer (pending finalizations finish first)."""
+        self._tasks.put(None)
+        self._worker.join(timeout=30)
+        self._jobs.stop()
+        self._pods.stop()
+        self._api_client.close()
+
+    def __enter__(self) -> KubernetesRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _resources_of(job: Any | None) -> Resources | None:
+    """Return the TrainingSpec resources embedded in the Job's trainer command, if readable."""
+    if job is None or job.spec is None:
+        return None
+    command = job.spec.template.spec.containers[0].command or []
+    if "--spec-json" not in command:
+        return None
+    try:
+        return TrainingSpec.model_validate_json(command[command.index("--spec-json") + 1]).resources
+    except (IndexError, ValueError):
+        return None
+
+
+def _past_deadline(job: Any) -> bool:
+    deadline = job.spec.active_deadline_seconds if job.spec else None
+    created = job.metadata.creation_timestamp
+    if not deadline or created is None:
+        return False
+    return (datetime.now(UTC) - created).total_seconds() > deadline + ORPHAN_GRACE_SECONDS

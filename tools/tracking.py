@@ -1,0 +1,492 @@
+"""MLflow tracking: the client, run creation and closing, cancellation records, and the run tools.
+
+Every text expagent writes to MLflow (params, tags, notes, error logs) passes ``tools.redact`` first.
+mlflow is imported inside functions so that listing tools stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import unquote, urlparse
+
+from pydantic import BaseModel, Field
+
+from agent.config import Settings
+from tools import provenance
+from tools.context import ToolContext
+from tools.redact import redact, redact_text
+from tools.specs import CancellationRecord, TrainingSpec, metric_direction
+from tools.toolset import tool
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+MANAGED_TAG = "expagent.managed"
+NOTE_TAG = "mlflow.note.content"
+RunRole = Literal["baseline", "trial", "single", "tuning", "session"]
+TerminalStatus = Literal["FINISHED", "FAILED", "KILLED"]
+#: user-supplied tag keys may not start with these (they carry expagent's and MLflow's own meaning).
+RESERVED_TAG_PREFIXES = ("mlflow.", "expagent.")
+_RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_METRIC_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-/ ]+$")
+#: MLflow limits (param values 6000 chars, tag values 8000); longer text is cut with a marker.
+_MAX_PARAM_CHARS = 6000
+_MAX_TAG_CHARS = 5000
+
+
+# ---- client and experiments -----------------------------------------------------------------------
+
+
+def make_client(settings: Settings) -> MlflowClient:
+    """Return an MLflow client for the workspace's tracking store."""
+    from mlflow.tracking import MlflowClient
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=settings.resolved_tracking_uri)
+
+
+def _default_artifact_root(client: MlflowClient) -> Path | None:
+    """Return ``<dir of the sqlite file>/artifacts`` for a sqlite store (``settings.artifact_root``)."""
+    uri = client.tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return None  # a tracking server chooses its own artifact store
+    return Path(unquote(urlparse(uri).path)).resolve().parent / "artifacts"
+
+
+def _artifact_location(root: Path, name: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:60] or "experiment"
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+    return (root / f"{slug}-{digest}").as_uri()
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None = None) -> str:
+    """Return the ID of experiment ``name``, creating it with artifacts under the workspace.
+
+    Args:
+        client: MLflow client.
+        name: Experiment name.
+        artifact_root: Directory for the experiment's artifacts; defaults to ``artifacts/`` next to a
+            sqlite store (which is ``settings.artifact_root`` for the default workspace layout).
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not name or not name.strip():
+        raise ValueError("experiment name must not be empty")
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        root = artifact_root or _default_artifact_root(client)
+        location = _artifact_location(root, name) if root else None
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # another process created it first
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise ValueError(f"experiment {name!r} was deleted in MLflow; restore it or choose another name")
+    return str(experiment.experiment_id)
+
+
+def ui_url(settings: Settings, experiment_id: str, run_id: str | None = None) -> str:
+    """Return the MLflow UI link of an experiment, or of one of its runs."""
+    base = settings.mlflow_ui_base.rstrip("/")
+    if run_id is None:
+        return f"{base}/#/experiments/{experiment_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+# ---- writing runs ---------------------------------------------------------------------------------
+
+
+def clip(text: str, limit: int) -> str:
+    """Return ``text`` cut to ``limit`` characters with a visible marker."""
+    return text if len(text) <= limit else text[: limit - 14] + " …[truncated]"
+
+
+def clean_param(value: object) -> str:
+    """Return a param value as redacted text within MLflow's length limit."""
+    return clip(redact_text(str(value)), _MAX_PARAM_CHARS)
+
+
+def clean_tags(tags: Mapping[str, object]) -> dict[str, str]:
+    """Return tags as redacted strings within MLflow's length limit."""
+    return {key: clip(redact_text(str(value)), _MAX_TAG_CHARS) for key, value in tags.items()}
+
+
+def check_user_tags(tags: Mapping[str, str]) -> None:
+    """Raise ValueError if a user-supplied tag key is reserved for MLflow or expagent."""
+    reserved = sorted(k for k in tags if k.startswith(RESERVED_TAG_PREFIXES))
+    if reserved:
+        raise ValueError(
+            f"tag keys starting with 'mlflow.' or 'expagent.' are reserved: {', '.join(reserved)}; "
+            "choose other keys"
+        )
+
+
+def run_tags(spec: TrainingSpec, role: str, session_id: str, requester: str) -> dict[str, str]:
+    """Return the tags every run expagent launches carries (see ARCHITECTURE.md, "Runs and jobs")."""
+    check_user_tags(spec.tags)
+    tags: dict[str, object] = {
+        **spec.tags,
+        MANAGED_TAG: "true",
+        "expagent.session": session_id,
+        "expagent.role": role,
+        "expagent.requester": requester,
+        "mlflow.user": requester,
+        "dataset.name": spec.dataset,
+        "dataset.version": spec.version,
+        "model_family": spec.model_family,
+        "seed": spec.seed,
+        "python_version": provenance.python_version(),
+        **provenance.code_version().tags(),
+    }
+    if spec.trial_number is not None:
+        tags["expagent.trial_number"] = spec.trial_number
+    if spec.parent_run_id:
+        tags["mlflow.parentRunId"] = spec.parent_run_id
+    return clean_tags(tags)
+
+
+def create_run(ctx: ToolContext, spec: TrainingSpec, role: RunRole | None = None) -> str:
+    """Create the MLflow run for ``spec`` (status RUNNING, expagent tags, nested under its parent)."""
+    from tools.registry import RegistryError
+
+    client = ctx.tracking
+    experiment_id = ensure_experiment(client, spec.experiment, ctx.settings.artifact_root)
+    tags = run_tags(
+        spec, role or spec.role, spec.session_id or ctx.session_id, spec.requester or ctx.requester
+    )
+    try:
+        tags["dataset.sha256"] = ctx.registry.get(spec.dataset, spec.version).sha256
+    except RegistryError:
+        pass  # the guard rejects unknown datasets; the trainer reports it clearly if one gets here
+    run = client.create_run(experiment_id, tags=tags, run_name=spec.run_name)
+    return str(run.info.run_id)
+
+
+def create_parent_run(
+    ctx: ToolContext,
+    experiment: str,
+    role: RunRole,
+    run_name: str | None = None,
+    params: Mapping[str, object] | None = None,
+    tags: Mapping[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> str:
+    """Create a RUNNING run that groups others (a tuning study or an agent session)."""
+    from mlflow.entities import Param
+
+    check_user_tags(tags or {})
+    all_tags: dict[str, object] = {
+        **(tags or {}),
+        MANAGED_TAG: "true",
+        "expagent.session": ctx.session_id,
+        "expagent.role": role,
+        "expagent.requester": ctx.requester,
+        "mlflow.user": ctx.requester,
+        "python_version": provenance.python_version(),
+        **provenance.code_version().tags(),
+    }
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    experiment_id = ensure_experiment(ctx.tracking, experiment, ctx.settings.artifact_root)
+    run = ctx.tracking.create_run(experiment_id, tags=clean_tags(all_tags), run_name=run_name)
+    if params:
+        batch = [Param(k, clean_param(v)) for k, v in params.items()]
+        ctx.tracking.log_batch(run.info.run_id, params=batch)
+    return str(run.info.run_id)
+
+
+def _client_of(target: ToolContext | MlflowClient) -> MlflowClient:
+    return target.tracking if isinstance(target, ToolContext) else target
+
+
+def end_run(
+    target: ToolContext | MlflowClient,
+    run_id: str,
+    status: TerminalStatus,
+    note: str | None = None,
+    artifacts: Mapping[str, str] | None = None,
+    only_if_running: bool = True,
+) -> bool:
+    """End a run with ``status``, first attaching a note and text artifacts (all redacted).
+
+    Returns False (and writes nothing) when ``only_if_running`` and the run has already ended, so an
+    observer never overwrites the trainer's own outcome.
+    """
+    from mlflow.entities import RunTag
+
+    client = _client_of(target)
+    if only_if_running and client.get_run(run_id).info.status != "RUNNING":
+        return False
+    for name, text in (artifacts or {}).items():
+        client.log_text(run_id, redact_text(text), name)
+    if note:
+        client.log_batch(run_id, tags=[RunTag(NOTE_TAG, clip(redact_text(note), _MAX_TAG_CHARS))])
+    client.set_terminated(run_id, status)
+    return True
+
+
+def write_cancellation(client: MlflowClient, record: CancellationRecord) -> None:
+    """Attach ``cancellation.json`` to the run, tag who stopped it and why, and end it KILLED."""
+    from mlflow.entities import RunTag
+
+    payload = redact(record.model_dump(mode="json"))
+    client.log_text(record.run_id, json.dumps(payload, indent=2) + "\n", "cancellation.json")
+    note = f"{record.kind.capitalize()} by {record.cancelled_by}: {record.reason}"
+    tags = clean_tags(
+        {
+            "expagent.cancelled_by": record.cancelled_by,
+            "expagent.cancel_kind": record.kind,
+            "expagent.cancel_reason": record.reason,
+            NOTE_TAG: note,
+        }
+    )
+    client.log_batch(record.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    if client.get_run(record.run_id).info.status == "RUNNING":
+        client.set_terminated(record.run_id, "KILLED")
+
+
+def get_run_or_error(client: MlflowClient, run_id: str) -> Run:
+    """Return the run, or raise LookupError with a message the model can act on."""
+    from mlflow.exceptions import MlflowException
+
+    if not _RUN_ID_RE.match(run_id or ""):
+        raise LookupError(f"{run_id!r} is not an MLflow run ID (32 lowercase hex characters)")
+    try:
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise LookupError(f"no MLflow run with ID {run_id!r} exists in this tracking store") from exc
+        raise
+
+
+# ---- tools: read runs -----------------------------------------------------------------------------
+
+
+class SearchRunsArgs(BaseModel):
+    """Which runs to find and how to order them."""
+
+    experiment: str = Field(description="MLflow experiment name to search in.")
+    filter: str | None = Field(
+        default=None,
+        description=(
+            'Optional MLflow filter, e.g. "metrics.roc_auc > 0.95 and params.model_family = '
+            "'lightgbm'\" or \"tags.`expagent.role` = 'baseline'\"."
+        ),
+    )
+    order_by: str | None = Field(default=None, description="Metric name to sort by, e.g. 'roc_auc'.")
+    direction: Literal["best", "asc", "desc"] = Field(
+        default="best",
+        description="Sort direction; 'best' puts the best value first (high for roc_auc, low for rmse).",
+    )
+    max_results: int = Field(default=20, ge=1, le=100, description="Maximum runs to return (1-100).")
+
+
+class RunSummary(BaseModel):
+    """A compact view of one run."""
+
+    run_id: str
+    name: str | None = None
+    status: str = Field(description="RUNNING, FINISHED, FAILED or KILLED.")
+    role: str | None = Field(
+        default=None, description="expagent role: baseline, trial, single, tuning, session."
+    )
+    parent_run_id: str | None = None
+    dataset: str | None = Field(default=None, description="Dataset as name@version.")
+    dataset_sha256: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    ui_url: str = Field(description="Link to the run in the MLflow UI.")
+
+
+class SearchRunsResult(BaseModel):
+    """Runs found in one experiment."""
+
+    experiment: str
+    experiment_id: str
+    runs: list[RunSummary]
+
+
+class GetRunArgs(BaseModel):
+    """Which run to read."""
+
+    run_id: str = Field(description="MLflow run ID (32 hex characters).")
+
+
+class DatasetInputInfo(BaseModel):
+    """A dataset logged as a run input."""
+
+    name: str
+    digest: str
+    context: str | None = None
+
+
+class RunDetail(RunSummary):
+    """Everything recorded on one run."""
+
+    experiment_id: str
+    tags: dict[str, str] = Field(default_factory=dict, description="Run tags (MLflow internals omitted).")
+    artifacts: list[str] = Field(default_factory=list, description="Artifact paths on the run.")
+    model_uri: str | None = Field(default=None, description="URI of the model logged by the run, if any.")
+    datasets: list[DatasetInputInfo] = Field(default_factory=list)
+
+
+def _time(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def summarize_run(settings: Settings, run: Run) -> RunSummary:
+    """Return the compact summary of ``run``."""
+    tags = run.data.tags
+    name, version = tags.get("dataset.name"), tags.get("dataset.version")
+    return RunSummary(
+        run_id=run.info.run_id, name=run.info.run_name, status=run.info.status,
+        role=tags.get("expagent.role"), parent_run_id=tags.get("mlflow.parentRunId"),
+        dataset=f"{name}@{version}" if name and version else None,
+        dataset_sha256=tags.get("dataset.sha256"), params=dict(run.data.params),
+        metrics=dict(run.data.metrics), start_time=_time(run.info.start_time),
+        end_time=_time(run.info.end_time), ui_url=ui_url(settings, run.info.experiment_id, run.info.run_id),
+    )  # fmt: skip
+
+
+def _experiment_id_or_error(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        known = sorted(e.name for e in client.search_experiments(max_results=50))
+        raise LookupError(f"no MLflow experiment named {name!r}; known experiments: {', '.join(known)}")
+    return str(experiment.experiment_id)
+
+
+def _order_clause(args: SearchRunsArgs) -> list[str] | None:
+    if not args.order_by:
+        return None
+    if not _METRIC_NAME_RE.match(args.order_by):
+        raise ValueError(f"order_by must be a metric name like 'roc_auc', got {args.order_by!r}")
+    direction = args.direction
+    if direction == "best":
+        direction = "desc" if metric_direction(args.order_by) == "maximize" else "asc"
+    return [f"metrics.`{args.order_by}` {direction.upper()}"]
+
+
+@tool(read_only=True)
+def search_runs(ctx: ToolContext, args: SearchRunsArgs) -> SearchRunsResult:
+    """Search the runs of an MLflow experiment; returns params, metrics, status, role and UI links.
+
+    Use order_by with a metric name to get the best runs first.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = ctx.tracking
+    experiment_id = _experiment_id_or_error(client, args.experiment)
+    try:
+        runs = client.search_runs(
+            [experiment_id], filter_string=args.filter or "", max_results=args.max_results,
+            order_by=_order_clause(args),
+        )  # fmt: skip
+    except MlflowException as exc:
+        raise ValueError(
+            f"MLflow rejected the search (filter {args.filter!r}): {exc.message}. Example filter: "
+            "\"metrics.roc_auc > 0.9 and params.model_family = 'lightgbm'\""
+        ) from exc
+    summaries = [summarize_run(ctx.settings, run) for run in runs]
+    return SearchRunsResult(experiment=args.experiment, experiment_id=experiment_id, runs=summaries)
+
+
+def list_artifacts(client: MlflowClient, run_id: str, limit: int = 100) -> list[str]:
+    """Return the run's artifact file paths (breadth first, at most ``limit``)."""
+    found: list[str] = []
+    pending: list[str | None] = [None]
+    while pending and len(found) < limit:
+        for item in client.list_artifacts(run_id, pending.pop(0)):
+            (pending.append(item.path) if item.is_dir else found.append(item.path))
+    return found[:limit]
+
+
+def model_uri(client: MlflowClient, run: Run) -> str | None:
+    """Return ``models:/<model_id>`` of the model the run logged, or None."""
+    models = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
+    return f"models:/{models[0].model_id}" if models else None
+
+
+def _visible_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    keep = {"mlflow.parentRunId", NOTE_TAG, "mlflow.runName", "mlflow.user"}
+    return {k: v for k, v in tags.items() if not k.startswith("mlflow.") or k in keep}
+
+
+@tool(read_only=True)
+def get_run(ctx: ToolContext, args: GetRunArgs) -> RunDetail:
+    """Read one MLflow run: params, metrics, tags, artifact list, dataset inputs and model URI."""
+    client = ctx.tracking
+    run = get_run_or_error(client, args.run_id)
+    datasets = [
+        DatasetInputInfo(
+            name=d.dataset.name,
+            digest=d.dataset.digest,
+            context=next((t.value for t in d.tags if t.key == "mlflow.data.context"), None),
+        )  # fmt: skip
+        for d in (run.inputs.dataset_inputs if run.inputs else [])
+    ]
+    return RunDetail(
+        **summarize_run(ctx.settings, run).model_dump(),
+        experiment_id=run.info.experiment_id,
+        tags=_visible_tags(run.data.tags),
+        artifacts=list_artifacts(client, run.info.run_id),
+        model_uri=model_uri(client, run),
+        datasets=datasets,
+    )
+
+
+# ---- tools: annotate runs -------------------------------------------------------------------------
+
+
+class LogNoteArgs(BaseModel):
+    """A note to attach to a run."""
+
+    run_id: str = Field(description="MLflow run ID of a run expagent launched.")
+    text: str = Field(min_length=1, max_length=20000, description="The note (markdown).")
+    as_tag: bool = Field(
+        default=False, description="Also store the note (first 500 characters) as tag expagent.note."
+    )
+
+
+class LogNoteResult(BaseModel):
+    """Where the note was stored."""
+
+    run_id: str
+    artifact_path: str = Field(description="Artifact path of the note on the run.")
+    tagged: bool
+
+
+@tool(read_only=False)
+def log_note(ctx: ToolContext, args: LogNoteArgs) -> LogNoteResult:
+    """Attach a text note to a run expagent launched (as an artifact, optionally also as a tag).
+
+    Runs not created by expagent are refused. Personal data and secrets are redacted before writing.
+    """
+    from mlflow.entities import RunTag
+
+    client = ctx.tracking
+    run = get_run_or_error(client, args.run_id)
+    if run.data.tags.get(MANAGED_TAG) != "true":
+        raise PermissionError(
+            f"run {args.run_id} was not launched by expagent (tag {MANAGED_TAG} is not 'true'); "
+            "notes can only be added to runs the agent owns"
+        )
+    path = f"notes/note-{ctx.clock().strftime('%Y%m%dT%H%M%S%fZ')}.md"
+    text = redact_text(args.text)
+    client.log_text(args.run_id, text + "\n", path)
+    if args.as_tag:
+        client.log_batch(args.run_id, tags=[RunTag("expagent.note", clip(text, 500))])
+    return LogNoteResult(run_id=args.run_id, artifact_path=path, tagged=args.as_tag)

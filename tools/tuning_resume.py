@@ -1,0 +1,208 @@
+"""Continue a tuning study after the agent process died: find its tuning run, replay finished trials,
+reconcile trials that were running, and make sure no trial run is left RUNNING in MLflow.
+
+A trial that was RUNNING in the study is matched to its MLflow run (trial user attribute ``launch``, or
+the ``expagent.trial_number`` tag under the tuning run) and to its job (the runtime's persisted state):
+a live job is adopted (the loop keeps watching it), a job that ended meanwhile is concluded from its
+outcome, and a run without a job is ended KILLED with an ``orphan`` cancellation record.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from tools.budget import TrialCost
+from tools.specs import CancellationRecord
+from tools.tuning_models import TrialResult
+from tools.tuning_runs import (
+    create_tuning_run,
+    reopen_if_ended,
+    running_trial_runs,
+    trial_run_by_number,
+)
+
+if TYPE_CHECKING:
+    import optuna
+
+    from tools.context import ToolContext
+    from tools.specs import JobInfo
+    from tools.tuning import StudyLoop
+
+_STATE_NAMES = {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED", "FAIL": "FAIL"}
+
+
+def tuning_run_for(loop: StudyLoop) -> str:
+    """Return the study's tuning run: the stored one (reopened if it ended) or a new one."""
+    study, ctx = loop.study, loop.ctx
+    run_id = study.user_attrs.get("tuning_run_id") or _find_tuning_run(loop)
+    if run_id is None:
+        run_id = create_tuning_run(ctx, loop.settings)
+        study.set_user_attr("tuning_run_id", run_id)
+        return str(run_id)
+    study.set_user_attr("tuning_run_id", run_id)
+    if reopen_if_ended(ctx.tracking, run_id):
+        loop.note(f"tuning run {run_id} was reopened to continue the study")
+    return str(run_id)
+
+
+def _find_tuning_run(loop: StudyLoop) -> str | None:
+    """Find a tuning run created for this study before its ID could be stored (crash in between)."""
+    experiment = loop.ctx.tracking.get_experiment_by_name(loop.settings.experiment)
+    if experiment is None:
+        return None
+    query = f"tags.`optuna.study_name` = '{loop.settings.study_name}' and tags.`expagent.role` = 'tuning'"
+    runs = loop.ctx.tracking.search_runs([experiment.experiment_id], filter_string=query, max_results=1)
+    return str(runs[0].info.run_id) if runs else None
+
+
+def reconcile(loop: StudyLoop) -> None:
+    """Replay the study's finished trials into the loop and settle the ones left running."""
+    import optuna
+
+    trials = loop.study.get_trials(deepcopy=False)
+    loop.resumed = bool(trials)
+    finished = [t for t in trials if t.state.is_finished()]
+    for frozen in sorted(finished, key=lambda t: (t.datetime_complete or datetime.min, t.number)):
+        result = stored_result(frozen)
+        if result is not None:
+            loop.record(result, _cost(result))
+    for frozen in trials:
+        if frozen.state == optuna.trial.TrialState.RUNNING:
+            _reconcile_running(loop, frozen)
+    end_stray_trial_runs(loop, keep={f.run_id for f in loop.in_flight.values()})
+
+
+def stored_result(frozen: optuna.trial.FrozenTrial) -> TrialResult | None:
+    """Return the TrialResult recorded on a finished trial (None for one that was never launched)."""
+    if frozen.user_attrs.get("launched") is False:
+        return None
+    if "result" in frozen.user_attrs:
+        return TrialResult.model_validate(frozen.user_attrs["result"])
+    launch: dict[str, Any] = frozen.user_attrs.get("launch") or {}
+    state = _STATE_NAMES.get(frozen.state.name, "FAIL")
+    return TrialResult(
+        number=frozen.number, run_id=launch.get("run_id"), job_id=launch.get("job_id"), state=state,  # type: ignore[arg-type]
+        value=frozen.value, params=launch.get("params") or dict(frozen.params),
+        note=frozen.user_attrs.get("note"),
+    )  # fmt: skip
+
+
+def _cost(result: TrialResult) -> TrialCost:
+    return TrialCost(
+        cpu_seconds=result.cpu_seconds or 0.0,
+        wall_seconds=result.wall_seconds or 0.0,
+        gpu_seconds=result.gpu_seconds or 0.0,
+    )
+
+
+def _reconcile_running(loop: StudyLoop, frozen: optuna.trial.FrozenTrial) -> None:
+    import optuna
+
+    from tools.tuning import InFlight
+
+    trial = optuna.trial.Trial(loop.study, frozen._trial_id)
+    if "result" in frozen.user_attrs:  # concluded, but the process died before telling the study
+        _tell_stored(loop, trial, TrialResult.model_validate(frozen.user_attrs["result"]))
+        return
+    launch: dict[str, Any] = frozen.user_attrs.get("launch") or {}
+    settings = loop.settings
+    run_id = launch.get("run_id") or trial_run_by_number(
+        loop.ctx.tracking, settings.experiment, loop.tuning_run_id, frozen.number
+    )
+    if run_id is None:
+        loop.abandon(trial, "it was asked for just before the agent stopped and never launched")
+        return
+    params = launch.get("params") or {**_fixed_params(loop), **frozen.params}
+    job = _find_job(loop.ctx, run_id, launch.get("job_id"))
+    flight = InFlight(trial, params, run_id, job.job_id if job else "", started=time.monotonic())
+    if job is None:
+        note = "its job was not found after the agent restarted (never started or state lost)"
+        _write_orphan(loop.ctx, run_id, "", note)
+        loop.conclude(flight, "FAIL", None, None, note, "tuning loop")
+    elif job.done:
+        loop.finish_job(flight, job)
+    else:
+        flight.started = time.monotonic() - _age(job)
+        flight.reported_step = max(frozen.intermediate_values, default=0)
+        loop.in_flight[job.job_id] = flight
+        loop.note(f"trial {frozen.number} was still running after the restart and was adopted")
+
+
+def _tell_stored(loop: StudyLoop, trial: optuna.trial.Trial, result: TrialResult) -> None:
+    import optuna
+
+    states = {"COMPLETE": optuna.trial.TrialState.COMPLETE, "PRUNED": optuna.trial.TrialState.PRUNED}
+    state = states.get(result.state, optuna.trial.TrialState.FAIL)
+    loop.study.tell(trial, result.value if result.state == "COMPLETE" else None, state=state)
+    loop.record(result, _cost(result))
+
+
+def _fixed_params(loop: StudyLoop) -> dict[str, Any]:
+    return {name: spec.value for name, spec in loop.space.items() if spec.type == "fixed"}
+
+
+def _age(job: JobInfo) -> float:
+    if job.started_at is None:
+        return job.wall_seconds or 0.0
+    return (datetime.now(UTC) - job.started_at).total_seconds()
+
+
+def _find_job(ctx: ToolContext, run_id: str, job_id: str | None) -> JobInfo | None:
+    """Return the runtime's view of the job that trains ``run_id`` (None if it has none)."""
+    runtime = ctx.runtime
+    if job_id:
+        try:
+            return runtime.status(job_id)
+        except KeyError:
+            return None
+    for job in runtime.list_jobs(None):
+        if job.run_id == run_id:
+            return job
+    return None
+
+
+def cancel_job(
+    ctx: ToolContext, job_id: str, run_id: str, reason: str, cancelled_by: str, kind: str
+) -> JobInfo:
+    """Cancel a trial's job; its run ends KILLED with a cancellation record of ``kind``."""
+    from tools import tracking
+
+    runtime = ctx.runtime
+    if "kind" in inspect.signature(runtime.cancel).parameters:
+        return runtime.cancel(job_id, reason, cancelled_by, kind=kind)  # type: ignore[call-arg]
+    info = runtime.cancel(job_id, reason, cancelled_by)
+    if info.state == "cancelled":  # this runtime records kind "cancelled": correct it
+        record = _record(run_id, job_id, reason, cancelled_by, kind, info)
+        tracking.write_cancellation(ctx.tracking, record)
+    return info
+
+
+def _record(
+    run_id: str, job_id: str, reason: str, by: str, kind: str, info: JobInfo | None
+) -> CancellationRecord:
+    return CancellationRecord(
+        run_id=run_id, job_id=job_id or "none", cancelled_by=by, reason=reason,
+        cancelled_at=datetime.now(UTC), wall_seconds=info.wall_seconds if info else None,
+        cpu_seconds=info.cpu_seconds if info else None, kind=kind,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def _write_orphan(ctx: ToolContext, run_id: str, job_id: str, reason: str) -> None:
+    from tools import tracking
+
+    record = _record(run_id, job_id, reason, "tuning loop", "orphan", None)
+    tracking.write_cancellation(ctx.tracking, record)
+
+
+def end_stray_trial_runs(loop: StudyLoop, keep: set[str]) -> None:
+    """End KILLED (orphan record) every trial run under the tuning run still RUNNING but not watched."""
+    client, settings = loop.ctx.tracking, loop.settings
+    for number, run_id in running_trial_runs(client, settings.experiment, loop.tuning_run_id).items():
+        if run_id in keep:
+            continue
+        reason = f"trial {number}'s run was still RUNNING with no job watching it"
+        _write_orphan(loop.ctx, run_id, "", reason)
+        loop.note(f"{reason}; ended KILLED")
