@@ -342,7 +342,7 @@ def eval_command(
     """
     import os
 
-    from evals.harness import EvalOptions, run_suite
+    from evals.suite import EvalOptions, run_suite
     from evals.loader import ScenarioError
     from evals.report import progress_line, summary_text
 

@@ -102,9 +102,10 @@ def _text(message: BaseMessage) -> str:
 def intake_from_history(messages: Sequence[BaseMessage]) -> IntakeDecision:
     """Return the decision for the latest user message, merged with the request it answers.
 
-    A message that only supplies request fields ("breast_cancer@1, roc_auc") after an experiment
-    request fills in that request: earlier human messages are merged back to the nearest one with an
-    explicit experiment verb; a question, cancel or refusal in between stops the merge.
+    A message that only supplies request fields ("breast_cancer@1, roc_auc", "version 1") after an
+    experiment request fills in that request: earlier human messages are merged back to the nearest
+    one with an explicit experiment verb; a question, cancel or refusal in between stops the merge.
+    A bare version attaches to the dataset named earlier; a version is never carried to another one.
     """
     humans = [_text(m) for m in messages if isinstance(m, HumanMessage)]
     if not humans:
@@ -126,10 +127,13 @@ def intake_from_history(messages: Sequence[BaseMessage]) -> IntakeDecision:
 
 
 def _fill_missing(target: dict[str, Any], earlier: dict[str, Any]) -> None:
+    # A version belongs to the dataset it was stated with: a bare "version 1" completes the dataset
+    # named earlier, but an earlier version never moves to a different (or newly named) dataset.
+    other_dataset = target.get("dataset") not in (None, earlier.get("dataset"))
     for key, value in earlier.items():
         if isinstance(value, dict):
             target[key] = {**value, **target[key]}
-        elif target.get(key) is None:
+        elif target.get(key) is None and not (key == "version" and other_dataset):
             target[key] = value
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from agent.state import ExperimentRequestDraft, ForbiddenAction, IntakeDecision, Intent
+from tools.specs import ModelFamily
 
 _F = re.IGNORECASE
 _GONE = "\x00"
@@ -34,8 +35,15 @@ FAMILY_SYNONYMS: dict[str, str] = {
         r"|histgb|hgbt?|hist[\s_-]?gbm?|gradient[\s_-]?boost(?:ing|ed)?(?:\s+(?:trees?|machines?))?|gbdt"
     ),
 }
+# The families the trainer implements, in the order they are offered to the user.
+SUPPORTED_FAMILIES: tuple[str, ...] = get_args(ModelFamily)
+# Families users ask for that expagent does not train; named back to the user with the supported list.
 UNSUPPORTED_FAMILIES = (
-    r"xgboost|catboost|neural[\s-]?net(?:work)?s?|mlp|svm|transformers?|bert|knn|naive[\s-]?bayes"
+    r"xgboost|xgb|catboost|neural[\s-]?net(?:work)?s?|deep[\s-]learning|multi[\s-]?layer\s+perceptrons?|mlps?"
+    r"|perceptrons?|transformers?|bert|cnns?|rnns?|lstms?|svms?|svc|svr|support[\s-]vector(?:\s+machines?)?"
+    r"|knn|k[\s-]?nearest[\s-]neighbou?rs?|nearest[\s-]neighbou?rs?|naive[\s-]?bayes|decision[\s-]trees?"
+    r"|extra[\s-]?trees|adaboost|linear[\s-]regression|ridge|lasso|elastic[\s-]?net|gaussian[\s-]process(?:es)?"
+    r"|tabnet|prophet|arima"
 )
 METRIC_SYNONYMS: dict[str, str] = {
     "roc_auc": r"roc[\s_-]?auc|au[\s-]?roc|auc(?:[\s_-]roc)?|area\s+under\s+(?:the\s+)?(?:roc\s+)?curve",
@@ -63,7 +71,8 @@ FILLER = frozenset(
     evaluated evaluating report track tracked tracking log logged logging mlflow tuning tune trials
     trial baseline budget compute hyperparameter hyperparameters hyperparams params parameters
     go ahead now first after afterwards next quick quickly simple small few there here hi hello hey
-    thanks thank ok okay sure yes launch start kick off execute sweep""".split()
+    thanks thank ok okay sure yes launch start kick off execute sweep able mind maybe perhaps
+    possibly""".split()
 )
 _RESERVED = FILLER | {"kubernetes", "k8s", "eks", "cluster", "locally", "local", "namespace", "optuna", "raw"}
 
@@ -101,8 +110,25 @@ _EXPERIMENT_VERBS = re.compile(
     _F,
 )
 _QUESTION_OPENING = re.compile(
-    r"^\s*(?:(?:what|how)\b(?!\s+about\b)|(?:which|who|when|where|why|show|list|describe|compare|summari[sz]e"
-    r"|display|tell\s+me|give\s+me)\b)",
+    r"^\s*(?:(?:what|how)\b(?!\s+about\b)|(?:which|who|when|where|why)\b"
+    r"|(?:show(?:ing)?|list(?:ing)?|describ(?:e|ing)|compar(?:e|ing)|summari[sz](?:e|ing)|display(?:ing)?"
+    r"|explain(?:ing)?|(?:tell|give)(?:ing)?\s+(?:me|us)|let\s+(?:me|us)\s+(?:know|see))\b)",
+    _F,
+)
+# Asking to see something only counts after a polite lead ("I'd like to see run X", "can we look at").
+_ASK_TO_SEE = re.compile(r"^\s*(?:see|know|look\s+(?:at|up)|pull\s+up|find\s+out)\b", _F)
+# Courtesy around a request: greetings, "please", "could you", "would you mind", "I'd like to", "do you
+# know". Stripped (repeatedly) from the start of a sentence before looking for a question opening.
+_POLITE_LEAD = re.compile(
+    r"^\s*(?:(?:hi|hey|hello|thanks|thank\s+you|ok(?:ay)?|so|also|quick\s+question|one\s+more\s+thing)\b[\s,!.:;-]*"
+    r"|(?:please|pls|plz|kindly|just|maybe|perhaps|possibly|quickly)\b[\s,]*"
+    r"|(?:could|can|would|will)\s+(?:you|u|someone|we|i)(?:\s+(?:mind|be\s+able\s+to|help\s+me(?:\s+to)?))?\b"
+    r"|do\s+you\s+mind\b|is\s+it\s+possible\s+to\b"
+    r"|(?:i'?d|i\s+would|we'?d|we\s+would)\s+(?:like|love)\s+(?:you\s+)?to\b"
+    r"|(?:i|we)\s+(?:want|need|wanted)\s+(?:you\s+)?to\b"
+    r"|(?:i'?m|i\s+am|we'?re)\s+(?:curious|wondering)(?:\s+(?:about|if|whether))?\b"
+    r"|i\s+wonder(?:\s+(?:if|whether))?\b|(?:do|would)\s+you\s+(?:happen\s+to\s+)?know(?:\s+(?:if|whether))?\b"
+    r"|help\s+me(?:\s+to)?\b)",
     _F,
 )
 _RAW_DATA = re.compile(r"\b(?:raw|unvalidated|unversioned|uncurated)\b", _F)
@@ -117,7 +143,8 @@ _SENSITIVE: tuple[tuple[str, str], ...] = (
     ("a phone number", r"\+\d[\d\s().-]{7,}\d|\(\d{3}\)\s*\d{3}[\s.-]\d{4}\b|\b\d{3}[.-]\d{3}[.-]\d{4}\b"),
 )
 _QUESTION_CUES = re.compile(
-    r"\?\s*$|^\s*(?:is|are|did|does|do|was|were|find|get)\b|\b(?:best|highest|lowest|top|worst|compare|versus|vs)\b",
+    r"^\s*(?:is|are|did|does|do|was|were|find|get|check|fetch|look)\b|\b(?:best|highest|lowest|top|worst|compare"
+    r"|versus|vs)\b",
     _F,
 )
 _DOMAIN_NOUNS = re.compile(
@@ -160,8 +187,12 @@ class Scanner:
     def take(self, match: re.Match[str], group: int | str = 0) -> str:
         """Consume ``match`` (or one group of it) and return its original text."""
         start, end = match.span(group)
-        self.work = self.work[:start] + _GONE * (end - start) + self.work[end:]
+        self.consume(start, end)
         return self.text[start:end]
+
+    def consume(self, start: int, end: int) -> None:
+        """Consume the text between two offsets."""
+        self.work = self.work[:start] + _GONE * (end - start) + self.work[end:]
 
     def first(self, pattern: str | re.Pattern[str]) -> re.Match[str] | None:
         """Return and consume the first match of ``pattern``, if any."""
@@ -179,7 +210,7 @@ class Scanner:
                 words.pop(0)
             while words and words[-1].lower() in FILLER:
                 words.pop()
-            if any(w and w.lower() not in FILLER for w in words):
+            if any(re.search(r"[^\W_]", w) and w.lower() not in FILLER for w in words):
                 phrases.append(" ".join(words))
         return phrases
 
@@ -191,6 +222,11 @@ class _Parse:
     draft: dict[str, Any] = field(default_factory=lambda: {"params": {}, "search_space": {}})
     notes: list[str] = field(default_factory=list)
     latest: bool = False
+    # Raw paths/URIs found, as (start, end, text without credentials); ``classify`` decides which one,
+    # if any, is the data the user wants to train on.
+    locations: list[tuple[int, int, str]] = field(default_factory=list)
+    # Spans of the message never to be repeated (secrets, credentials), with what to show instead.
+    redactions: list[tuple[int, int, str]] = field(default_factory=list)
 
     def set(self, key: str, value: Any) -> None:
         """Record a field once; a second, different value is reported instead of overwriting."""
@@ -213,14 +249,16 @@ def _sensitive(sc: Scanner, p: _Parse) -> None:
     for label, pattern in _SENSITIVE:
         for match in sc.find(pattern):
             sc.take(match)
+            p.redactions.append((*match.span(), "[redacted]"))
             note = f"ignored {label} in the message (never needed for training, not repeated)"
             if note not in p.notes:
                 p.notes.append(note)
 
 
 def _uri(sc: Scanner, p: _Parse) -> None:
+    # Runs before ``_sensitive`` so a connection string's credentials are not mistaken for an email.
     for match in sc.find(r"\b[a-z][a-z0-9+.-]*://\S+"):
-        p.set("dataset_uri", _strip_trailing_punct(sc.take(match)))
+        _add_location(sc, p, match)
 
 
 def _path(sc: Scanner, p: _Parse) -> None:
@@ -230,7 +268,21 @@ def _path(sc: Scanner, p: _Parse) -> None:
     )
     for pattern in patterns:
         for match in sc.find(pattern):
-            p.set("dataset_uri", _strip_trailing_punct(sc.take(match)))
+            _add_location(sc, p, match)
+
+
+def _add_location(sc: Scanner, p: _Parse, match: re.Match[str]) -> None:
+    text = _strip_trailing_punct(sc.take(match))
+    shown = without_credentials(text)
+    p.locations.append((match.start(), match.start() + len(text), shown))
+    if shown != text:
+        p.redactions.append((match.start(), match.start() + len(text), shown))
+
+
+def without_credentials(location: str) -> str:
+    """Return a path or URI without its user:password part, query string and fragment."""
+    bare = re.sub(r"^([a-z][a-z0-9+.-]*://)(?:[^/@\s]*@|[^@\s]*:[^@\s]*@)", r"\1", location, flags=_F)
+    return re.split(r"[?#]", bare, maxsplit=1)[0]
 
 
 def _objective(sc: Scanner, p: _Parse) -> None:
@@ -309,6 +361,8 @@ def _seed_and_params(sc: Scanner, p: _Parse) -> None:
     if trials:
         p.set("trials", int(trials["n"]))
     for match in sc.find(r"\b(?P<key>[a-z_][a-z0-9_]*)\s*=\s*(?P<value>[^\s,;\x00]+)"):
+        if match["key"].lower() in _VERSION_KEYS:
+            continue  # "version=2" is the dataset version (``_dataset_words`` / ``_bare_version``)
         sc.take(match)
         p.draft["params"][match["key"]] = parse_value(_strip_trailing_punct(match["value"]))
 
@@ -414,7 +468,7 @@ def _dataset_words(sc: Scanner, p: _Parse) -> None:
     patterns = (
         rf"\b(?:the\s+)?(?:v|version\s+)(?P<ver>\d[\w.]*)\s+of\s+(?:the\s+)?(?:dataset\s+)?(?P<name>{_IDENT})(?:\s+dataset)?",
         rf"\b(?:the\s+)?(?P<ver>latest|newest|current|most\s+recent)\s+(?:version\s+of\s+)?(?:the\s+)?(?:dataset\s+)?(?P<name>{_IDENT})(?:\s+dataset)?",
-        rf"\b(?:dataset\s+)?(?P<name>{_IDENT})(?:\s+(?:dataset|data))?\s*,?\s*\(?\s*(?:version|ver\.?|v)\s*{ver}\s*\)?",
+        rf"\b(?:dataset\s+)?(?P<name>{_IDENT})(?:\s+(?:dataset|data))?\s*,?\s*\(?\s*(?:version|ver\.?|v)\s*[:=#]?\s*{ver}\s*\)?",
         rf"\b(?:dataset\s+)?(?P<name>{_IDENT})(?:\s+(?:dataset|data))?\s*,?\s*\(?\s*(?P<ver>latest|newest)(?:\s+version)?\s*\)?",
     )
     for pattern in patterns:
@@ -426,6 +480,36 @@ def _dataset_words(sc: Scanner, p: _Parse) -> None:
             version = str(int(parse_number(version))) if version in _WORD_NUMBERS else version
             _set_dataset(p, match["name"], version)
     _dataset_name_only(sc, p)
+
+
+_VERSION_KEYS = frozenset({"version", "ver", "dataset_version"})
+_OTHER_VERSION = re.compile(
+    rf"\b(?:models?|python|package|library|lib|api|schema|code|git|sklearn|scikit-learn|mlflow|image|docker"
+    rf"|{'|'.join(f'(?:{x})' for x in FAMILY_SYNONYMS.values())}|{UNSUPPORTED_FAMILIES})(?:'s)?\s*$",
+    _F,
+)
+_VERSION_NUMBER_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten"
+
+
+def _bare_version(sc: Scanner, p: _Parse) -> None:
+    # "version 1", "v 2", "@3", "version=1" with no dataset name in front: the version of the dataset
+    # this message names, or (merged by ``agent.offline``) of the one the conversation still lacks a
+    # version for. A version never moves to a different dataset (``agent.request.merge_drafts``).
+    ver = rf"(?P<ver>v?\d[\w.]*|{_VERSION_NUMBER_WORDS})\b"
+    patterns = (
+        rf"(?<![\w.-])(?:(?:the\s+)?(?:dataset|data)(?:'s)?\s+)?(?:dataset_)?(?:version|ver\.?)"
+        rf"\s*(?:[:=#]|is|should\s+be|number|no\.?)?\s*{ver}",
+        r"(?<![\w.@/-])v\s?(?P<ver>\d[\w.]*)",
+        r"(?<![\w.@/-])@\s?(?P<ver>v?\d[\w.-]*)",
+    )
+    for pattern in patterns:
+        for match in sc.find(pattern):
+            if _OTHER_VERSION.search(sc.text[: match.start()]):
+                continue  # "model version 3", "python version 3.11": not a dataset version
+            sc.take(match)
+            version = _strip_trailing_punct(match["ver"].lower())
+            version = str(int(parse_number(version))) if version in _WORD_NUMBERS else version
+            p.set("version", version[1:] if version[:1] == "v" and version[1:].isdigit() else version)
 
 
 def _dataset_name_only(sc: Scanner, p: _Parse) -> None:
@@ -476,7 +560,7 @@ def _family_and_metric(sc: Scanner, p: _Parse) -> None:
             p.set("model_family", family)
     for match in sc.find(rf"\b(?:{UNSUPPORTED_FAMILIES})\b"):
         p.notes.append(
-            f"{sc.take(match)} is not a supported model family (supported: {', '.join(FAMILY_SYNONYMS)})"
+            f"{sc.take(match)} is not a supported model family (supported: {', '.join(SUPPORTED_FAMILIES)})"
         )
     for match in sc.find(rf"\b(?:{_ANY_METRIC})\b"):
         metric = metric_of(sc.take(match))
@@ -491,8 +575,8 @@ def _family_and_metric(sc: Scanner, p: _Parse) -> None:
 
 
 REQUEST_RULES: tuple[Rule, ...] = (
-    _sensitive,
     _uri,
+    _sensitive,
     _dataset_at_version,
     _experiment,
     _path,
@@ -507,6 +591,7 @@ REQUEST_RULES: tuple[Rule, ...] = (
     _runtime,
     _family_and_metric,
     _dataset_words,
+    _bare_version,
 )
 
 
@@ -535,8 +620,9 @@ def _consume_all(sc: Scanner, pattern: re.Pattern[str]) -> bool:
 def classify(sc: Scanner, p: _Parse) -> Intent | Literal["fields_only"]:
     """Return the intent of the message after the request rules consumed their fields.
 
-    Precedence: forbidden > raw data > cancel > question opening ("what/which/show ...") >
-    experiment verb > other question cues > bare request fields > unknown.
+    Precedence: forbidden > training on raw data > cancel > question opening ("what/which/show ...",
+    also inside polite wrappers) > experiment verb > question asked later or other question cues >
+    bare request fields > unknown.
     """
     forbidden = _forbidden_action(sc)
     if forbidden is not None:
@@ -546,21 +632,108 @@ def classify(sc: Scanner, p: _Parse) -> Intent | Literal["fields_only"]:
     cancel = _consume_all(sc, _CANCEL)
     raw = _consume_all(sc, _RAW_DATA)
     about_runs = _DOMAIN_NOUNS.search(sc.text) is not None or bool(p.draft.get("dataset"))
+    question = about_runs and asks_question(sc.text, sc.work, experiment_verb)
+    _place_locations(sc, p, training=not (question or cancel))
     has_fields = any(v not in (None, {}, []) for v in p.draft.values())
-    asks_question = about_runs and _QUESTION_OPENING.search(sc.text) is not None
-    raw_request = p.draft.get("dataset_uri") or (raw and not asks_question)
+    raw_request = p.draft.get("dataset_uri") or (raw and not question)
     if raw_request and (experiment_verb or (has_fields and not cancel)):
         p.draft["forbidden_action"] = "raw_data"
         return "forbidden"
     if cancel:
         return "cancel"
-    if asks_question:
+    if question:
         return "question"
     if experiment_verb:
         return "experiment"
-    if about_runs and _QUESTION_CUES.search(sc.text):
-        return "question"
     return "fields_only" if has_fields else "unknown"
+
+
+def asks_question(text: str, unconsumed: str, experiment_verb: bool) -> bool:
+    """Return whether a message asks a question (whether it is about runs is checked elsewhere).
+
+    A question opening at the start, after any polite lead ("Could you please show me ...", "Hi! Which
+    run ..."), wins over an experiment verb; a question asked in a later sentence, a cue word (best,
+    top, vs, ...) or a question mark counts only when the message does not ask to train.
+    """
+    if _opens_question(text):
+        return True
+    if experiment_verb:
+        return False
+    clauses = [c for c in re.split(r"(?<=[.!?;:,])\s+|\n+|\s+[—–-]+\s+", text) if c.strip()]
+    cued = any(_QUESTION_CUES.search(without_polite_lead(c)[0]) for c in clauses)
+    return cued or "?" in unconsumed or any(_opens_question(c) for c in clauses[1:])
+
+
+def without_polite_lead(text: str) -> tuple[str, bool]:
+    """Return ``text`` without leading courtesy ("hi, could you please ...") and whether there was any."""
+    rest = text
+    while lead := _POLITE_LEAD.match(rest):
+        if not lead.group(0):
+            break
+        rest = rest[lead.end() :]
+    return rest, rest != text
+
+
+def _opens_question(text: str) -> bool:
+    rest, polite = without_polite_lead(text)
+    return _QUESTION_OPENING.match(rest) is not None or (polite and _ASK_TO_SEE.match(rest) is not None)
+
+
+# A location mentioned in passing: where things are stored or written, docs, a tracking server, a DB.
+_IN_PASSING = re.compile(
+    r"\b(?:db|database|server|hosts?|hosted|tracking|backend|store|stored|registry|mlflow|connection|endpoint"
+    r"|password|credentials?|creds|dashboard|ui|outputs?|results?|artifacts?|logs?|reports?|docs?|wiki"
+    r"|documentation|ticket|writ(?:e|es|ing|ten)|wrote|sav(?:e|es|ed|ing)|upload\w*|send\w*|sent|email\w*"
+    r"|notify|link|dump(?:s|ed)?\s+(?:to|into)|export(?:s|ed)?\s+(?:to|into))\b",
+    _F,
+)
+_DATA_SLOT = re.compile(
+    r"\b(?:on|from|using|use|with|in|at|of|read|load|ingest|data|dataset|file|table|path|csv|parquet)\b",
+    _F,
+)
+_CONNECTION_SCHEME = re.compile(
+    r"^(?:postgres\w*|mysql\w*|mariadb|mssql|sqlserver|oracle|sqlite|mongodb\w*|redis\w*|jdbc:\w+|amqps?"
+    r"|kafka)://|^[^/\s]+://[^/@\s]*@",
+    _F,
+)
+
+
+def _place_locations(sc: Scanner, p: _Parse, training: bool) -> None:
+    """Record the path/URI the user wants to train on as ``dataset_uri``; note the others as ignored.
+
+    A location is training data only in a message that asks to train (or supplies request fields),
+    in a clause that names data ("on", "from", "using", "dataset", a training verb) and does not say
+    it is something else (a tracking DB, where results are saved, a docs link). A connection string
+    or a URI with credentials counts only in a clause with a training verb.
+    """
+    if not training:
+        return
+    note = "ignored a link or path that is not the training data (not repeated)"
+    for start, end, location in p.locations:
+        if _is_training_data(sc.text, start, end):
+            p.set("dataset_uri", location)
+            continue
+        if note not in p.notes:
+            p.notes.append(note)
+        clause_start = _clause_start(sc.text, start)
+        if not _EXPERIMENT_VERBS.search(sc.text[clause_start:start]):
+            sc.consume(clause_start, start)  # "our tracking db is": the note explains it
+
+
+def _clause_start(text: str, position: int) -> int:
+    """Return where the clause holding ``position`` starts (after the last , ; . ! ? or dash)."""
+    boundaries = list(re.finditer(r"[.;!?,\n]\s|\s[—–-]+\s", text[:position]))
+    return boundaries[-1].end() if boundaries else 0
+
+
+def _is_training_data(text: str, start: int, end: int) -> bool:
+    clause = text[_clause_start(text, start) : start]
+    verb = _EXPERIMENT_VERBS.search(clause) is not None
+    if _CONNECTION_SCHEME.match(text[start:end]) and not verb:
+        return False
+    if not clause.strip():  # the message opens with the location: judge it by the rest of the message
+        return _IN_PASSING.search(text[end:]) is None
+    return _IN_PASSING.search(clause) is None and (verb or _DATA_SLOT.search(clause) is not None)
 
 
 def parse_message(text: str) -> tuple[IntakeDecision, bool]:
@@ -590,13 +763,14 @@ def _baseline_means_no_tuning(sc: Scanner, p: _Parse) -> None:
 def _decision(text: str, sc: Scanner, p: _Parse, intent: Intent | Literal["fields_only"]) -> IntakeDecision:
     forbidden_action = p.draft.pop("forbidden_action", None)
     request = ExperimentRequestDraft(**p.draft)
-    question = text.strip() if intent == "question" else None
+    shown = redacted(text, p.redactions).strip()  # secrets and credentials are never repeated
+    question = shown if intent == "question" else None
     if intent in ("experiment", "fields_only", "unknown"):
         not_understood = [*p.notes, *sc.leftovers()]
     else:
         not_understood = [] if intent == "question" else p.notes
     if intent == "unknown" and not not_understood:
-        not_understood = [text.strip() or "(empty message)"]
+        not_understood = [shown or "(empty message)"]
     return IntakeDecision(
         intent="experiment" if intent == "fields_only" else intent,
         forbidden_action=forbidden_action,
@@ -604,6 +778,16 @@ def _decision(text: str, sc: Scanner, p: _Parse, intent: Intent | Literal["field
         question=question,
         not_understood=not_understood,
     )
+
+
+def redacted(text: str, redactions: list[tuple[int, int, str]]) -> str:
+    """Return ``text`` with each (start, end) span replaced by its stand-in."""
+    parts, done = [], 0
+    for start, end, stand_in in sorted(redactions):
+        if end > done:  # an overlapping span hides what the previous one left
+            parts += [text[done : max(start, done)], stand_in]
+            done = end
+    return "".join(parts) + text[done:]
 
 
 QuestionKind = Literal[

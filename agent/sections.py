@@ -117,7 +117,8 @@ def missing_input_sections(state: AgentState) -> Sections:
     needs = [REQUIRED_LABELS.get(a, a) for a in asked]
     question = "Before I launch anything, please tell me " + _join(needs) + "." if needs else ""
     problem_text = "\n".join(f"- {p}" for p in problems)
-    summary = "\n\n".join(t for t in (problem_text, question) if t)
+    missed = not_understood_text(state.get("intake"))
+    summary = "\n\n".join(t for t in (problem_text, missed, question) if t)
     return {
         "Plan": f"Not planned yet: inputs are missing or unusable. Understood so far: {known_text}.",
         "Changes": "None. Nothing was launched.",
@@ -165,6 +166,8 @@ def plan_text(plan: ExperimentPlan, state: AgentState) -> str:
     )
     if r.assumptions:
         lines.append("- Assumptions (not stated, defaults chosen): " + "; ".join(r.assumptions) + ".")
+    if missed := not_understood_text(state.get("intake")):
+        lines.append("- " + missed.replace("\n", "\n  "))
     if plan.approval_keys:
         lines.append(_approval_line(plan, state))
     if plan.session_run_id:
@@ -347,6 +350,12 @@ def cancel_sections(state: AgentState, links: Mapping[str, str]) -> Sections:
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
+
+
+def not_understood_text(intake: IntakeDecision | None) -> str:
+    """Say which parts of an experiment request were not used (e.g. an unsupported model family)."""
+    missed = intake.not_understood if intake is not None else []
+    return ("Not understood, so not used:\n" + "\n".join(f"- {m}" for m in missed)) if missed else ""
 
 
 def _join(items: list[str]) -> str:

@@ -145,7 +145,8 @@ class AgentService:
             if word in _APPROVE_WORDS or word in _DENY_WORDS:
                 return self.resume(thread_id, word in _APPROVE_WORDS, requester)
             return self._result(thread_id)
-        turn_input = {"messages": [HumanMessage(text)], "directive": None}
+        requester = requester or self.settings.requester
+        turn_input = {"messages": [HumanMessage(text)], "directive": None, "requester": requester}
         return self._run(thread_id, turn_input, requester)
 
     def resume(self, thread_id: str, approve: bool, approver: str | None = None) -> TurnResult:
@@ -155,7 +156,9 @@ class AgentService:
         if self.pending_approval(thread_id) is None:
             raise NoPendingApproval(f"thread {thread_id} is not waiting for approval")
         who = approver or self.settings.requester
-        return self._run(thread_id, Command(resume={"approve": approve, "approver": who}), who)
+        # Runs launched after the approval are still the asker's: the approver is recorded separately.
+        asker = self._snapshot(thread_id).values.get("requester") or who
+        return self._run(thread_id, Command(resume={"approve": approve, "approver": who}), asker)
 
     def cancel(self, thread_id: str, by: str) -> TurnResult:
         """Stop the thread's work: signal a running turn (and wait for it), deny a pending approval,

@@ -166,6 +166,7 @@ class AgentState(TypedDict, total=False):
 
     messages: Annotated[list[AnyMessage], add_messages]
     directive: Literal["cancel"] | None  # set by the service to skip the model (cancel())
+    requester: str | None  # who asked for this turn; runs launched after an approval stay theirs
     turn_started_at: float  # epoch seconds when intake began this turn
     intake: IntakeDecision | None
     draft: ExperimentRequestDraft | None  # inputs gathered while a request is incomplete

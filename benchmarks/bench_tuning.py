@@ -1,4 +1,4 @@
-"""Tuning overhead: expagent's baseline + N LightGBM trials vs a hand-written in-process Optuna + MLflow script.
+"""Tuning overhead: expagent's baseline + N LightGBM trials vs a hand-written Optuna + MLflow script.
 
 Each side runs in a fresh Python process (imports included) on its own workspace with the same demo
 dataset (breast_cancer@1), the same search space, the same seeded TPE sampler and the same logging per
@@ -123,7 +123,8 @@ def run_expagent(home: Path, trials: int, parallelism: int, prune: bool) -> dict
     ctx = build_context(settings, session_id="bench")
     session = create_parent_run(ctx, "bench-expagent", "session", run_name="session")
     args = {"dataset": DATASET, "version": VERSION, "model_family": "lightgbm", "metric": METRIC,
-            "experiment": "bench-expagent", "seed": SEED, "role": "baseline", "parent_run_id": session}  # fmt: skip
+            "experiment": "bench-expagent", "seed": SEED, "role": "baseline",
+            "parent_run_id": session}  # fmt: skip
     outcome = guarded_call("start_training_run", args, ctx)
     assert outcome.ok and outcome.result, outcome.to_model_message()
     job = ctx.runtime.wait([outcome.result["job_id"]], timeout=None)[0]

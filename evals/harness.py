@@ -234,8 +234,10 @@ def run_unit(unit: Unit) -> RunResult:
     random.seed(f"{unit.seed}:{unit.scenario.id}:{unit.trial}")
     scenario = unit.scenario
     obs = Observation()
+    refs: dict[str, str] = {}
     try:
         with _workspace(unit) as home, prepared_world(scenario, home, unit.templates, unit.model) as world:
+            refs = world.refs
             scenario = render_scenario(scenario, world.refs)
             thread_id = f"eval-{scenario.id}-{unit.trial}"
             obs = play_with_deadline(scenario, world, scenario_model(scenario, unit.model), thread_id)
@@ -243,6 +245,8 @@ def run_unit(unit: Unit) -> RunResult:
     except Exception as exc:  # noqa: BLE001 - a broken world is reported as this run's failure
         obs.error = f"harness: {type(exc).__name__}: {exc}\n{_short_traceback(exc)}"
     gates = score(scenario, obs)
+    for gate in gates:  # "${runs.best}" reads better than a random run ID, and is the same every run
+        gate.reasons = [_unrender(reason, refs) for reason in gate.reasons]
     result = RunResult(
         id=scenario.id, trial=unit.trial, passed=passed(gates),
         gates=[GateRecord(name=g.name, passed=g.passed, in_basis=g.in_basis, safety=g.safety,
@@ -257,6 +261,13 @@ def run_unit(unit: Unit) -> RunResult:
 
 
 # ---- the pool ----------------------------------------------------------------------------------------
+
+
+def _unrender(text: str, refs: dict[str, str]) -> str:
+    for name, value in refs.items():
+        if name.startswith("runs."):
+            text = text.replace(value, "${" + name + "}")
+    return text
 
 
 def warm_imports() -> None:
@@ -297,99 +308,3 @@ def run_units(
                 if on_result:
                     on_result(results[-1])
     return sorted(results, key=lambda r: (r.id, r.trial))
-
-
-# ---- the suite ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class EvalOptions:
-    """What ``expagent eval`` was asked to do."""
-
-    paths: list[Path]
-    model: str = "offline"
-    trials: int = 1
-    tags: list[str] = field(default_factory=list)
-    report_dir: Path = Path("out/eval")
-    baseline: Path | None = None
-    min_success: float = 0.0
-    jobs: int = 2
-    seed: int = 0
-    keep_workspaces: bool = False
-    tracking_uri: str | None = None  # where the evaluation run is logged; default the report's own store
-    log_to_mlflow: bool = True
-
-
-@dataclass
-class SuiteOutcome:
-    """The written report and whether the suite passed."""
-
-    report: dict[str, Any]
-    report_path: Path
-    results: list[RunResult]
-    min_success: float
-    eval_run_id: str | None = None
-
-    @property
-    def safe(self) -> bool:
-        return self.report["metrics"]["safety_violations"] == 0
-
-    @property
-    def ok(self) -> bool:
-        """Return whether there was no safety violation and success reached the minimum."""
-        return self.safe and self.report["metrics"]["success_rate"] >= self.min_success
-
-
-def _mode(scenarios: list[Scenario], model: str) -> str:
-    kinds = {"scripted" if s.model is not None else model.split(":", 1)[0] for s in scenarios}
-    live = sorted(k for k in kinds if k not in ("scripted", "offline"))
-    return "live" if live else "+".join(sorted(kinds))
-
-
-def manifest(options: EvalOptions, scenarios: list[Scenario]) -> dict[str, Any]:
-    """Return what identifies this suite run: code, scenarios, model, seed, trials, mode."""
-    from datetime import UTC, datetime
-
-    from evals.loader import suite_hash
-    from tools.provenance import code_version, python_version
-
-    code = code_version()
-    return {
-        "git_sha": code.sha, "git_dirty": code.dirty, "scenario_set_hash": suite_hash(scenarios),
-        "scenario_count": len(scenarios), "model": options.model, "model_parameters": {},
-        "seed": options.seed, "trials": options.trials, "mode": _mode(scenarios, options.model),
-        "tags": list(options.tags), "jobs": options.jobs, "python": python_version(),
-        "created_at": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
-    }  # fmt: skip
-
-
-def run_suite(options: EvalOptions, on_result: Callable[[RunResult], None] | None = None) -> SuiteOutcome:
-    """Load, run, score and report a suite; raise ScenarioError for invalid scenario files."""
-    from evals.loader import ScenarioError, load_suite, select
-    from evals.metrics import suite_metrics, suite_timings
-    from evals.report import build_report, load_baseline, log_to_mlflow, write_report
-    from evals.world import build_templates
-
-    scenarios = select(load_suite(options.paths), options.tags)
-    if not scenarios:
-        raise ScenarioError([f"no scenario has any of the tags {', '.join(options.tags)}"])
-    baseline = load_baseline(options.baseline) if options.baseline else None
-    started = time.perf_counter()
-    root = Path(tempfile.mkdtemp(prefix="expagent-eval-"))
-    try:
-        templates = build_templates(root / "template")
-        units = [Unit(s, t, options.model, options.seed, templates, root, options.keep_workspaces)
-                 for s in scenarios for t in range(options.trials)]  # fmt: skip
-        results = run_units(units, options.jobs, on_result)
-    finally:
-        if not options.keep_workspaces:
-            shutil.rmtree(root, ignore_errors=True)
-    metrics = suite_metrics(results, options.trials)
-    timings = suite_timings(results, time.perf_counter() - started)
-    report = build_report(manifest(options, scenarios), metrics, timings, results, baseline)
-    path = write_report(options.report_dir, report, results)
-    outcome = SuiteOutcome(report, path, results, options.min_success)
-    if options.log_to_mlflow:
-        uri = options.tracking_uri or f"sqlite:///{(options.report_dir / 'mlflow.db').resolve()}"
-        outcome.eval_run_id = log_to_mlflow(options.report_dir, report, uri)
-    return outcome

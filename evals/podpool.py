@@ -119,16 +119,20 @@ def serve(socket_path: Path, parent_pid: int) -> None:
     listener.bind(str(socket_path))
     listener.listen(64)
     pods: dict[socket.socket, int] = {}
-    while os.getppid() == parent_pid:
-        ready, _, _ = select.select([listener, *pods], [], [], 0.05)
-        for sock in ready:
-            if sock is listener:
-                _accept(listener, pods)
-            else:
-                _control(sock, pods)
-        _reap(pods)
-    for pid in pods.values():
-        _kill(pid, signal.SIGKILL)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while os.getppid() == parent_pid:
+            ready, _, _ = select.select([listener, *pods], [], [], 0.05)
+            for sock in ready:
+                if sock is listener:
+                    _accept(listener, pods)
+                else:
+                    _control(sock, pods)
+            _reap(pods)
+    finally:  # no pod outlives the pool
+        for pid in pods.values():
+            _kill(pid, signal.SIGKILL)
+        socket_path.unlink(missing_ok=True)
 
 
 def _accept(listener: socket.socket, pods: dict[socket.socket, int]) -> None:
@@ -188,14 +192,19 @@ def _kill(pid: int, sig: signal.Signals) -> None:
 
 # ---- the client side (in the harness worker) ------------------------------------------------------
 
-_SERVER: tuple[int, Path, subprocess.Popen[bytes]] | None = None
+#: the pool's socket path, set by whoever started it; forked harness workers inherit and share it.
+_POOL: Path | None = None
+_WAIT_SECONDS = 180.0
 
 
-def ensure_pool(directory: Path) -> Path:
-    """Start this process's pod pool (once) under ``directory``; return its socket path."""
-    global _SERVER
-    if _SERVER is not None and _SERVER[0] == os.getpid() and _SERVER[2].poll() is None:
-        return _SERVER[1]
+def start_pool(directory: Path) -> Path:
+    """Start the pod pool in the background (it preloads for a few seconds); return its socket path.
+
+    Call it in the harness parent before forking workers: they all share this one pool.
+    """
+    global _POOL
+    if _POOL is not None and _POOL.exists():
+        return _POOL
     path = directory / f"podpool-{os.getpid()}.sock"
     path.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPAGENT_")}
@@ -203,13 +212,20 @@ def ensure_pool(directory: Path) -> Path:
         [sys.executable, "-m", "evals.podpool", str(path), str(os.getpid())],
         env=env, cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.monotonic() + 120
+    atexit.register(process.terminate)
+    atexit.register(path.unlink, missing_ok=True)
+    _POOL = path
+    return path
+
+
+def ensure_pool(directory: Path) -> Path:
+    """Return the socket of a running pod pool (starting one if needed), waiting until it accepts pods."""
+    path = _POOL if _POOL is not None else start_pool(directory)
+    deadline = time.monotonic() + _WAIT_SECONDS
     while not path.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the pod pool did not start (exit code {process.poll()})")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the pod pool at {path} did not start within {_WAIT_SECONDS:.0f} s")
         time.sleep(0.05)
-    _SERVER = (os.getpid(), path, process)
-    atexit.register(process.kill)
     return path
 
 

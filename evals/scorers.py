@@ -55,9 +55,9 @@ def _norm(value: Any) -> Any:
         return str(value).lower()
     if isinstance(value, int | float):
         return repr(float(value))
-    if isinstance(value, str):
+    if isinstance(value, str) and value.strip().lower() not in ("", "nan", "inf", "-inf"):
         try:
-            return repr(float(value)) if value.strip() and value.strip().lower() not in ("nan", "inf") else value
+            return repr(float(value))
         except ValueError:
             return value
     return value

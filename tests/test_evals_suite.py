@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from evals.harness import EvalOptions, run_suite
+from evals.suite import EvalOptions, run_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "evals" / "scenarios"

@@ -130,12 +130,12 @@ def test_pod_pool_runs_modules_warm_and_relays_exit_codes_and_sigterm(tmp_path: 
         "import os; print(os.environ['POD_MARKER'], os.getcwd())",
     ]
     with open(log, "wb") as out:
-        done = subprocess.run(shim_command(pool, argv), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-                              timeout=60)  # fmt: skip
+        shim = shim_command(pool, argv)
+        done = subprocess.run(shim, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, timeout=60)
     assert done.returncode == 0 and f"pod-42 {tmp_path}" in log.read_text()  # the pod's env, cwd and log
     missing = ["python", "-m", "json.tool", str(tmp_path / "missing.json")]
     failing = subprocess.run(shim_command(pool, missing), capture_output=True, env=env, timeout=60)
-    assert failing.returncode == 1 and b"missing.json" in failing.stderr
+    assert failing.returncode == 2 and b"missing.json" in failing.stderr  # argparse's exit code, relayed
     sleep = ["python", "-m", "timeit", "-n", "1", "import time; time.sleep(30)"]
     sleeper = subprocess.Popen(shim_command(pool, sleep), env=env, start_new_session=True)
     time.sleep(1.0)

@@ -533,7 +533,7 @@ def test_a_question_without_the_required_experiment_asks_for_it() -> None:
 
 def test_best_run_answer_cites_only_runs_from_the_results() -> None:
     runs = _found(_run(RUN_A, roc_auc=0.95), _run(RUN_B, roc_auc=0.99))
-    answer = _ask("which run has the highest roc_auc in smoke?", [runs]).content
+    answer = str(_ask("which run has the highest roc_auc in smoke?", [runs]).content)
     link = f"([MLflow UI](http://127.0.0.1:5000/#/experiments/1/runs/{RUN_B}))"
     assert f"`{RUN_B}` {link} with roc_auc = 0.9900" in answer
     assert set(_hex_ids(answer)) <= {RUN_A, RUN_B}
@@ -541,7 +541,7 @@ def test_best_run_answer_cites_only_runs_from_the_results() -> None:
 
 def test_best_run_without_a_metric_uses_the_runs_primary_metric() -> None:
     runs = _found(_run(RUN_A, roc_auc=0.97, accuracy=0.9), _run(RUN_B, roc_auc=0.93, accuracy=0.95))
-    answer = _ask("best run in experiment smoke", [runs]).content
+    answer = str(_ask("best run in experiment smoke", [runs]).content)
     assert f"`{RUN_A}`" in answer.splitlines()[0] and "roc_auc is the primary metric logged" in answer
 
 
@@ -549,13 +549,13 @@ def test_best_run_without_any_stated_metric_uses_one_every_run_reports() -> None
     runs = [_run(RUN_A, accuracy=0.9, f1=0.5), _run(RUN_B, accuracy=0.95)]
     for run in runs:
         run["params"] = {}
-    answer = _ask("best run in experiment smoke", [_found(*runs)]).content
+    answer = str(_ask("best run in experiment smoke", [_found(*runs)]).content)
     assert f"`{RUN_B}`" in answer.splitlines()[0] and "ranked by accuracy, which every run reports" in answer
 
 
 def test_lower_is_better_metrics_rank_ascending() -> None:
     runs = _found(_run(RUN_A, rmse=3.0), _run(RUN_B, rmse=2.0))
-    answer = _ask("which run has the lowest rmse in diab?", [runs]).content
+    answer = str(_ask("which run has the lowest rmse in diab?", [runs]).content)
     assert f"is `{RUN_B}`" in answer.splitlines()[0] and RUN_A not in answer.splitlines()[0]
 
 
@@ -650,3 +650,241 @@ def _hex_ids(text: str) -> list[str]:
     import re
 
     return re.findall(r"\b[0-9a-f]{32}\b", text)
+
+
+# --- a bare version in a follow-up completes the dataset still waiting for one
+
+_BARE_VERSIONS = [
+    (
+        "version 1, optimize roc_auc, experiment followup",
+        "1",
+        {"metric": "roc_auc", "experiment": "followup"},
+    ),
+    ("v 2", "2", {}),
+    ("v3 please", "3", {}),
+    ("@1", "1", {}),
+    ("use version two, metric f1", "2", {"metric": "f1"}),
+    ("the dataset version is 4", "4", {}),
+    ("version: 1 and log to experiment smoke", "1", {"experiment": "smoke"}),
+    ("version=5", "5", {}),
+]
+
+
+@pytest.mark.parametrize(("text", "version", "fields"), _BARE_VERSIONS, ids=[t for t, _, _ in _BARE_VERSIONS])
+def test_bare_version_is_a_fields_only_follow_up(text: str, version: str, fields: dict[str, Any]) -> None:
+    decision, fields_only = parse_message(text)
+    assert fields_only and decision.intent == "experiment"
+    assert decision.request.version == version and decision.request.dataset is None
+    assert decision.request.model_dump(include=set(fields)) == fields
+    assert decision.request.params == {} and decision.not_understood == []
+
+
+@pytest.mark.parametrize(("text", "version", "fields"), _BARE_VERSIONS, ids=[t for t, _, _ in _BARE_VERSIONS])
+def test_bare_version_attaches_to_the_dataset_waiting_for_it(
+    text: str, version: str, fields: dict[str, Any]
+) -> None:
+    from agent.request import merge_drafts
+
+    first = "Train a lightgbm model on breast_cancer"
+    messages = [HumanMessage(first), AIMessage("Please tell me the dataset version ..."), HumanMessage(text)]
+    decision = intake_from_history(messages)
+    assert (decision.request.dataset, decision.request.version) == ("breast_cancer", version)
+    assert decision.request.model_family == "lightgbm"
+    # The graph merges it with the draft the first turn left; the version survives that merge too.
+    merged = merge_drafts(parse_message(first)[0].request, decision.request)
+    assert (merged.dataset, merged.version) == ("breast_cancer", version)
+
+
+@pytest.mark.parametrize(
+    ("text", "dataset", "version"),
+    [
+        ("train rf on breast_cancer version=2", "breast_cancer", "2"),
+        ("train rf on breast_cancer version: 2", "breast_cancer", "2"),
+        ("train rf on breast_cancer, use v2", "breast_cancer", "2"),
+        ("train rf on churn_events, the version is 7", "churn_events", "7"),
+    ],
+)
+def test_version_stated_apart_from_the_dataset_name(text: str, dataset: str, version: str) -> None:
+    decision, _ = parse_message(text)
+    assert (decision.request.dataset, decision.request.version) == (dataset, version)
+    assert decision.request.params == {} and decision.not_understood == []
+
+
+@pytest.mark.parametrize(
+    "follow_up", ["use breast_cancer instead", "on the diabetes dataset", "breast_cancer, optimize accuracy"]
+)
+def test_an_earlier_version_never_moves_to_another_dataset(follow_up: str) -> None:
+    messages = [HumanMessage("Train lightgbm on wine@2 in experiment smoke"), HumanMessage(follow_up)]
+    decision = intake_from_history(messages)
+    assert decision.request.dataset != "wine" and decision.request.version is None
+    assert decision.request.experiment == "smoke"
+
+
+# --- questions inside polite wrappers
+
+_POLITE_QUESTIONS = [
+    (
+        f"Could you please show me run {RUN_A} when you get a chance? Thank you!",
+        [("get_run", {"run_id": RUN_A})],
+    ),
+    (f"Would you mind showing me run {RUN_A}, thanks", [("get_run", {"run_id": RUN_A})]),
+    (f"I'd like to see run {RUN_A} please", [("get_run", {"run_id": RUN_A})]),
+    (
+        f"Hi team, can you compare run {RUN_A} and run {RUN_B}?",
+        [("get_run", {"run_id": RUN_A}), ("get_run", {"run_id": RUN_B})],
+    ),
+    ("Please tell me which run is best in experiment smoke. Thanks!", _search("smoke")),
+    ("Do you know how the last run in experiment smoke did?", _search("smoke", max_results=1)),
+    ("Hey! Would you mind listing the datasets when you have a sec", [("list_datasets", {})]),
+    ("Quick question: could you let me know the best run in experiment smoke", _search("smoke")),
+    ("Thanks for yesterday. Can you check the best run in experiment smoke for me", _search("smoke")),
+]
+
+
+@pytest.mark.parametrize(("text", "calls"), _POLITE_QUESTIONS, ids=[t[:50] for t, _ in _POLITE_QUESTIONS])
+def test_questions_inside_polite_wrappers_are_answered(
+    text: str, calls: list[tuple[str, dict[str, Any]]]
+) -> None:
+    decision, _ = parse_message(text)
+    assert decision.intent == "question", decision
+    assert decision.question == text
+    assert [(c["name"], c["args"]) for c in _ask(text).tool_calls] == calls
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("Could you please train lightgbm on wine@1?", "experiment"),
+        ("Would you mind tuning rf on wine@1 for 20 trials and show me the best run?", "experiment"),
+        ("Can you run a baseline on wine@1 and then tell me the results", "experiment"),
+        ("Please train lightgbm on wine@1. Then show me the best run.", "experiment"),
+        ("Could you please deploy the best run?", "forbidden"),
+        ("Could you please stop the training run?", "cancel"),
+        ("could you please tell me a joke", "unknown"),
+    ],
+)
+def test_polite_wrappers_do_not_turn_other_requests_into_questions(text: str, intent: str) -> None:
+    assert parse_message(text)[0].intent == intent
+
+
+# --- links and connection strings: training data only when the message trains on them
+
+_CANARY = "CanaryPw-88123x"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"what is the best run in experiment smoke? our db is postgresql://ml:{_CANARY}@db.internal/mlflow",
+        f"Which run is the best in experiment smoke? Our tracking DB is postgresql://ml:{_CANARY}@db/mlflow",
+        f"show run {RUN_A} (tracking uri http://admin:{_CANARY}@mlflow.internal:5000)",
+        f"how did the last run in experiment smoke do, the data came from s3://lake/x.csv?token={_CANARY}",
+        f"list the datasets, I read them from mysql://root:{_CANARY}@10.0.0.5/catalog",
+    ],
+)
+def test_a_uri_in_a_question_does_not_make_it_a_training_request(text: str) -> None:
+    decision, _ = parse_message(text)
+    assert decision.intent == "question" and decision.forbidden_action is None
+    assert decision.request.dataset_uri is None
+    assert _CANARY not in decision.model_dump_json()
+    assert _CANARY not in json.dumps([c["args"] for c in _ask(text).tool_calls])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"train lightgbm on wine@1, our tracking db is postgresql://ml:{_CANARY}@db.internal/mlflow",
+        f"tune rf on wine@1 for 10 trials and save the results to s3://bucket/out?sig={_CANARY}",
+        f"train lightgbm on wine@1 - mlflow lives at http://ml:{_CANARY}@mlflow.internal:5000",
+    ],
+)
+def test_a_uri_mentioned_in_passing_leaves_the_request_alone(text: str) -> None:
+    decision, _ = parse_message(text)
+    assert decision.intent == "experiment" and decision.request.dataset_uri is None
+    assert (decision.request.dataset, decision.request.version) == ("wine", "1")
+    assert decision.not_understood == ["ignored a link or path that is not the training data (not repeated)"]
+    assert _CANARY not in decision.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("text", "uri"),
+    [
+        (
+            f"train lightgbm on postgresql://ml:{_CANARY}@db.internal/customers",
+            "postgresql://db.internal/customers",
+        ),
+        (f"tune rf with data from s3://lake/x.parquet?X-Amz-Signature={_CANARY}", "s3://lake/x.parquet"),
+        ("fit a model using https://example.com/exports/users.csv", "https://example.com/exports/users.csv"),
+        ("experiment smoke, dataset: gs://bucket/events/", "gs://bucket/events/"),
+        ("s3://lake/raw/customers.csv", "s3://lake/raw/customers.csv"),
+    ],
+)
+def test_training_on_a_uri_is_refused_without_repeating_credentials(text: str, uri: str) -> None:
+    decision, _ = parse_message(text)
+    assert (decision.intent, decision.forbidden_action) == ("forbidden", "raw_data")
+    assert decision.request.dataset_uri == uri
+    assert _CANARY not in decision.model_dump_json()
+
+
+def test_secrets_in_a_message_that_is_not_understood_are_not_echoed() -> None:
+    decision, _ = parse_message(f"fyi the password for postgresql://ml:{_CANARY}@db/x changed")
+    assert decision.intent == "unknown" and _CANARY not in decision.model_dump_json()
+
+
+# --- unsupported model families are named, with the supported ones
+
+SUPPORTED = "logistic_regression, random_forest, hist_gradient_boosting, lightgbm"
+
+
+@pytest.mark.parametrize(
+    ("text", "family"),
+    [
+        ("Train an xgboost model on breast_cancer version 1 optimizing roc_auc in experiment xgb", "xgboost"),
+        ("fit a neural network on wine@1", "neural network"),
+        ("train an MLP classifier on wine@1 for accuracy", "MLP"),
+        ("tune a transformer on wine@1", "transformer"),
+        ("train an SVM on wine@1", "SVM"),
+        ("train knn on wine@1", "knn"),
+        ("train catboost on breast_cancer@1", "catboost"),
+        ("fit a linear regression on diabetes@1 minimizing rmse", "linear regression"),
+    ],
+)
+def test_unsupported_family_is_named_with_the_supported_list(text: str, family: str) -> None:
+    decision, _ = parse_message(text)
+    assert decision.intent == "experiment" and decision.request.model_family is None
+    assert decision.not_understood == [f"{family} is not a supported model family (supported: {SUPPORTED})"]
+
+
+def test_not_understood_parts_reach_the_answer() -> None:
+    from agent.sections import compose_sections
+
+    decision, _ = parse_message(
+        "Train an xgboost model on breast_cancer version 1 optimizing roc_auc in experiment x"
+    )
+    state: Any = {"intake": decision, "asked_for": ["model_family"], "draft": decision.request}
+    summary = compose_sections(state, {})["Summary"]
+    assert f"xgboost is not a supported model family (supported: {SUPPORTED})" in summary
+    assert summary.index("xgboost") < summary.index("please tell me the model family")
+
+
+# --- the same through the real graph (offline model, nothing launched)
+
+
+def test_graph_follow_up_version_and_unsupported_family(tmp_path: Any) -> None:
+    from graph_support import all_runs, make_settings
+
+    from agent.service import AgentService
+
+    service = AgentService(make_settings(tmp_path, local_launch="subprocess"), model=OfflineChatModel())
+    try:
+        first = service.send("t", "Train a lightgbm model on breast_cancer")
+        assert first.asked_for == ["version", "metric", "experiment"]
+        second = service.send("t", "v1, optimize roc_auc")
+        assert second.asked_for == ["experiment"] and "version=1" in second.sections["Plan"]
+        other = service.send(
+            "u", "Train an xgboost model on breast_cancer@1 optimizing roc_auc in experiment x"
+        )
+        assert other.asked_for == ["model_family"] and "xgboost is not a supported" in other.answer
+        assert all_runs(service.settings) == []
+    finally:
+        service.close()

@@ -7,123 +7,28 @@ trial numbers, so the watchdog and cancellation paths stop real processes.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-from mlflow.tracking import MlflowClient
+from tuning_support import (
+    EXPERIMENT,
+    HangingRuntime,
+    assert_nothing_running,
+    cancellation_record,
+    hang_all,
+    make_ctx,
+    real_baseline,
+    study,
+)
 
 from agent.config import Settings
-from tools.context import ToolContext, build_context
-from tools.policy import guarded_call
-from tools.runtime.local import LocalRuntime
-from tools.specs import JobInfo, TrainingSpec
+from tools.context import ToolContext
 from tools.tracking import create_parent_run
 from tools.tuning import StudyConflict, run_study
-from tools.tuning_models import StudyResult, StudySettings, TrialResult
-from tools.tuning_space import load_search_space
-
-EXPERIMENT = "tune-test"
-TINY = {"n_estimators": [5, 20], "num_leaves": [4, 16]}
-HANG_PARAMS = {"n_estimators": 10_000_000, "learning_rate": 1e-9, "num_leaves": 2}
-
-_TEMPLATE: Path | None = None
-
-
-def _template_store() -> Path:
-    # A new MLflow sqlite store runs its migrations (seconds): migrate one and copy the file.
-    global _TEMPLATE
-    if _TEMPLATE is None:
-        _TEMPLATE = Path(tempfile.mkdtemp(prefix="tuning-mlflow-")) / "mlflow.db"
-        MlflowClient(f"sqlite:///{_TEMPLATE}").search_experiments()
-    return _TEMPLATE
-
-
-def make_ctx(home: Path, runtime: Any = None, max_concurrent_jobs: int = 2) -> ToolContext:
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(_template_store(), home / "mlflow.db")
-    settings = Settings(home=home, trace=False)
-    settings.budget.max_concurrent_jobs = max_concurrent_jobs
-    ctx = build_context(settings, session_id="sess-tune", requester="alice")
-    if runtime is not None:
-        ctx._runtime = runtime(settings)
-    return ctx
-
-
-def study(
-    ctx: ToolContext, name: str = "study", overrides: dict | None = None, **fields: Any
-) -> StudySettings:
-    parent = fields.pop("parent_run_id", None)
-    values: dict[str, Any] = {
-        "study_name": name, "session_id": ctx.session_id, "parent_run_id": parent, "dataset": "breast_cancer",
-        "version": "1", "model_family": "lightgbm", "metric": "roc_auc", "experiment": EXPERIMENT,
-        "search_space": load_search_space("lightgbm", {**TINY, **(overrides or {})}), "n_trials": 3,
-        "parallelism": 1, "prune": False, "poll_seconds": 0.05,
-    }  # fmt: skip
-    return StudySettings.model_validate({**values, **fields})
-
-
-class HangingRuntime:
-    """The local runtime, except that chosen trials train a runaway model (a real hanging job)."""
-
-    def __init__(self, settings: Settings, hang: set[int] | None = None) -> None:
-        self.inner = LocalRuntime.from_settings(settings)
-        self.hang = hang if hang is not None else {1}
-        self.name = "local"
-
-    def submit(self, spec: TrainingSpec) -> JobInfo:
-        if spec.trial_number in self.hang:
-            spec = spec.model_copy(update={"params": {**spec.params, **HANG_PARAMS}})
-        return self.inner.submit(spec)
-
-    def cancel(self, job_id: str, reason: str, cancelled_by: str, kind: Any = "cancelled") -> JobInfo:
-        return self.inner.cancel(job_id, reason, cancelled_by, kind=kind)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-def hang_all(settings: Settings) -> HangingRuntime:
-    return HangingRuntime(settings, hang=set(range(100)))
-
-
-def runs_of(ctx: ToolContext) -> list[Any]:
-    client = ctx.tracking
-    ids = [e.experiment_id for e in client.search_experiments()]
-    return list(client.search_runs(ids, max_results=1000))
-
-
-def _artifact_json(ctx: ToolContext, run_id: str) -> dict[str, Any]:
-    import json
-
-    import mlflow.artifacts
-
-    text = mlflow.artifacts.load_text(f"{ctx.tracking.get_run(run_id).info.artifact_uri}/cancellation.json")
-    return dict(json.loads(text))
-
-
-def assert_nothing_running(ctx: ToolContext) -> None:
-    running = [
-        (r.info.run_id, r.data.tags.get("expagent.role")) for r in runs_of(ctx) if r.info.status == "RUNNING"
-    ]
-    assert running == []
-
-
-def real_baseline(ctx: ToolContext, session_run: str) -> TrialResult:
-    args = {"dataset": "breast_cancer", "version": "1", "model_family": "lightgbm", "metric": "roc_auc",
-            "experiment": EXPERIMENT, "params": {"n_estimators": 10}, "role": "baseline",
-            "parent_run_id": session_run}  # fmt: skip
-    outcome = guarded_call("start_training_run", args, ctx)
-    assert outcome.ok and outcome.result, outcome.to_model_message()
-    job = ctx.runtime.wait([outcome.result["job_id"]], timeout=120)[0]
-    assert job.state == "succeeded", job.reason
-    value = ctx.tracking.get_run(job.run_id).data.metrics["roc_auc"]
-    return TrialResult(run_id=job.run_id, job_id=job.job_id, state="COMPLETE", value=value,
-                       wall_seconds=job.wall_seconds, cpu_seconds=job.cpu_seconds)  # fmt: skip
+from tools.tuning_models import StudyResult, TrialResult
 
 
 @pytest.fixture
@@ -258,7 +163,7 @@ def test_the_watchdog_cancels_a_hanging_trial_and_documents_it(tmp_path: Path) -
     assert hung.state == "KILLED" and hung.cancelled_by == "watchdog" and "deadline" in (hung.note or "")
     assert result.cancelled_trials == [hung]
     assert ctx.tracking.get_run(hung.run_id).info.status == "KILLED"  # type: ignore[arg-type]
-    record = _artifact_json(ctx, hung.run_id)  # type: ignore[arg-type]
+    record = cancellation_record(ctx, hung.run_id)  # type: ignore[arg-type]
     assert record["kind"] == "timeout" and record["cancelled_by"] == "watchdog"
     assert_nothing_running(ctx)
 
@@ -283,6 +188,33 @@ def test_cancelling_the_study_stops_every_running_trial(tmp_path: Path) -> None:
     assert {t.cancelled_by for t in result.trials} == {"alice"}
     for trial in result.trials:
         assert ctx.tracking.get_run(trial.run_id).info.status == "KILLED"  # type: ignore[arg-type]
-        assert _artifact_json(ctx, trial.run_id)["kind"] == "cancelled"  # type: ignore[arg-type]
+        assert cancellation_record(ctx, trial.run_id)["kind"] == "cancelled"  # type: ignore[arg-type]
     assert ctx.tracking.get_run(result.tuning_run_id).info.status == "KILLED"
+    assert_nothing_running(ctx)
+
+
+def test_an_unpromising_trial_is_pruned_and_its_run_killed(tmp_path: Path) -> None:
+    # Trial 1 learns 100x slower and would run for ever: its early log-loss is far above trial 0's curve.
+    def slow_learner(settings: Settings) -> HangingRuntime:
+        return HangingRuntime(settings, {1}, {"n_estimators": 1_000_000, "learning_rate": 1e-4})
+
+    ctx = make_ctx(tmp_path / "ws", runtime=slow_learner)
+    fixed = {"n_estimators": 300, "num_leaves": 4, "learning_rate": [0.05, 0.2]}
+    settings = study(
+        ctx, n_trials=2, metric="log_loss", overrides=fixed, prune=True, prune_startup_trials=1,
+        prune_warmup_steps=10, prune_interval_steps=20, trial_timeout_seconds=60,
+    )  # fmt: skip
+    try:
+        result = run_study(ctx, settings)
+    finally:
+        ctx.close()
+    first, second = result.trials
+    assert first.state == "COMPLETE"
+    assert second.state == "PRUNED" and second.cancelled_by == "pruner", second.note
+    assert "worse than the median" in (second.note or "")
+    assert ctx.tracking.get_run(second.run_id).info.status == "KILLED"  # type: ignore[arg-type]
+    assert cancellation_record(ctx, second.run_id)["kind"] == "pruned"  # type: ignore[arg-type]
+    stored = optuna.load_study(study_name="study", storage=ctx.settings.optuna_storage)
+    assert [t.state.name for t in stored.trials] == ["COMPLETE", "PRUNED"]
+    assert result.count("PRUNED") == 1 and result.cancelled_trials == []
     assert_nothing_running(ctx)

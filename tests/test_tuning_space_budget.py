@@ -27,7 +27,9 @@ def study_settings(**overrides: object) -> StudySettings:
     return StudySettings.model_validate({**base, **overrides})
 
 
-@pytest.mark.parametrize("family", ["lightgbm", "random_forest", "hist_gradient_boosting", "logistic_regression"])
+@pytest.mark.parametrize(
+    "family", ["lightgbm", "random_forest", "hist_gradient_boosting", "logistic_regression"]
+)
 def test_every_family_has_a_sampleable_space(family: str) -> None:
     space = parse_space(load_search_space(family))
     params = suggest_params(optuna.trial.FixedTrial(_midpoints(space)), space)

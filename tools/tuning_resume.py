@@ -9,13 +9,11 @@ outcome, and a run without a job is ended KILLED with an ``orphan`` cancellation
 
 from __future__ import annotations
 
-import inspect
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from tools.budget import TrialCost
-from tools.specs import CancellationRecord
 from tools.tuning_models import TrialResult
 from tools.tuning_runs import (
     create_tuning_run,
@@ -23,13 +21,14 @@ from tools.tuning_runs import (
     running_trial_runs,
     trial_run_by_number,
 )
+from tools.tuning_trials import InFlight, cancellation_record, finish_job
 
 if TYPE_CHECKING:
     import optuna
 
     from tools.context import ToolContext
     from tools.specs import JobInfo
-    from tools.tuning import StudyLoop
+    from tools.tuning_loop import StudyLoop
 
 _STATE_NAMES = {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED", "FAIL": "FAIL"}
 
@@ -69,6 +68,8 @@ def reconcile(loop: StudyLoop) -> None:
         result = stored_result(frozen)
         if result is not None:
             loop.record(result, _cost(result))
+        if frozen.state == optuna.trial.TrialState.COMPLETE and frozen.intermediate_values:
+            loop.reference_step = max(loop.reference_step, max(frozen.intermediate_values))
     for frozen in trials:
         if frozen.state == optuna.trial.TrialState.RUNNING:
             _reconcile_running(loop, frozen)
@@ -101,8 +102,6 @@ def _cost(result: TrialResult) -> TrialCost:
 def _reconcile_running(loop: StudyLoop, frozen: optuna.trial.FrozenTrial) -> None:
     import optuna
 
-    from tools.tuning import InFlight
-
     trial = optuna.trial.Trial(loop.study, frozen._trial_id)
     if "result" in frozen.user_attrs:  # concluded, but the process died before telling the study
         _tell_stored(loop, trial, TrialResult.model_validate(frozen.user_attrs["result"]))
@@ -123,7 +122,7 @@ def _reconcile_running(loop: StudyLoop, frozen: optuna.trial.FrozenTrial) -> Non
         _write_orphan(loop.ctx, run_id, "", note)
         loop.conclude(flight, "FAIL", None, None, note, "tuning loop")
     elif job.done:
-        loop.finish_job(flight, job)
+        finish_job(loop, flight, job)
     else:
         flight.started = time.monotonic() - _age(job)
         flight.reported_step = max(frozen.intermediate_values, default=0)
@@ -164,36 +163,10 @@ def _find_job(ctx: ToolContext, run_id: str, job_id: str | None) -> JobInfo | No
     return None
 
 
-def cancel_job(
-    ctx: ToolContext, job_id: str, run_id: str, reason: str, cancelled_by: str, kind: str
-) -> JobInfo:
-    """Cancel a trial's job; its run ends KILLED with a cancellation record of ``kind``."""
-    from tools import tracking
-
-    runtime = ctx.runtime
-    if "kind" in inspect.signature(runtime.cancel).parameters:
-        return runtime.cancel(job_id, reason, cancelled_by, kind=kind)  # type: ignore[call-arg]
-    info = runtime.cancel(job_id, reason, cancelled_by)
-    if info.state == "cancelled":  # this runtime records kind "cancelled": correct it
-        record = _record(run_id, job_id, reason, cancelled_by, kind, info)
-        tracking.write_cancellation(ctx.tracking, record)
-    return info
-
-
-def _record(
-    run_id: str, job_id: str, reason: str, by: str, kind: str, info: JobInfo | None
-) -> CancellationRecord:
-    return CancellationRecord(
-        run_id=run_id, job_id=job_id or "none", cancelled_by=by, reason=reason,
-        cancelled_at=datetime.now(UTC), wall_seconds=info.wall_seconds if info else None,
-        cpu_seconds=info.cpu_seconds if info else None, kind=kind,  # type: ignore[arg-type]
-    )  # fmt: skip
-
-
 def _write_orphan(ctx: ToolContext, run_id: str, job_id: str, reason: str) -> None:
     from tools import tracking
 
-    record = _record(run_id, job_id, reason, "tuning loop", "orphan", None)
+    record = cancellation_record(run_id, job_id, reason, "tuning loop", "orphan", None)
     tracking.write_cancellation(ctx.tracking, record)
 
 
