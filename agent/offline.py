@@ -3,7 +3,7 @@
 ``OfflineChatModel`` emits the same tool calls an LLM would for the two ways the graph uses a model:
 
 - bound to ``record_intake``: one ``record_intake`` call whose args are an ``IntakeDecision`` parsed
-  from the user's latest message by ``agent.offline_grammar`` (fields-only follow-ups are merged with
+  from the user's latest message by ``agent.grammar`` (fields-only follow-ups are merged with
   the request they answer);
 - bound to the read-only tools (``search_runs``, ``get_run``, ``list_datasets``, ``lookup_dataset``):
   first the tool calls the question needs, then, once ToolMessages are present, a factual markdown
@@ -24,10 +24,11 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCa
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from agent.grammar import QuestionPlan, parse_message, parse_question
 from agent.offline_answers import write_answer
-from agent.offline_grammar import QuestionPlan, parse_message, parse_question
 from agent.state import IntakeDecision
 from agent.tokens import estimate_usage
+from tools.specs import metric_direction
 
 RECORD_INTAKE = "record_intake"
 QUESTION_TOOLS = frozenset({"search_runs", "get_run", "list_datasets", "lookup_dataset"})
@@ -246,8 +247,6 @@ def fit_args(parameters: dict[str, Any], meaning: dict[str, Any]) -> dict[str, A
 
 def _ordering(properties: dict[str, Any], metric: str | None, rank: str | None) -> dict[str, Any]:
     """Return the ordering arguments for search_runs (empty when nothing is to be ranked)."""
-    from tools.specs import metric_direction
-
     if "order_by" not in properties or rank is None or (rank != "latest" and not metric):
         return {}
     if rank == "latest":

@@ -16,7 +16,8 @@ from typing import Any
 
 from langchain_core.messages import ToolMessage
 
-from agent.offline_grammar import QuestionPlan
+from agent.grammar import QuestionPlan
+from tools.specs import metric_direction
 
 _METRIC_PREFERENCE = ("roc_auc", "accuracy", "f1", "log_loss", "r2", "rmse", "mae")
 _MAX_ROWS = 10
@@ -217,8 +218,6 @@ def _shared_metrics(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def _answer_best(plan: QuestionPlan, data: _Results) -> str:
-    from tools.specs import metric_direction
-
     where = f"experiment `{_cell(plan.experiment)}`" if plan.experiment else "the runs searched"
     if not data.runs:
         return f"No runs were found in {where}."
@@ -287,8 +286,6 @@ def _answer_runs(plan: QuestionPlan, data: _Results) -> str:
 
 
 def _winners(runs: list[dict[str, Any]], metrics: list[str]) -> list[str]:
-    from tools.specs import metric_direction
-
     lines = []
     for metric in metrics:
         scored = [r for r in runs if _metric_value(r, metric) is not None]

@@ -3,11 +3,14 @@
 A turn runs the checkpointed graph on one thread; the result is a ``TurnResult`` (the five-section
 answer plus what the JSON output and the front ends show). Approvals are ``resume``; ``cancel`` may be
 called from any thread while a turn runs (it signals the turn and waits for its rolled-back answer).
+A node that raises ends the turn through ``agent.turn_failure.fail_turn``: its runs are stopped, the
+session run ends FAILED with the traceback, and the answer describes the error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -39,6 +42,7 @@ __all__ = [
 _APPROVE_WORDS = frozenset({"y", "yes", "approve", "approved", "ok", "go", "go ahead", "proceed"})
 _DENY_WORDS = frozenset({"n", "no", "deny", "denied", "reject", "stop", "cancel", "abort"})
 _CANCEL_WAIT_SECONDS = 300.0
+log = logging.getLogger(__name__)
 
 
 class TurnResult(BaseModel):
@@ -225,13 +229,27 @@ class AgentService:
                 raise ThreadBusy(f"thread {thread_id} is already running a turn; wait for it or cancel it")
             self._active[thread_id] = active
         try:
-            self._graph.invoke(turn_input, self._config(thread_id), context=active.turn)  # type: ignore[arg-type,call-overload]
+            self._invoke(thread_id, turn_input, active.turn)
         finally:
             self._keep_clients(tools)
             with self._lock:
                 self._active.pop(thread_id, None)
             active.done.set()
         return self._result(thread_id)
+
+    def _invoke(self, thread_id: str, turn_input: Any, turn: TurnContext) -> None:
+        """Run the graph; if a node raises, end the turn cleanly (no run left RUNNING, an answer)."""
+        from agent.turn_failure import fail_turn
+
+        config = self._config(thread_id)
+        try:
+            self._graph.invoke(turn_input, config, context=turn)  # type: ignore[arg-type,call-overload]
+        except Exception as exc:
+            log.exception("the turn on thread %s failed", thread_id)
+            try:
+                fail_turn(self._graph, config, turn.tools, exc)
+            except Exception as cleanup:
+                raise cleanup from exc  # the thread could not even be closed: the caller must know
 
     def _turn_tools(self, thread_id: str, requester: str | None) -> ToolContext:
         # Share the service's clients (runtime, MLflow, registry, audit); session facts are per turn.

@@ -7,6 +7,7 @@ by the runtime; the real trainer is exercised in test_kube_e2e.py.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -148,7 +149,7 @@ def test_a_job_of_another_run_under_the_same_name_is_refused(tracking, new_spec)
     foreign["metadata"]["annotations"]["expagent.io/run-id"] = "someone-else"
     with cluster(tracking[0], SLEEPY) as (kube, runtime):
         kube.cluster.create_job("ml-experiments", foreign)
-        eventually(lambda: runtime._jobs.get(foreign["metadata"]["name"]) is not None)
+        eventually(lambda: runtime._watches.job(foreign["metadata"]["name"]) is not None)
         with pytest.raises(KubernetesSubmitError, match="another run"):
             runtime.submit(spec)
         assert kube.requests["create jobs"] == 0
@@ -196,7 +197,8 @@ def test_dropped_and_expired_watches_still_converge(tracking, new_spec) -> None:
         info = runtime.submit(spec)
         assert wait_done(runtime, info).state == "succeeded"
         assert kube.requests["watch jobs"] + kube.requests["watch pods"] >= 4
-        assert runtime._jobs.relists + runtime._pods.relists >= 3  # initial lists + a re-list after 410
+        caches = (runtime._watches.jobs_cache("ml-experiments"), runtime._watches.pods_cache("ml-experiments"))
+        assert sum(c.relists for c in caches) >= 3  # initial lists + a re-list after 410
 
 
 def test_the_guard_checks_every_manifest_before_submission(tracking, new_spec) -> None:
@@ -358,3 +360,91 @@ def test_run_ids_are_required(tracking) -> None:
         )
         with pytest.raises(ValueError, match="run_id"):
             runtime.submit(spec)
+
+
+# ---- jobs that vanish: never "unknown" for a job the runtime knew ---------------------------------
+
+
+def test_a_job_the_start_grace_rule_deleted_is_reported_failed_while_it_is_recorded(
+    tracking, new_spec, monkeypatch
+) -> None:
+    # The k8s-never-start race: the Job is deleted, its failure not yet written to MLflow.
+    monkeypatch.setattr(kube_runtime, "VANISHED_WAIT_SECONDS", 0.2)
+    spec, release = new_spec(), threading.Event()
+    faults = Faults(pod_faults=[PodFault("never_start")])
+    with cluster(tracking[0], faults=faults, k8s_start_grace_seconds=0.5) as (kube, runtime):
+        record_failure = runtime.runs.record_failure
+
+        def slow_record(*args: Any, **kwargs: Any) -> None:
+            release.wait(20)
+            record_failure(*args, **kwargs)
+
+        monkeypatch.setattr(runtime.runs, "record_failure", slow_record)
+        info = runtime.submit(spec)
+        eventually(lambda: kube.jobs() == [] and runtime._watches.job(info.job_id) is None)
+        early = runtime.status(info.job_id)  # used to raise KeyError: no Kubernetes Job ...
+        assert early.state == "failed" and "ImagePullBackOff" in (early.reason or "")
+        assert runtime.wait([info.job_id], timeout=0.1)[0].state == "failed"
+        assert "has no pods" in runtime.logs(info.job_id)
+        release.set()
+        final = wait_done(runtime, info)
+        assert final.state == "failed" and "did not start within" in (final.reason or "")
+    assert run_status(tracking, spec.run_id) == "FAILED"
+
+
+def test_a_job_deleted_behind_our_back_is_reported_cancelled_never_unknown(tracking, new_spec) -> None:
+    spec = new_spec()
+    with cluster(tracking[0], SLEEPY) as (kube, runtime):
+        info = runtime.submit(spec)
+        eventually(lambda: runtime.status(info.job_id).state == "running")
+        kube.cluster.delete_job("ml-experiments", info.job_id, "Foreground")
+        deadline = time.monotonic() + 20
+        while not (current := runtime.status(info.job_id)).done:  # never a KeyError on the way
+            assert time.monotonic() < deadline, "the deletion was never noticed"
+        assert current.state == "cancelled" and "deleted" in (current.reason or "")
+        assert runtime.cancel(info.job_id, "too late", "pytest").state == "cancelled"
+        assert kube.requests["delete jobs"] == 0  # nothing left to delete
+    assert run_status(tracking, spec.run_id) == "KILLED"
+
+
+# ---- namespaces ---------------------------------------------------------------------------------
+
+
+def test_a_job_runs_in_its_spec_namespace_and_is_followed_there(tracking, new_spec) -> None:
+    spec, default = new_spec(namespace="ml-team"), new_spec()
+    namespaces = ["ml-experiments", "ml-team"]
+    with FakeKube(namespaces=namespaces, command_override=SLEEPY, grace_seconds=0.5) as kube:
+        settings = tracking[0].model_copy(
+            update={"k8s_kubeconfig": kube.kubeconfig_path, "namespaces": namespaces}
+        )
+        runtime = KubernetesRuntime(settings, load_api_client(settings), backoff_seconds=0.02)
+        try:
+            info = runtime.submit(spec)
+            assert info.namespace == "ml-team" and runtime.submit(default).namespace == "ml-experiments"
+            assert [j["metadata"]["name"] for j in kube.jobs("ml-team")] == [info.job_id]
+            eventually(lambda: "training started" in runtime.logs(info.job_id))  # read in ml-team
+            assert runtime.status(info.job_id).state == "running"
+            assert info.job_id in [j.job_id for j in runtime.list_jobs("thread-1")]
+            assert runtime.cancel(info.job_id, "done looking", "pytest").state == "cancelled"
+            eventually(lambda: kube.jobs("ml-team") == [])
+            runtime.cancel(job_name_of(default), "done looking", "pytest")
+        finally:
+            runtime.close()
+        assert kube.requests["get jobs"] == 0  # followed by the watch, not polled
+    assert run_status(tracking, spec.run_id) == "KILLED"
+
+
+def test_a_spec_namespace_outside_the_allowlist_is_never_created_or_watched(tracking, new_spec) -> None:
+    spec = new_spec(namespace="prod")
+    with cluster(tracking[0]) as (kube, runtime):
+        with pytest.raises(ManifestRejected, match="namespace 'prod' is not allowed; use one of"):
+            runtime.submit(spec)
+        assert runtime._watches.namespaces == ["ml-experiments"]
+        assert kube.requests["create jobs"] == 0
+    assert run_status(tracking, spec.run_id) == "FAILED"
+
+
+def job_name_of(spec: TrainingSpec) -> str:
+    from tools.kubernetes import job_name
+
+    return job_name(spec.run_id or "")

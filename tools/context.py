@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +18,16 @@ if TYPE_CHECKING:  # heavy imports stay lazy
     from tools.audit import AuditLog
     from tools.registry import DatasetRegistry
     from tools.runtime.base import Runtime
+    from tools.specs import TrainingSpec
+
+#: job ID prefix -> the runtime that issued it (``tools.runtime.job_files.job_id_for`` and
+#: ``tools.kubernetes.job_name``); a job ID names its runtime, so any process can route it.
+JOB_ID_PREFIXES: dict[str, str] = {"local-": "local", "expagent-": "kubernetes"}
+
+
+def runtime_of_job(job_id: str) -> str | None:
+    """Return the name of the runtime that issued ``job_id`` (None if the ID has no known prefix)."""
+    return next((name for prefix, name in JOB_ID_PREFIXES.items() if job_id.startswith(prefix)), None)
 
 
 def utcnow() -> datetime:
@@ -36,6 +48,9 @@ class ToolContext:
     _runtime: Runtime | None = None
     _audit: AuditLog | None = None
     _tracking: MlflowClient | None = None
+    #: every runtime opened so far, by name; copies of the context (dataclasses.replace) share it.
+    runtimes: dict[str, Runtime] = field(default_factory=dict)
+    _runtimes_lock: threading.RLock = field(default_factory=threading.RLock)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -64,20 +79,65 @@ class ToolContext:
 
     @property
     def runtime(self) -> Runtime:
+        """The default runtime (``settings.runtime``, or the one this context was built with)."""
         if self._runtime is None:
-            from tools.runtime import make_runtime
+            self._runtime = self.runtime_named(self.settings.runtime)
+        return self._bound(self._runtime)
 
-            self._runtime = make_runtime(self.settings)
-            # The Kubernetes runtime re-checks every manifest with this session's approvals.
-            bind = getattr(self._runtime, "bind_context", None)
-            if bind is not None:
-                bind(self)
-        return self._runtime
+    def runtime_named(self, name: str) -> Runtime:
+        """Return the runtime called ``name`` (``local`` or ``kubernetes``), opening it on first use.
+
+        Raises whatever opening it raises (e.g. ``KubernetesConfigError``, ``KubernetesUnavailable``);
+        nothing is cached then, so a later call tries again.
+        """
+        if self._runtime is not None and runtime_name(self._runtime, self.settings.runtime) == name:
+            return self._bound(self._runtime)
+        with self._runtimes_lock:
+            if name not in self.runtimes:
+                from tools.runtime import make_runtime
+
+                self.runtimes[name] = make_runtime(self.settings, name)
+            return self._bound(self.runtimes[name])
+
+    def runtime_for(self, spec: TrainingSpec) -> Runtime:
+        """Return the runtime ``spec`` runs on (its ``runtime``, else the configured default)."""
+        return self.runtime_named(spec.runtime or self.settings.runtime)
+
+    def runtime_for_job(self, job_id: str) -> Runtime:
+        """Return the runtime that issued ``job_id`` (the default runtime for an unknown prefix)."""
+        name = runtime_of_job(job_id)
+        return self.runtime if name is None else self.runtime_named(name)
+
+    def with_runtime(self, name: str | None) -> ToolContext:
+        """Return a copy of this context whose default runtime is ``name`` (self when None)."""
+        if name is None:
+            return self
+        return dataclasses.replace(self, _runtime=self.runtime_named(name))
+
+    def open_runtimes(self) -> list[Runtime]:
+        """Return every runtime opened so far (each once)."""
+        with self._runtimes_lock:
+            found = [self._runtime, *self.runtimes.values()]
+        unique: dict[int, Runtime] = {id(r): r for r in found if r is not None}
+        return list(unique.values())
+
+    def _bound(self, runtime: Runtime) -> Runtime:
+        # The Kubernetes runtime re-checks every manifest with the approvals of the session's context.
+        bind = getattr(runtime, "bind_context", None)
+        if bind is not None:
+            bind(self)
+        return runtime
 
     def close(self) -> None:
         """Release runtime resources (worker processes, watches)."""
-        if self._runtime is not None:
-            self._runtime.close()
+        for runtime in self.open_runtimes():
+            runtime.close()
+
+
+def runtime_name(runtime: Runtime, default: str) -> str:
+    """Return ``runtime``'s name; one without a runtime's name (a test double) stands in for ``default``."""
+    name = str(getattr(runtime, "name", ""))
+    return name if name in JOB_ID_PREFIXES.values() else default
 
 
 def build_context(settings: Settings, **kwargs: Any) -> ToolContext:

@@ -1,26 +1,31 @@
 """Training tools: start a run, watch its job, read its logs, cancel it.
 
-``start_training_run`` creates the MLflow run first (RUNNING, expagent tags) and then submits the job,
-so every attempt is tracked; if the submission fails the run ends FAILED with the error. Whoever
-observes a job end without the trainer having closed its run closes it (``get_job_status``).
+``start_training_run`` opens the spec's runtime (``spec.runtime``, else the configured one), creates the
+MLflow run (RUNNING, expagent tags) and then submits the job, so every attempt is tracked; if the
+submission fails the run ends FAILED with the error. A runtime that cannot be opened (no cluster
+configured or reachable) fails the call before any run exists. Job IDs name their runtime (``local-…``,
+``expagent-…``), so status, logs and cancel go to the runtime that runs the job. Whoever observes a job
+end without the trainer having closed its run closes it (``get_job_status``).
 """
 
 from __future__ import annotations
 
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from tools import tracking
-from tools.context import ToolContext
+from tools.context import ToolContext, runtime_name
 from tools.redact import redact_text
-from tools.specs import JobInfo, TrainingSpec
+from tools.specs import JobInfo, RuntimeName, TrainingSpec
 from tools.toolset import tool
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
+
+    from tools.runtime.base import Runtime
 
 
 class StartTrainingRunArgs(TrainingSpec):
@@ -82,11 +87,11 @@ class CancelJobArgs(BaseModel):
     reason: str = Field(min_length=3, max_length=500, description="Why the job is being stopped.")
 
 
-def _submit(ctx: ToolContext, spec: TrainingSpec) -> JobInfo:
+def _submit(ctx: ToolContext, runtime: Runtime, spec: TrainingSpec) -> JobInfo:
     """Submit ``spec`` (its run exists); on failure end the run FAILED with the error and re-raise."""
     assert spec.run_id is not None
     try:
-        return ctx.runtime.submit(spec)
+        return runtime.submit(spec)
     except Exception as exc:
         tracking.end_run(
             ctx, spec.run_id, "FAILED", note=f"Job submission failed: {type(exc).__name__}: {exc}",
@@ -102,7 +107,8 @@ def start_training_run(ctx: ToolContext, args: StartTrainingRunArgs) -> StartedR
     The run is logged to MLflow (params, metrics, model, dataset, code version). It runs in the
     background: poll get_job_status until it is done. Model params go in 'params' (e.g.
     {"n_estimators": 200, "learning_rate": 0.05} for lightgbm); 'seed' and 'resources.cpu' set the
-    random state and thread count.
+    random state and thread count. 'runtime' ('local' or 'kubernetes') and 'namespace' (an allowed
+    Kubernetes namespace) choose where it runs; leave them null for the configured defaults.
     """
     from mlflow.entities import RunTag
 
@@ -111,8 +117,12 @@ def start_training_run(ctx: ToolContext, args: StartTrainingRunArgs) -> StartedR
         session_id=ctx.session_id,
         requester=ctx.requester,
     )
+    runtime = ctx.runtime_for(spec)  # no cluster configured or reachable: fail before any run exists
+    spec.runtime = cast(RuntimeName, runtime_name(runtime, spec.runtime or ctx.settings.runtime))
+    if spec.runtime == "kubernetes":
+        spec.namespace = spec.namespace or ctx.settings.k8s_namespace
     spec.run_id = tracking.create_run(ctx, spec)  # checks the tags before creating anything
-    info = _submit(ctx, spec)
+    info = _submit(ctx, runtime, spec)
     ctx.tracking.log_batch(spec.run_id, tags=[RunTag("expagent.job_id", info.job_id)])
     experiment_id = ctx.tracking.get_run(spec.run_id).info.experiment_id
     return StartedRun(
@@ -122,10 +132,11 @@ def start_training_run(ctx: ToolContext, args: StartTrainingRunArgs) -> StartedR
 
 
 def _job(ctx: ToolContext, job_id: str) -> JobInfo:
+    runtime = ctx.runtime_for_job(job_id)
     try:
-        return ctx.runtime.status(job_id)
+        return runtime.status(job_id)
     except KeyError as exc:
-        known = [j.job_id for j in ctx.runtime.list_jobs(ctx.session_id)][-10:]
+        known = [j.job_id for j in runtime.list_jobs(ctx.session_id)][-10:]
         hint = f"; jobs of this session: {', '.join(known)}" if known else ""
         raise LookupError(f"no job {job_id!r}{hint}") from exc
 
@@ -162,11 +173,13 @@ def get_job_status(ctx: ToolContext, args: JobRef) -> JobStatus:
 def get_job_logs(ctx: ToolContext, args: JobLogsArgs) -> JobLogs:
     """Read the last lines of a training job's output (secrets and personal data are redacted)."""
     _job(ctx, args.job_id)
-    return JobLogs(job_id=args.job_id, text=redact_text(ctx.runtime.logs(args.job_id, args.tail_lines)))
+    text = ctx.runtime_for_job(args.job_id).logs(args.job_id, args.tail_lines)
+    return JobLogs(job_id=args.job_id, text=redact_text(text))
 
 
 @tool(read_only=False)
 def cancel_job(ctx: ToolContext, args: CancelJobArgs) -> JobStatus:
     """Stop a running training job; its run ends KILLED with a cancellation record (who, why, usage)."""
     _job(ctx, args.job_id)
-    return _job_status(ctx, ctx.runtime.cancel(args.job_id, args.reason, ctx.requester))
+    stopped = ctx.runtime_for_job(args.job_id).cancel(args.job_id, args.reason, ctx.requester)
+    return _job_status(ctx, stopped)

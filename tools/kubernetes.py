@@ -49,6 +49,11 @@ def job_name(run_id: str) -> str:
     return f"{_NAME_PREFIX}{clean[:40]}-{digest}".replace("--", "-")
 
 
+def job_namespace(spec: TrainingSpec, settings: Settings) -> str:
+    """Return the namespace the Job for ``spec`` is created in (``spec.namespace``, else the default)."""
+    return spec.namespace or settings.k8s_namespace
+
+
 def label_value(value: str) -> str:
     """Return ``value`` as a valid label value (≤63 chars of ``[A-Za-z0-9-_.]``, alnum at both ends)."""
     if len(value) <= _MAX_NAME and _LABEL_VALUE.match(value):
@@ -172,7 +177,7 @@ def build_job(spec: TrainingSpec, settings: Settings) -> client.V1Job:
         kind="Job",
         metadata=client.V1ObjectMeta(
             name=job_name(spec.run_id or ""),
-            namespace=settings.k8s_namespace,
+            namespace=job_namespace(spec, settings),
             labels=labels,
             annotations=job_annotations(spec),
         ),

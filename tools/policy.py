@@ -24,7 +24,7 @@ re-exported here. ``RULES`` below is the one list the guard runs. The rules:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -98,11 +98,15 @@ RULES: tuple[tuple[str, Rule], ...] = (
 )
 
 
-def _all_findings(tool: ToolDef, args: BaseModel, ctx: ToolContext) -> list[Finding]:
-    """Run every rule; a rule that cannot be evaluated rejects (the guard fails closed)."""
+def _all_findings(
+    tool: ToolDef, args: BaseModel, ctx: ToolContext, skip: Collection[str] = ()
+) -> list[Finding]:
+    """Run every rule but ``skip``; a rule that cannot be evaluated rejects (the guard fails closed)."""
     dumped = args.model_dump(mode="json")
     findings: list[Finding] = []
     for name, rule in RULES:
+        if name in skip:
+            continue
         try:
             findings += rule(tool, dumped, ctx)
         except Exception as exc:  # noqa: BLE001 - any failure to check is a rejection, never an allow
@@ -120,9 +124,13 @@ def _first(findings: list[Finding]) -> Verdict:
     return findings[0] if findings else Allow()
 
 
-def evaluate(tool: ToolDef, args: BaseModel, ctx: ToolContext) -> list[Finding]:
-    """Return every unapproved problem with a call (empty means allowed); planners use it to ask once."""
-    return _unapproved(_all_findings(tool, args, ctx), ctx)
+def evaluate(tool: ToolDef, args: BaseModel, ctx: ToolContext, skip: Collection[str] = ()) -> list[Finding]:
+    """Return every unapproved problem with a call (empty means allowed); planners use it to ask once.
+
+    ``skip`` names rules not to run (a planner that knows the runtime is down skips ``resources``,
+    which counts the jobs running there); the guard itself never skips any.
+    """
+    return _unapproved(_all_findings(tool, args, ctx, skip), ctx)
 
 
 def check(tool: ToolDef, args: BaseModel, ctx: ToolContext) -> Verdict:

@@ -55,6 +55,9 @@ DEPLOY_KEY_WORDS = frozenset({
 })  # fmt: skip
 #: values that name a model-registry stage.
 DEPLOY_STAGE_VALUES = frozenset({"production", "staging", "prod", "archived"})
+#: keys whose values are judged by another rule: a namespace called 'prod' is the kubernetes rule's
+#: business (its allowlist), not a model-registry stage.
+STAGE_CHECK_EXEMPT_KEYS = frozenset({"namespace"})
 
 
 def no_deployment(tool: ToolDef, args: dict[str, Any], ctx: ToolContext) -> list[Finding]:
@@ -68,7 +71,11 @@ def no_deployment(tool: ToolDef, args: dict[str, Any], ctx: ToolContext) -> list
             words = _key_tokens(str(key)) & DEPLOY_KEY_WORDS
             if words:
                 findings.append(deploy_reject(f"the argument/tag key {key!r} ({', '.join(sorted(words))})"))
-            elif isinstance(value, str) and value.strip().lower() in DEPLOY_STAGE_VALUES:
+            elif (
+                isinstance(value, str)
+                and key not in STAGE_CHECK_EXEMPT_KEYS
+                and value.strip().lower() in DEPLOY_STAGE_VALUES
+            ):
                 findings.append(deploy_reject(f"the value {value!r} of {key!r} (a model-registry stage)"))
     return findings
 
@@ -207,12 +214,27 @@ def resources(tool: ToolDef, args: dict[str, Any], ctx: ToolContext) -> list[Fin
                              "EXPAGENT_BUDGET_MAX_CONCURRENT_JOBS")
                 )  # fmt: skip
     if _launches_job(tool, args):
-        findings += _concurrency(ctx)
+        findings += _concurrency(ctx, _launch_runtimes(args, ctx.settings.runtime))
     return findings
 
 
-def _concurrency(ctx: ToolContext) -> list[Finding]:
-    active = [j for j in ctx.runtime.list_jobs(ctx.session_id) if j.state in ("running", "pending")]
+def _launch_runtimes(args: dict[str, Any], default: str) -> set[str]:
+    """Return the runtimes a launching call would use: each explicit 'runtime', else the default."""
+    runtimes: set[str] = set()
+    for mapping in _dicts(args):
+        if isinstance(mapping.get("runtime"), str):
+            runtimes.add(mapping["runtime"])
+        elif isinstance(mapping.get("resources"), dict):
+            runtimes.add(default)  # a launch without a runtime runs on the configured one
+    return runtimes or {default}
+
+
+def _concurrency(ctx: ToolContext, runtimes: set[str]) -> list[Finding]:
+    # Jobs of this session on the launch's runtimes and on every other runtime it has opened. A runtime
+    # that cannot be opened raises: the guard then rejects (it never allows what it could not count).
+    opened = [ctx.runtime_named(name) for name in sorted(runtimes)] + ctx.open_runtimes()
+    jobs = {j.job_id: j for r in {id(r): r for r in opened}.values() for j in r.list_jobs(ctx.session_id)}
+    active = [j for j in jobs.values() if j.state in ("running", "pending")]
     cap = ctx.settings.budget.max_concurrent_jobs
     if len(active) < cap:
         return []
@@ -231,12 +253,18 @@ def kubernetes(tool: ToolDef, args: dict[str, Any], ctx: ToolContext) -> list[Fi
     """Reject namespaces outside the allowlist; ask approval for Kubernetes launches when configured."""
     settings = ctx.settings
     findings: list[Finding] = []
+    named = False
     for mapping in _dicts(args):
         namespace = mapping.get("namespace")
-        if isinstance(namespace, str) and namespace not in settings.namespaces and not _is_manifest(mapping):
-            findings.append(namespace_reject(namespace, settings))
-    runtimes = {d.get("runtime") for d in _dicts(args)} | {settings.runtime}
-    if _launches_job(tool, args) and "kubernetes" in runtimes and settings.require_approval_for_kubernetes:
+        if isinstance(namespace, str) and not _is_manifest(mapping):
+            named = True
+            if namespace not in settings.namespaces:
+                findings.append(namespace_reject(namespace, settings))
+    if not _launches_job(tool, args) or "kubernetes" not in _launch_runtimes(args, settings.runtime):
+        return findings
+    if not named and settings.k8s_namespace not in settings.namespaces:
+        findings.append(namespace_reject(settings.k8s_namespace, settings))  # the configured default
+    if settings.require_approval_for_kubernetes:
         findings.append(
             Reject(
                 rule="kubernetes",

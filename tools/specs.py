@@ -15,6 +15,7 @@ ModelFamily = Literal["logistic_regression", "random_forest", "hist_gradient_boo
 Metric = Literal["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"]
 RunRole = Literal["baseline", "trial", "single"]
 JobState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+RuntimeName = Literal["local", "kubernetes"]
 
 #: metrics where larger is better; everything else is minimised.
 MAXIMIZE: frozenset[str] = frozenset({"roc_auc", "accuracy", "f1", "r2"})
@@ -53,6 +54,16 @@ class TrainingSpec(BaseModel):
     parent_run_id: str | None = Field(None, description="Parent MLflow run (tuning or session run).")
     trial_number: int | None = Field(None, description="Optuna trial number when role is 'trial'.")
     resources: Resources = Field(default_factory=Resources)
+    runtime: RuntimeName | None = Field(
+        None,
+        description="Where the run executes: 'local' (a process on this machine) or 'kubernetes' (a batch "
+        "Job). Null = the configured default runtime.",
+    )
+    namespace: str | None = Field(
+        None,
+        description="Kubernetes namespace of the Job (must be an allowed namespace); only used when the "
+        "runtime is 'kubernetes'. Null = the configured default namespace.",
+    )
     timeout_seconds: int = Field(600, gt=0, description="Wall-clock deadline for the run.")
     report_intermediate: bool = Field(
         False, description="Log per-iteration validation metrics as step metrics (for pruning)."
@@ -69,7 +80,7 @@ class JobInfo(BaseModel):
 
     job_id: str = Field(description="Runtime job identifier (process or Kubernetes Job name).")
     run_id: str = Field(description="MLflow run the job logs to.")
-    runtime: Literal["local", "kubernetes"]
+    runtime: RuntimeName
     state: JobState
     namespace: str | None = None
     exit_code: int | None = None

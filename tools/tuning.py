@@ -116,5 +116,6 @@ def run_study(
     if not settings.search_space:
         settings = settings.model_copy(update={"search_space": load_search_space(settings.model_family)})
     study = open_study(settings, ctx.settings.optuna_storage)
+    ctx = ctx.with_runtime(settings.runtime)  # trials are launched, watched and cancelled on it
     loop = StudyLoop(ctx, settings, study, baseline, progress, cancel_event or threading.Event())
     return loop.run()

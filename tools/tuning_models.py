@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from tools.specs import Metric, ModelFamily, Resources, metric_direction
+from tools.specs import Metric, ModelFamily, Resources, RuntimeName, metric_direction
 
 TrialState = Literal["COMPLETE", "PRUNED", "FAIL", "KILLED"]
 StopReason = Literal[
@@ -58,6 +58,12 @@ class StudySettings(BaseModel):
         default_factory=lambda: Resources.model_validate({}), description="Resources of each trial."
     )
     trial_timeout_seconds: int = Field(default=600, gt=0, description="Hard deadline of each trial.")
+    runtime: RuntimeName | None = Field(
+        default=None, description="Where every trial runs (local or kubernetes); None = configured default."
+    )
+    namespace: str | None = Field(
+        default=None, description="Kubernetes namespace of every trial's Job; None = configured default."
+    )
     watchdog_factor: float = Field(
         default=3.0, gt=1, description="Cancel a trial running longer than this many times the median trial."
     )

@@ -89,7 +89,8 @@ def wait_for_job(ctx: TurnContext, job_id: str) -> JobInfo:
     while True:
         if ctx.cancel_event.is_set():
             raise Cancelled()
-        job = next(j for j in ctx.tools.runtime.wait([job_id], timeout=POLL_SECONDS) if j.job_id == job_id)
+        runtime = ctx.tools.runtime_for_job(job_id)  # the job ID names the runtime that runs it
+        job = next(j for j in runtime.wait([job_id], timeout=POLL_SECONDS) if j.job_id == job_id)
         if job.done:
             return job
 

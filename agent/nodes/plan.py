@@ -4,6 +4,11 @@ The plan is code: baseline config (family defaults unless the user fixed params)
 (search space from ``prompts/search_spaces.yaml``, every stopping criterion), the compute estimate
 against the budget, and the approval keys the guard would ask for. It is logged as ``plan.json`` and
 ``plan.md`` on a new session run (``expagent.role=session``) in the request's experiment.
+
+Before anything is logged, the guard judges the baseline launch exactly as ``start_training_run`` will
+send it (runtime and namespace included): a hard rejection (e.g. a namespace outside the allowlist) is a
+refusal, audited, with nothing created; a runtime that cannot be opened (no cluster configured or
+reachable) is reported as a problem with the request, again with nothing created.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from langgraph.types import Command
 
 from agent.plan import BaselineConfig, ComputeEstimate, ExperimentPlan, ExperimentRequest, TuningPlan
 from agent.runctx import TurnContext, turn_context
-from agent.state import AgentState, PolicyEvent, Refusal, RunRecord
+from agent.state import AgentState, Refusal, RunRecord
+from agent.toolcalls import audit_refusal
 from tools.budget import DEFAULT_RUN_SECONDS, estimate_plan
 from tools.policy import Halt, Reject, evaluate
+from tools.redact import redact_text
 from tools.toolset import get_tool
 from tools.tracking import create_parent_run
 from tools.tuning_models import StudySettings, default_parallelism
@@ -38,9 +45,12 @@ def plan(state: AgentState, runtime: Runtime[TurnContext]) -> Command[Route]:
         draft = build_plan(request, ctx)
     except SearchSpaceError as exc:
         return Command(goto="respond", update={"request_problems": [str(exc)], "asked_for": []})
-    hard = hard_rejections(draft, ctx)
+    unavailable = runtime_problem(request, ctx)
+    hard = hard_rejections(draft, ctx, skip_runtime_rules=unavailable is not None)
     if hard:
-        return Command(goto="respond", update=_refusal_update(hard))
+        return Command(goto="respond", update=_refusal_update(hard, training_args(draft), ctx))
+    if unavailable is not None:
+        return Command(goto="respond", update={"request_problems": [unavailable], "asked_for": []})
     approvals = approval_needs(draft, ctx)
     draft.approval_keys = sorted({key for key, _ in approvals})
     draft.approval_reasons = [reason for _, reason in approvals]
@@ -95,6 +105,8 @@ def _tuning_plan(request: ExperimentRequest, ctx: TurnContext, timeout: int) -> 
         seed=request.seed,
         resources=request.resources,
         trial_timeout_seconds=timeout,
+        runtime=request.runtime,
+        namespace=request.namespace,
     )
     source = "your overrides on " if request.search_space else ""
     estimate = estimate_plan(None, study, settings.budget)
@@ -124,7 +136,8 @@ def training_args(
 ) -> dict[str, Any]:
     """Return the ``start_training_run`` arguments of the plan's baseline run.
 
-    The session and requester are not arguments: the tool takes them from the ToolContext.
+    The session and requester are not arguments: the tool takes them from the ToolContext. The
+    runtime and namespace are the request's, so the guard judges where the run would really go.
     """
     r, b = plan.request, plan.baseline
     return {
@@ -140,21 +153,46 @@ def training_args(
         "parent_run_id": parent_run_id or plan.session_run_id,
         "resources": b.resources.model_dump(),
         "timeout_seconds": b.timeout_seconds,
+        "runtime": r.runtime,
+        "namespace": r.namespace if r.runtime == "kubernetes" else None,
     }
 
 
 # ---- checking against the guard ---------------------------------------------------------------------
 
 
-def _launch_findings(plan: ExperimentPlan, ctx: TurnContext) -> list[Reject | Halt]:
+def runtime_problem(request: ExperimentRequest, ctx: TurnContext) -> str | None:
+    """Return why the request's runtime cannot be used (e.g. no cluster reachable), or None if it can."""
+    try:
+        ctx.tools.runtime_named(request.runtime)
+    except Exception as exc:  # noqa: BLE001 - any failure to open it is reported, never raised
+        return (
+            f"The {request.runtime} runtime is not available, so nothing was launched: "
+            f"{type(exc).__name__}: {redact_text(str(exc))}. Fix the configuration (for Kubernetes: "
+            "EXPAGENT_K8S_KUBECONFIG / EXPAGENT_K8S_CONTEXT and a reachable API server), or ask to run "
+            "locally."
+        )
+    return None
+
+
+def _launch_findings(
+    plan: ExperimentPlan, ctx: TurnContext, skip: tuple[str, ...] = ()
+) -> list[Reject | Halt]:
     tool = get_tool("start_training_run")
     args = tool.args_model.model_validate(training_args(plan))
-    return evaluate(tool, args, ctx.tools)
+    return evaluate(tool, args, ctx.tools, skip)
 
 
-def hard_rejections(plan: ExperimentPlan, ctx: TurnContext) -> list[Reject | Halt]:
-    """Return the guard's findings on the baseline launch that no approval can lift."""
-    return [f for f in _launch_findings(plan, ctx) if isinstance(f, Halt) or f.approval_key is None]
+def hard_rejections(
+    plan: ExperimentPlan, ctx: TurnContext, skip_runtime_rules: bool = False
+) -> list[Reject | Halt]:
+    """Return the guard's findings on the baseline launch that no approval can lift.
+
+    With ``skip_runtime_rules`` (the runtime cannot be opened) the rules that need no runtime still
+    run (all but ``resources``, which counts running jobs), so a forbidden namespace is still refused.
+    """
+    findings = _launch_findings(plan, ctx, ("resources",) if skip_runtime_rules else ())
+    return [f for f in findings if isinstance(f, Halt) or f.approval_key is None]
 
 
 def approval_needs(plan: ExperimentPlan, ctx: TurnContext) -> list[tuple[str, str]]:
@@ -180,10 +218,13 @@ _KEY_REASONS = {
 }
 
 
-def _refusal_update(findings: list[Reject | Halt]) -> dict[str, Any]:
+def _refusal_update(findings: list[Reject | Halt], args: dict[str, Any], ctx: TurnContext) -> dict[str, Any]:
     first = findings[0]
+    # The launch never reaches the guard's call path, so its verdicts are audited here.
     events = [
-        PolicyEvent(tool="start_training_run", verdict=f.verdict, rule=f.rule, reason=f.reason)
+        audit_refusal(ctx.tools, "start_training_run", f.rule, f.reason, args).model_copy(
+            update={"verdict": f.verdict}
+        )
         for f in findings
     ]
     refusal = Refusal(

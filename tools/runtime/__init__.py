@@ -9,9 +9,9 @@ if TYPE_CHECKING:
     from tools.runtime.base import Runtime
 
 
-def make_runtime(settings: Settings) -> Runtime:
-    """Return the runtime the settings select (``local`` or ``kubernetes``)."""
-    if settings.runtime == "kubernetes":
+def make_runtime(settings: Settings, name: str | None = None) -> Runtime:
+    """Return the runtime called ``name`` (``local`` or ``kubernetes``; None = ``settings.runtime``)."""
+    if (name or settings.runtime) == "kubernetes":
         from tools.runtime.kubernetes import KubernetesRuntime
 
         return KubernetesRuntime.from_settings(settings)

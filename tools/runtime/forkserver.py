@@ -1,7 +1,7 @@
 """Warm job processes: jobs fork from a multiprocessing fork server that has already done the slow part.
 
-A fresh Python process pays ~2.5 s importing mlflow, scikit-learn, LightGBM and the trainer, and ~1 s
-more of first-use work on its first run. The fork server (one per agent process) imports
+A fresh Python process pays ~2.5 s importing mlflow, scikit-learn, LightGBM and the trainer, and
+~0.3 s more of first-use work on its first run. The fork server (one per agent process) imports
 ``WARM_MODULES`` once; importing this module there also rehearses two tiny trainings in a throwaway
 workspace and opens the workspace's tracking store (``rehearse``), so every job forked from it starts
 hot. Each job is still a fresh process in its own session: a crash kills only that job.
@@ -49,10 +49,20 @@ def launch_job(spec: TrainingSpec, settings: Settings, directory: Path, job_id: 
         target=_job_process, args=(spec.model_dump_json(), settings, str(directory), job_id), name=job_id
     )
     process.start()
-    # Jobs outlive this process (they are adopted after a restart): keep multiprocessing's exit
-    # handler from joining them. The process object itself keeps working for the caller's watcher.
-    multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
+    _detach(process)
     return process
+
+
+def _detach(process: ForkServerProcess) -> None:
+    """Keep multiprocessing from joining ``process`` when this interpreter exits."""
+    # CPython internals (multiprocessing.process._children), used only here. Why: jobs outlive the
+    # agent process (another one adopts them after a restart), but multiprocessing's exit handler joins
+    # every child it knows, so exiting would wait for all running jobs; there is no public way to
+    # detach a child. The process object keeps working for the caller's watcher. If CPython renames
+    # the set, this does nothing and an exiting agent waits for its running jobs; nothing fails.
+    children = getattr(multiprocessing.process, "_children", None)
+    if children is not None:
+        children.discard(process)
 
 
 def _redirect_output(log_path: Path) -> None:
@@ -78,14 +88,18 @@ def _job_process(spec_json: str, settings: Settings, job_dir: str, job_id: str) 
 
 
 class _JobPopen(popen_forkserver.Popen):
-    """Fork-server launch that does not re-import the parent's ``__main__`` in the job.
+    """Fork-server launch that does not re-run the parent's ``__main__`` in the job."""
 
-    multiprocessing normally re-runs the parent's main script (or module) in every child; a job needs
-    only ``tools.*``, and re-running e.g. a benchmark script or the CLI would cost time or misbehave.
-    This is ``popen_forkserver.Popen._launch`` (CPython 3.11) with the two main-module keys removed.
-    """
-
+    # CPython internals, used only here. Why: multiprocessing re-runs the parent's main script (or
+    # module) in every child. A job needs only ``tools.*``; re-running the main costs each job 0.02 s
+    # for the expagent CLI or a benchmark script, ~0.1 s for evals.harness and ~1.2 s for a module that
+    # imports the agent service (measured), and re-runs a script that has no __main__ guard.
+    # This is popen_forkserver.Popen._launch of CPython 3.11 with the two main-module keys dropped. On
+    # any other Python version the stock launch runs instead: jobs re-run the main, nothing fails.
     def _launch(self, process_obj: Any) -> None:
+        if sys.version_info[:2] != (3, 11):
+            super()._launch(process_obj)
+            return
         prep_data = spawn.get_preparation_data(process_obj._name)
         prep_data.pop("init_main_from_name", None)
         prep_data.pop("init_main_from_path", None)
@@ -135,33 +149,54 @@ def start_fork_server(tracking_uri: str) -> None:
 def rehearse(tracking_uri: str | None) -> None:
     """Train two tiny runs in a throwaway workspace, then open ``tracking_uri``'s store (fork server).
 
-    Forked jobs inherit whatever the server has already done. Without this every job pays ~1 s of
-    first-use work: SQLAlchemy building MLflow's ORM loaders, MLflow creating the store and checking
-    its schema, the model-logging path, pandas/pyarrow conversions. LightGBM uses one thread here: a
-    fork after an OpenMP thread pool exists is unsafe. Engines are disposed before any fork, so jobs
-    open their own database connections.
+    Forked jobs inherit whatever the server has already done. Without this every job pays ~0.3 s of
+    first-use work: SQLAlchemy building MLflow's ORM loaders, the model-logging path, pandas/pyarrow
+    conversions; opening the store (MLflow checks its schema) saves another ~0.05 s. LightGBM uses one
+    thread here: a fork after an OpenMP thread pool exists is unsafe. Every database connection is
+    closed before any fork, so jobs open their own.
     """
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
     from agent.config import load_settings
     from tools.tracking import make_client
+
+    engines = _mlflow_engines()
+    if engines is None:  # pooled connections could not be closed before forking: rather not rehearse
+        return
+    with tempfile.TemporaryDirectory(prefix="expagent-rehearsal-") as home:
+        try:
+            _train_tiny_runs(Path(home))
+            if tracking_uri and tracking_uri.startswith("sqlite:"):
+                settings = load_settings(home=Path(home), tracking_uri=tracking_uri)
+                make_client(settings).search_experiments(max_results=1)
+        finally:
+            for engine in list(engines.values()):
+                engine.dispose()  # closes pooled connections; jobs reuse the engine and open new ones
+
+
+def _train_tiny_runs(home: Path) -> None:
+    """Train a 3-round LightGBM and a logistic regression run into a scratch store under ``home``."""
+    from agent.config import load_settings
     from tools.trainer import run_training
 
-    with tempfile.TemporaryDirectory(prefix="expagent-rehearsal-") as home:
-        scratch = f"sqlite:///{home}/mlflow.db"
-        settings = load_settings(home=Path(home), tracking_uri=scratch)
-        base = {"dataset": "breast_cancer", "version": "1", "metric": "roc_auc", "experiment": "rehearsal"}
-        for family, params in (("lightgbm", {"n_estimators": 3}), ("logistic_regression", {})):
-            spec = TrainingSpec.model_validate(
-                {**base, "model_family": family, "params": params, "report_intermediate": True}
-            )
-            run_training(spec, settings)
-        SqlAlchemyStore._engine_map.pop(scratch).dispose()
-        if tracking_uri and tracking_uri.startswith("sqlite:"):
-            make_client(load_settings(home=Path(home), tracking_uri=tracking_uri)).search_experiments(
-                max_results=1
-            )
-            SqlAlchemyStore._engine_map[tracking_uri].dispose()
+    settings = load_settings(home=home, tracking_uri=f"sqlite:///{home}/mlflow.db")
+    base = {"dataset": "breast_cancer", "version": "1", "metric": "roc_auc", "experiment": "rehearsal"}
+    for family, params in (("lightgbm", {"n_estimators": 3}), ("logistic_regression", {})):
+        spec = TrainingSpec.model_validate(
+            {**base, "model_family": family, "params": params, "report_intermediate": True}
+        )
+        run_training(spec, settings)
+
+
+def _mlflow_engines() -> dict[str, Any] | None:
+    """Return MLflow's cache of SQLAlchemy engines (one per database URI), or None if it has none."""
+    # Private MLflow API (SqlAlchemyStore._engine_map), used only here. Why: MLflow keeps one engine
+    # per database URI, with a pool of open connections, and offers no public way to reach it; an SQLite
+    # connection must not be used across fork(), so the fork server disposes every pool before jobs
+    # fork (jobs keep the engine and the store MLflow already checked). If MLflow renames the map, this
+    # returns None and the fork server skips its rehearsal: jobs start ~0.3 s slower, nothing breaks.
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    engines = getattr(SqlAlchemyStore, "_engine_map", None)
+    return engines if isinstance(engines, dict) else None
 
 
 @contextmanager

@@ -38,6 +38,14 @@ class RunRecorder:
             self._client = make_client(self._settings)
         return self._client
 
+    def run_status(self, run_id: str) -> str | None:
+        """Return the run's MLflow status (None if it cannot be read)."""
+        try:
+            return str(self.client.get_run(run_id).info.status)
+        except Exception:  # noqa: BLE001 - a status for a message; the caller copes without it
+            log.exception("could not read run %s", run_id)
+            return None
+
     def record_failure(self, run_id: str, job_name: str, reason: str, logs: dict[str, str]) -> None:
         """Attach pod logs (once) and the failure reason; end the run FAILED unless it already ended."""
         from mlflow.entities import RunTag

@@ -167,3 +167,102 @@ def _rv(obj: Any) -> int:
         return int(obj.metadata.resource_version or 0)
     except ValueError:  # resourceVersion is opaque; a real server's values are integers in practice
         return 0
+
+
+class JobWatches:
+    """The expagent Jobs and pods of every namespace the runtime uses: one pair of watches each.
+
+    A namespace is watched from the first time a Job is created or looked up in it; Job names are unique
+    across namespaces (they derive from the MLflow run ID), so lookups by name need no namespace.
+
+    Args:
+        list_jobs: ``BatchV1Api.list_namespaced_job``.
+        list_pods: ``CoreV1Api.list_namespaced_pod``.
+        selector: Label selector of expagent's objects.
+        on_job: Callback for every Job change.
+        on_pod: Callback for every pod change.
+    """
+
+    def __init__(
+        self,
+        list_jobs: Callable[..., Any],
+        list_pods: Callable[..., Any],
+        selector: str,
+        on_job: EventHandler,
+        on_pod: EventHandler,
+    ) -> None:
+        self._list_jobs, self._list_pods, self._selector = list_jobs, list_pods, selector
+        self._on_job, self._on_pod = on_job, on_pod
+        self._lock = threading.Lock()  # guards _caches; never held while calling the API
+        self._starting = threading.Lock()  # one namespace starts at a time
+        self._caches: dict[str, tuple[WatchCache, WatchCache]] = {}
+
+    def watch(self, namespace: str) -> None:
+        """Start watching ``namespace`` unless it is watched already (raises if it cannot be listed)."""
+        with self._starting:
+            with self._lock:
+                if namespace in self._caches:
+                    return
+                jobs = WatchCache(self._list_jobs, namespace, self._selector, self._on_job)
+                pods = WatchCache(self._list_pods, namespace, self._selector, self._on_pod)
+                # Registered before the first list, so the Job events it replays can see the pods.
+                self._caches[namespace] = (jobs, pods)
+            try:
+                pods.start()
+                jobs.start()
+            except Exception:
+                with self._lock:
+                    del self._caches[namespace]
+                pods.stop()
+                jobs.stop()
+                raise
+
+    @property
+    def namespaces(self) -> list[str]:
+        """The watched namespaces, in the order they were first watched."""
+        with self._lock:
+            return list(self._caches)
+
+    def jobs_cache(self, namespace: str) -> WatchCache:
+        """Return the Job cache of a watched namespace."""
+        with self._lock:
+            return self._caches[namespace][0]
+
+    def pods_cache(self, namespace: str) -> WatchCache:
+        """Return the pod cache of a watched namespace."""
+        with self._lock:
+            return self._caches[namespace][1]
+
+    def _pairs(self) -> list[tuple[WatchCache, WatchCache]]:
+        with self._lock:
+            return list(self._caches.values())
+
+    def job(self, name: str) -> Any | None:
+        """Return the cached Job called ``name`` in any watched namespace (None if unknown)."""
+        return next((j for jobs, _ in self._pairs() if (j := jobs.get(name)) is not None), None)
+
+    def jobs(self) -> list[Any]:
+        """Return every cached Job."""
+        return [job for jobs, _ in self._pairs() for job in jobs.items()]
+
+    def pods_of(self, job_name: str) -> list[Any]:
+        """Return the cached pods of the Job called ``job_name``."""
+        return [
+            pod
+            for _, pods in self._pairs()
+            for pod in pods.items()
+            if (pod.metadata.labels or {}).get("job-name") == job_name
+        ]
+
+    def put(self, job: Any) -> None:
+        """Insert a Job we just created or read into its namespace's cache (if that is watched)."""
+        with self._lock:
+            pair = self._caches.get(job.metadata.namespace)
+        if pair is not None:
+            pair[0].put(job)
+
+    def stop(self) -> None:
+        """Stop every watch."""
+        for jobs, pods in self._pairs():
+            jobs.stop()
+            pods.stop()

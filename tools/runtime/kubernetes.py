@@ -2,7 +2,11 @@
 
 - submit: the guard checks every manifest; the Job name is derived from the MLflow run, so retries
   (5xx, timeouts) and resumes never create a second Job — a 409 means "already there" and is adopted.
-- status/wait/list: answered from one shared watch per namespace (jobs and pods), not per-job polls.
+- namespaces: each Job goes to ``spec.namespace`` (else ``settings.k8s_namespace``); a namespace is
+  watched from its first Job on. The guard rejects namespaces outside ``settings.namespaces``.
+- status/wait/list: answered from one shared watch per namespace (jobs and pods), not per-job polls. A
+  Job this runtime knew that is gone from the API (deleted by the start-grace rule, a cancel, or someone
+  else) is reported failed/cancelled with the recorded reason, never as unknown.
 - failures: pod reasons (OOMKilled, DeadlineExceeded, ImagePullBackOff, Error + exit code) land in
   ``JobInfo.reason``; pod logs become an MLflow artifact and the run ends FAILED if the trainer did not.
 - cancel: delete with foreground propagation (pods go too); the run ends KILLED with a cancellation record.
@@ -42,7 +46,7 @@ from tools.runtime.kube_status import (
     pod_waiting,
     session_of,
 )
-from tools.runtime.kube_watch import WatchCache
+from tools.runtime.kube_watch import JobWatches
 from tools.specs import CancellationRecord, JobInfo, Resources, TrainingSpec
 
 if TYPE_CHECKING:
@@ -53,6 +57,8 @@ log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 ORPHAN_GRACE_SECONDS = 60.0
+#: how long status() waits for the finalizer to record a Job that vanished before reporting it anyway.
+VANISHED_WAIT_SECONDS = 30.0
 _MAX_CAPTURED_LOG = 64_000
 
 
@@ -82,7 +88,7 @@ def describe(err: ApiException) -> str:
 
 
 class KubernetesRuntime:
-    """Runs trainer jobs as Kubernetes Jobs in ``settings.k8s_namespace``.
+    """Runs trainer jobs as Kubernetes Jobs in ``spec.namespace`` (default ``settings.k8s_namespace``).
 
     Args:
         settings: expagent settings (namespace, image, budget, tracking URI...).
@@ -120,28 +126,27 @@ class KubernetesRuntime:
         self._stuck_since: dict[str, float] = {}
         self._sessions: dict[str, str | None] = {}
         self._captured_logs: dict[str, str] = {}
-        self._context: ToolContext | None = None
+        #: the last version of every Job seen, kept after the Job is deleted (its run, labels, spec).
+        self._last_seen: dict[str, Any] = {}
+        #: why this runtime deleted a Job itself (start grace, cancel), set before the delete is sent.
+        self._deleted_by_us: dict[str, JobInfo] = {}
+        self._contexts: dict[str, ToolContext] = {}
         self._tasks: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="k8s-finalizer", daemon=True)
-        self._pods = WatchCache(self.core.list_namespaced_pod, self.namespace, MANAGED_SELECTOR, self._on_pod)
-        self._jobs = WatchCache(
-            self.batch.list_namespaced_job, self.namespace, MANAGED_SELECTOR, self._on_job
-        )
+        self._watches = JobWatches(
+            self.batch.list_namespaced_job, self.core.list_namespaced_pod, MANAGED_SELECTOR,
+            self._on_job, self._on_pod,
+        )  # fmt: skip
         warning = tracking_reachability_warning(settings, api_client)
         if warning:
             log.warning(warning)
             self.notices.append(warning)
         self._worker.start()
         try:
-            self._pods.start()
-            self._jobs.start()
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+            self._watch_namespace(self.namespace)
+        except KubernetesUnavailable:
             self.close()
-            detail = describe(err) if isinstance(err, ApiException) else str(err)
-            host = api_client.configuration.host
-            raise KubernetesUnavailable(
-                f"cannot list Jobs and pods in namespace {self.namespace!r} at {host}: {detail}"
-            ) from err
+            raise
         self._tasks.put(self._reconcile_all)
 
     @classmethod
@@ -150,8 +155,20 @@ class KubernetesRuntime:
         return cls(settings, load_api_client(settings))
 
     def bind_context(self, ctx: ToolContext) -> None:
-        """Use ``ctx`` (its session approvals) when the guard checks manifests."""
-        self._context = ctx
+        """Use ``ctx`` (its approvals) when the guard checks the manifests of ``ctx.session_id``'s jobs."""
+        with self._changed:
+            self._contexts[ctx.session_id] = ctx
+
+    def _watch_namespace(self, namespace: str) -> None:
+        """Watch ``namespace``'s expagent Jobs and pods from now on (KubernetesUnavailable if it cannot)."""
+        try:
+            self._watches.watch(namespace)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+            detail = describe(err) if isinstance(err, ApiException) else str(err)
+            host = self._api_client.configuration.host
+            raise KubernetesUnavailable(
+                f"cannot list Jobs and pods in namespace {namespace!r} at {host}: {detail}"
+            ) from err
 
     # ---- submit -------------------------------------------------------------------------------
 
@@ -163,18 +180,26 @@ class KubernetesRuntime:
         if name in self._outcomes:
             return self._outcomes[name]
         try:
-            existing = self._jobs.get(name)
+            existing = self._watches.job(name)
             if existing is not None:
                 return self._adopt(existing, spec.run_id)
             manifest = job_manifest(spec, self.settings)
-            self._check_policy(manifest, spec)
+            self._check_policy(manifest, spec)  # before anything is watched or created in its namespace
+            self._watch_for_submit(manifest["metadata"]["namespace"])
             job = self._create(manifest, spec.run_id)
         except KubernetesSubmitError as err:
             self.runs.record_submit_failure(spec.run_id, str(err))
             raise
-        self._jobs.put(job)
+        self._seen(job)
+        self._watches.put(job)
         self._notify()
         return self.status(name)
+
+    def _watch_for_submit(self, namespace: str) -> None:
+        try:
+            self._watch_namespace(namespace)
+        except KubernetesUnavailable as err:
+            raise KubernetesSubmitError(str(err)) from err
 
     def _check_policy(self, manifest: dict[str, Any], spec: TrainingSpec) -> None:
         from tools.policy import check_manifest
@@ -184,8 +209,10 @@ class KubernetesRuntime:
             raise ManifestRejected(verdict.rule, verdict.reason)
 
     def _guard_context(self, spec: TrainingSpec) -> ToolContext:
-        if self._context is not None:
-            return self._context
+        with self._changed:
+            bound = self._contexts.get(spec.session_id or "")
+        if bound is not None:
+            return bound
         from tools.context import ToolContext
 
         return ToolContext(
@@ -196,17 +223,17 @@ class KubernetesRuntime:
         )
 
     def _create(self, manifest: dict[str, Any], run_id: str) -> Any:
-        name = manifest["metadata"]["name"]
+        name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
         last_error = ""
         for attempt in range(1, self.max_attempts + 1):
             try:
                 body = cast(Any, manifest)  # send exactly the dict the guard checked
                 return self.batch.create_namespaced_job(
-                    self.namespace, body, _request_timeout=self.request_timeout
+                    namespace, body, _request_timeout=self.request_timeout
                 )
             except ApiException as err:
                 if err.status == 409:
-                    return self._adopt_by_name(name, run_id)
+                    return self._adopt_by_name(name, run_id, namespace)
                 if err.status not in RETRYABLE_STATUS:
                     raise KubernetesSubmitError(f"creating Job {name} failed: {describe(err)}") from err
                 last_error = describe(err)
@@ -214,7 +241,7 @@ class KubernetesRuntime:
                 last_error = f"{type(err).__name__}: {err}"  # the Job may or may not have been stored
             log.info("creating Job %s failed (attempt %d): %s", name, attempt, last_error)
             self._pause(attempt)
-            existing = self._find(name)
+            existing = self._find(name, namespace)
             if existing is not None:
                 return self._adopt_obj(existing, run_id)
         raise KubernetesSubmitError(
@@ -224,23 +251,46 @@ class KubernetesRuntime:
     def _pause(self, attempt: int) -> None:
         time.sleep(self.backoff_seconds * 2 ** (attempt - 1) * (0.5 + random.random()))
 
-    def _find(self, name: str) -> Any | None:
-        """Return the Job from the watch cache, else from one GET (None if absent or unreachable)."""
-        cached = self._jobs.get(name)
+    def _find(self, name: str, namespace: str | None = None) -> Any | None:
+        """Return the Job from the watch caches, else from a GET in ``namespace`` (or each namespace it
+        may be in); None if absent or unreachable. A Job found by GET has its namespace watched."""
+        cached = self._watches.job(name)
         if cached is not None:
             return cached
+        for candidate in [namespace] if namespace else self._candidate_namespaces(name):
+            job = self._read(name, candidate)
+            if job is not None:
+                self._adopt_namespace(job)
+                return job
+        return None
+
+    def _candidate_namespaces(self, name: str) -> list[str]:
+        last = self._last_seen.get(name)
+        known = [last.metadata.namespace] if last is not None else []
+        return list(dict.fromkeys([*known, *self._watches.namespaces, *self.settings.namespaces]))
+
+    def _read(self, name: str, namespace: str) -> Any | None:
         try:
-            return self.batch.read_namespaced_job(name, self.namespace, _request_timeout=self.request_timeout)
+            return self.batch.read_namespaced_job(name, namespace, _request_timeout=self.request_timeout)
         except ApiException as err:
             if err.status != 404:
-                log.info("reading Job %s failed: %s", name, describe(err))
+                log.info("reading Job %s in %s failed: %s", name, namespace, describe(err))
             return None
         except (urllib3.exceptions.HTTPError, OSError) as err:
-            log.info("reading Job %s failed: %s", name, err)
+            log.info("reading Job %s in %s failed: %s", name, namespace, err)
             return None
 
-    def _adopt_by_name(self, name: str, run_id: str) -> Any:
-        existing = self._find(name)
+    def _adopt_namespace(self, job: Any) -> None:
+        """Watch the namespace of a Job found by GET, so its changes reach the cache from now on."""
+        self._seen(job)
+        try:
+            self._watch_namespace(job.metadata.namespace)
+        except KubernetesUnavailable as err:
+            log.warning("%s; Job %s is followed by GET only", err, job.metadata.name)
+        self._watches.put(job)
+
+    def _adopt_by_name(self, name: str, run_id: str, namespace: str) -> Any:
+        existing = self._find(name, namespace)
         if existing is None:
             raise KubernetesSubmitError(f"the API said Job {name} already exists, but it cannot be read")
         return self._adopt_obj(existing, run_id)
@@ -259,20 +309,54 @@ class KubernetesRuntime:
     # ---- status -------------------------------------------------------------------------------
 
     def status(self, job_id: str) -> JobInfo:
-        """Return the job's state from the watch cache (one GET only for a Job the watch never saw)."""
+        """Return the job's state from the watch cache (one GET only for a Job the watch never saw).
+
+        A Job this runtime submitted or saw that is gone from the API is reported as it ended (failed or
+        cancelled, with the reason); only a Job it never knew raises KeyError.
+        """
         with self._changed:
             outcome = self._outcomes.get(job_id)
         if outcome is not None:
             return outcome
-        job = self._jobs.get(job_id)
+        job = self._find(job_id)
         if job is None:
-            job = self._find(job_id)
-            if job is None:
-                raise KeyError(f"no Kubernetes Job {job_id!r} in namespace {self.namespace!r}")
+            return self._vanished(job_id)
         return job_info(job, self._job_pods(job_id))
 
     def _job_pods(self, name: str) -> list[Any]:
-        return [p for p in self._pods.items() if (p.metadata.labels or {}).get("job-name") == name]
+        return self._watches.pods_of(name)
+
+    def _seen(self, job: Any) -> None:
+        with self._changed:
+            self._last_seen[job.metadata.name] = job
+
+    def _vanished(self, name: str) -> JobInfo:
+        """Return the outcome of a known Job that is gone from the API, once it is recorded in MLflow."""
+        with self._changed:
+            last = self._last_seen.get(name)
+            if last is None:
+                namespaces = ", ".join(self._candidate_namespaces(name))
+                raise KeyError(f"no Kubernetes Job {name!r} in namespaces {namespaces}")
+            busy = name in self._outcomes or name in self._finalizing or name in self._cancelling
+            if not busy:  # deleted behind our back and the watch has not told us yet
+                self._finalizing.add(name)
+                self._tasks.put(lambda: self._finalize_lost(last))
+            if threading.current_thread() is not self._worker:  # the worker records it: never wait there
+                self._changed.wait_for(lambda: name in self._outcomes, VANISHED_WAIT_SECONDS)
+            outcome = self._outcomes.get(name)
+        return outcome if outcome is not None else self._provisional(name, last)
+
+    def _provisional(self, name: str, last: Any) -> JobInfo:
+        """Return how a vanished Job ended while its outcome is still being recorded."""
+        with self._changed:
+            decided = self._deleted_by_us.get(name)
+        if decided is not None:
+            return decided
+        info = job_info(last, [])
+        status = self.runs.run_status(info.run_id) if info.run_id else None
+        state = "failed" if status == "FAILED" else "cancelled"
+        reason = f"the Job was deleted before it finished (MLflow run status: {status or 'unknown'})"
+        return info.model_copy(update={"state": state, "reason": reason, "finished_at": datetime.now(UTC)})
 
     def wait(self, job_ids: list[str], timeout: float | None = None) -> list[JobInfo]:
         """Block until one of ``job_ids`` is done (and recorded in MLflow) or ``timeout`` passes."""
@@ -291,7 +375,7 @@ class KubernetesRuntime:
         """List the expagent Jobs in the namespace (only ``session_id``'s when given)."""
         wanted = label_value(session_id) if session_id else None
         with self._changed:
-            names = {j.metadata.name for j in self._jobs.items()} | set(self._outcomes)
+            names = {j.metadata.name for j in self._watches.jobs()} | set(self._outcomes)
             names = {n for n in names if wanted is None or self._sessions.get(n) == wanted}
         infos = []
         for name in sorted(names):
@@ -312,13 +396,14 @@ class KubernetesRuntime:
                 return "\n".join(captured.splitlines()[-tail_lines:])
             self.status(job_id)  # KeyError for an unknown job
             return f"(job {job_id} has no pods: they have not been created yet or were already deleted)"
-        return self._read_log(pod.metadata.name, tail_lines)
+        return self._read_log(pod, tail_lines)
 
-    def _read_log(self, pod_name: str, tail_lines: int | None = None) -> str:
+    def _read_log(self, pod: Any, tail_lines: int | None = None) -> str:
+        pod_name = pod.metadata.name
         try:
             text: str = self.core.read_namespaced_pod_log(
                 pod_name,
-                self.namespace,
+                pod.metadata.namespace,
                 container=CONTAINER_NAME,
                 tail_lines=tail_lines,
                 _request_timeout=self.request_timeout,
@@ -335,14 +420,21 @@ class KubernetesRuntime:
 
     def _stop(self, job_id: str, reason: str, cancelled_by: str, kind: Any) -> JobInfo:
         info = self.status(job_id)
+        now = datetime.now(UTC)
+        final = info.model_copy(update={"state": "cancelled", "reason": reason, "finished_at": now})
         with self._changed:
             if info.done or job_id in self._cancelling:
                 return info
             self._cancelling.add(job_id)
-        job = self._jobs.get(job_id)
-        self._delete_job(job_id, "Foreground")
-        now = datetime.now(UTC)
-        final = info.model_copy(update={"state": "cancelled", "reason": reason, "finished_at": now})
+            self._deleted_by_us[job_id] = final
+            job = self._last_seen.get(job_id)
+        try:
+            self._delete_job(job_id, info.namespace or self.namespace, "Foreground")
+        except Exception:
+            with self._changed:  # not deleted: a later cancel must try again
+                self._cancelling.discard(job_id)
+                self._deleted_by_us.pop(job_id, None)
+            raise
         record = CancellationRecord(
             run_id=info.run_id,
             job_id=job_id,
@@ -360,12 +452,12 @@ class KubernetesRuntime:
             self._record_outcome(final)
         return final
 
-    def _delete_job(self, name: str, propagation: str) -> None:
+    def _delete_job(self, name: str, namespace: str, propagation: str) -> None:
         body = client.V1DeleteOptions(propagation_policy=propagation)
         for attempt in range(1, self.max_attempts + 1):
             try:
                 self.batch.delete_namespaced_job(
-                    name, self.namespace, body=body, _request_timeout=self.request_timeout
+                    name, namespace, body=body, _request_timeout=self.request_timeout
                 )
                 return
             except ApiException as err:
@@ -388,7 +480,7 @@ class KubernetesRuntime:
         """
         wanted = label_value(session_id) if session_id else None
         infos = []
-        for job in self._jobs.items():
+        for job in self._watches.jobs():
             if wanted is not None and session_of(job) != wanted:
                 continue
             name = job.metadata.name
@@ -407,6 +499,7 @@ class KubernetesRuntime:
         name = job.metadata.name
         with self._changed:
             self._sessions[name] = session_of(job)
+            self._last_seen[name] = job
             known = name in self._outcomes or name in self._finalizing or name in self._cancelling
             if not known and event_type == "DELETED" and not is_finished(job):
                 self._finalizing.add(name)
@@ -434,7 +527,7 @@ class KubernetesRuntime:
 
     def _finalize_failed(self, job: Any) -> None:
         name = job.metadata.name
-        pods = self._fresh_pods(name)
+        pods = self._fresh_pods(name, job.metadata.namespace)
         info = job_info(job, pods)
         try:
             if self._tracked(job) and info.run_id:
@@ -443,11 +536,11 @@ class KubernetesRuntime:
         finally:
             self._record_outcome(info)
 
-    def _fresh_pods(self, name: str) -> list[Any]:
+    def _fresh_pods(self, name: str, namespace: str) -> list[Any]:
         """List the Job's pods from the API (the pod watch may lag the Job's); the cache on error."""
         try:
             pods: list[Any] = self.core.list_namespaced_pod(
-                self.namespace, label_selector=f"job-name={name}", _request_timeout=self.request_timeout
+                namespace, label_selector=f"job-name={name}", _request_timeout=self.request_timeout
             ).items
             return pods or self._job_pods(name)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:
@@ -458,7 +551,7 @@ class KubernetesRuntime:
         logs: dict[str, str] = {}
         for pod in pods:
             try:
-                logs[pod.metadata.name] = self._read_log(pod.metadata.name)
+                logs[pod.metadata.name] = self._read_log(pod)
             except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:
                 logs[pod.metadata.name] = f"(could not read the pod log: {err})\n"
         if not logs:
@@ -475,11 +568,13 @@ class KubernetesRuntime:
         try:
             if self._tracked(job) and info.run_id:
                 self.runs.record_lost(info.run_id, name, reason)
+                if self.runs.run_status(info.run_id) == "FINISHED":  # it had finished: the trainer said so
+                    info = info.model_copy(update={"state": "succeeded", "reason": None})
         finally:
             self._record_outcome(info)
 
     def _fail_stuck(self, name: str) -> None:
-        job = self._jobs.get(name)
+        job = self._watches.job(name)
         if job is None:
             return
         info = job_info(job, self._job_pods(name))
@@ -490,8 +585,9 @@ class KubernetesRuntime:
         )
         with self._changed:
             self._finalizing.add(name)
+            self._deleted_by_us[name] = final  # what status() reports until the outcome is recorded
         try:
-            self._delete_job(name, "Background")
+            self._delete_job(name, job.metadata.namespace, "Background")
             if self._tracked(job) and info.run_id:
                 self.runs.record_failure(info.run_id, name, reason, {})
         finally:
@@ -555,8 +651,7 @@ class KubernetesRuntime:
         """Stop the watches and the finalizer (pending finalizations finish first)."""
         self._tasks.put(None)
         self._worker.join(timeout=30)
-        self._jobs.stop()
-        self._pods.stop()
+        self._watches.stop()
         self._api_client.close()
 
     def __enter__(self) -> KubernetesRuntime:

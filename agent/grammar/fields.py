@@ -1,0 +1,263 @@
+"""Request rules for every field but the dataset and the data location.
+
+Secrets, the objective, experiment, namespace, search space, params, budget, parallelism, stopping,
+trials, runtime, model family and metric: one ``take_*`` rule each, in ``agent.grammar.intake``'s order.
+"""
+
+from __future__ import annotations
+
+import re
+
+from agent.grammar.scanner import Findings, Scanner, strip_trailing_punct
+from agent.grammar.vocabulary import (
+    ANY_FAMILY,
+    ANY_METRIC,
+    FLAGS,
+    METRIC_SYNONYMS,
+    NUMBER,
+    OBJECTIVE,
+    RESERVED,
+    SUPPORTED_FAMILIES,
+    UNSUPPORTED_FAMILIES,
+    UNSUPPORTED_METRICS,
+    VERSION_KEYS,
+    family_of,
+    metric_of,
+    parse_number,
+    parse_value,
+)
+
+_SENSITIVE: tuple[tuple[str, str], ...] = (
+    ("a password or key", r"\b(?:password|passwd|pwd|token|secret|api[_-]?key)\s*(?:=|:|is)\s*[^\s\x00]+"),
+    ("an email address", r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"),
+    (
+        "a secret-looking token",
+        r"\b(?:sk|pk|rk)-[\w-]{10,}|\bAKIA[0-9A-Z]{12,}\b|\bgh[pousr]_\w{20,}|\bxox[abpr]-[\w-]{10,}",
+    ),
+    ("a card number", r"\b(?:\d{4}[\s-]){3}\d{4}\b|\b\d{16}\b"),
+    ("a phone number", r"\+\d[\d\s().-]{7,}\d|\(\d{3}\)\s*\d{3}[\s.-]\d{4}\b|\b\d{3}[.-]\d{3}[.-]\d{4}\b"),
+)
+_QUOTED_NAME = r"['\"“‘`](?P<name>[^'\"”’`]+)['\"”’`]"
+_EXPERIMENT_LEAD = r"(?<![\w-])(?:mlflow\s+)?experiment(?:\s+name)?(?:\s*[=:]\s*|\s+(?:named\s+|called\s+)?)"
+_EXPERIMENT_NAMES = (
+    _EXPERIMENT_LEAD + _QUOTED_NAME,
+    _EXPERIMENT_LEAD + r"(?P<name>[\w][\w.\-/]*)",
+    r"\b(?:in|to|under)\s+(?:the\s+)?(?P<name>[\w][\w.-]*)\s+(?:mlflow\s+)?experiment\b",
+)
+_NAMESPACE = r"(?P<name>[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)"
+_NAMESPACE_NAMES = (
+    rf"\b(?:(?:k8s|kubernetes)\s+)?namespace\s*(?:named\s+|called\s+|=\s*|:\s*)?['\"]?{_NAMESPACE}['\"]?",
+    rf"\b(?:in\s+)?(?:the\s+)?['\"]?{_NAMESPACE}['\"]?\s+namespace\b",
+)
+_PER_RUN = r"(?:\s+(?:per|each|a)\s+(?:run|trial|job))?"
+_PARALLELISM = (
+    rf"\b(?P<n>{NUMBER})\s+(?:(?:trials?|jobs?|runs?|workers?)\s+)?(?:in\s+parallel|at\s+(?:a|one)\s+time|at\s+once|concurrent(?:ly)?|simultaneous(?:ly)?|parallel(?:\s+(?:jobs?|trials?|runs?|workers?))?)\b",
+    rf"\b(?:parallelism|concurrency|max[\s_]concurrent(?:[\s_]jobs)?|n_jobs|workers)\s*(?:of|=|:|is)?\s*(?P<n>{NUMBER})\b",
+)
+_PATIENCE = (
+    rf"\bstop(?:ping)?\s+(?:early\s+)?(?:after|if|when|once)\s+(?:there\s+(?:are|is|have\s+been)\s+)?(?P<n>{NUMBER})\s+(?:consecutive\s+)?(?:trials?|rounds?|iterations?)\s+(?:with(?:out)?\s+(?:any\s+)?improvement|without\s+improving|of\s+no\s+improvement|w/o\s+improvement)",
+    rf"\bpatience\s*(?:of|=|:|is)?\s*(?P<n>{NUMBER})(?:\s+trials?)?",
+    rf"\b(?P<n>{NUMBER})\s+trials?\s+(?:without|with\s+no|of\s+no)\s+improvement",
+)
+_TARGET = (
+    rf"\b(?:until|till|once|when|stop\s+(?:at|when|once))\s+(?:the\s+)?(?:(?P<metric>{ANY_METRIC})\s+|(?:it|score|metric)\s+)?"
+    rf"(?:reaches|hits|is\s+(?:at\s+least|above|over)|>=?|exceeds|gets\s+(?:to|above))\s*(?P<v>{NUMBER})",
+    rf"\btarget(?:\s+(?:of|value|score))?\s*(?:(?P<metric>{ANY_METRIC})\s*)?(?:=|:|of)?\s*(?P<v>\d*\.\d+|\d+)\b",
+)
+_WALL_CLOCK = (
+    rf"\b(?:at\s+most|max(?:imum)?|within|under|no\s+more\s+than|up\s+to|limit(?:ed)?\s+(?:to|of)|"
+    rf"wall[\s-]?clock(?:\s+(?:limit|time|budget))?(?:\s+of)?|time\s+(?:limit|budget)(?:\s+of)?|for)\s*"
+    rf"(?P<n>{NUMBER})\s*(?P<unit>minutes?|mins?|m|hours?|hrs?|h|seconds?|secs?|s)\b"
+)
+_TRIAL_KIND = r"(?:optuna\s+|tuning\s+|hyperparameter\s+|hpo\s+|random\s+search\s+|tpe\s+)?"
+_TRIAL_COUNT = (
+    rf"\b(?:(?:max(?:imum)?|at\s+most|up\s+to)\s+)?(?P<n>{NUMBER})\s+(?:more\s+)?{_TRIAL_KIND}trials?\b"
+)
+_NO_TUNING = (
+    r"\b(?:(?:a\s+)?baseline\s+only|only\s+(?:a\s+|the\s+)?baseline|just\s+(?:a\s+|the\s+)?baseline|no\s+tuning"
+    r"|without\s+tuning|skip\s+(?:the\s+)?tuning|don'?t\s+tune|do\s+not\s+tune|zero\s+trials)\b"
+)
+_RUNTIMES = (
+    (
+        "kubernetes",
+        r"\b(?:on\s+|in\s+|via\s+|using\s+|as\s+(?:a\s+)?)?(?:the\s+|a\s+)?"
+        r"(?:kubernetes|k8s|eks|cluster)(?:\s+(?:jobs?|cluster))?\b",
+    ),
+    (
+        "local",
+        r"\blocally\b|\b(?:on|in)\s+(?:my\s+|this\s+|the\s+)?(?:machine|laptop|local\s*host|workstation)\b"
+        r"|\blocal(?:\s+(?:runtime|process(?:es)?))?\b",
+    ),
+)
+
+
+def take_sensitive(sc: Scanner, p: Findings) -> None:
+    """Drop secrets and personal data so no later rule (or the not-understood list) repeats them."""
+    for label, pattern in _SENSITIVE:
+        for match in sc.find(pattern):
+            sc.take(match)
+            p.redactions.append((*match.span(), "[redacted]"))
+            p.note_once(f"ignored {label} in the message (never needed for training, not repeated)")
+
+
+def take_objective(sc: Scanner, p: Findings) -> None:
+    """Consume what the model predicts: "to predict deployment failures" is not a request to deploy."""
+    sc.take_all(OBJECTIVE)
+
+
+def take_experiment(sc: Scanner, p: Findings) -> None:
+    """Read the MLflow experiment name ("experiment 'churn'", "in the smoke experiment")."""
+    name = _first_name(sc, _EXPERIMENT_NAMES)
+    if name:
+        p.set("experiment", name)
+
+
+def take_namespace(sc: Scanner, p: Findings) -> None:
+    """Read the Kubernetes namespace ("namespace ml-team", "in the ml-team namespace")."""
+    name = _first_name(sc, _NAMESPACE_NAMES)
+    if name:
+        p.set("namespace", name)
+
+
+def _first_name(sc: Scanner, patterns: tuple[str, ...]) -> str | None:
+    """Consume and return the first usable ``name`` group of ``patterns`` (tried in order)."""
+    for pattern in patterns:
+        for match in sc.find(pattern):
+            name = strip_trailing_punct(match["name"])
+            if name and name.lower() not in RESERVED:
+                sc.take(match)
+                return name
+    return None
+
+
+def take_search_space(sc: Scanner, p: Findings) -> None:
+    """Read search-space overrides: ranges ("lr in [0.01, 0.1]") and choices ("depth in {3,5}")."""
+    key = r"(?:(?:search|tune|vary|explore|sweep)\s+)?(?P<key>[a-z_][a-z0-9_]*)"
+    ranges = (
+        rf"{key}\s+(?:in|over|within|from|between)\s*[\[(]\s*(?P<a>{NUMBER})\s*,\s*(?P<b>{NUMBER})\s*[\])]",
+        rf"{key}\s+(?:between|from)\s+(?P<a>{NUMBER})\s+(?:and|to)\s+(?P<b>{NUMBER})",
+    )
+    for pattern in ranges:
+        for match in sc.find(pattern):
+            sc.take(match)
+            low, high = sorted((parse_value(match["a"]), parse_value(match["b"])))
+            p.draft["search_space"][match["key"]] = {"low": low, "high": high}
+    for match in sc.find(rf"{key}\s+(?:in|among|from)\s*\{{(?P<choices>[^}}]*)\}}"):
+        sc.take(match)
+        choices = [parse_value(c.strip()) for c in match["choices"].split(",") if c.strip()]
+        p.draft["search_space"][match["key"]] = {"choices": choices}
+
+
+def take_seed_and_params(sc: Scanner, p: Findings) -> None:
+    """Read the seed, ``n_trials=N`` and ``key=value`` training parameters."""
+    seed = sc.first(r"\b(?:random[\s_]?)?seed\s*(?:of|=|:|is|to)?\s*(?P<n>\d+)\b")
+    if seed:
+        p.set("seed", int(seed["n"]))
+    trials = sc.first(r"\bn_trials\s*=\s*(?P<n>\d+)\b")
+    if trials:
+        p.set("trials", int(trials["n"]))
+    for match in sc.find(r"\b(?P<key>[a-z_][a-z0-9_]*)\s*=\s*(?P<value>[^\s,;\x00]+)"):
+        if match["key"].lower() in VERSION_KEYS:
+            continue  # "version=2" is the dataset version (``agent.grammar.datasets``)
+        sc.take(match)
+        p.draft["params"][match["key"]] = parse_value(strip_trailing_punct(match["value"]))
+
+
+def take_budget(sc: Scanner, p: Findings) -> None:
+    """Read compute budget (CPU/GPU hours) and per-run resources (GPUs, CPUs, memory)."""
+    lead = (
+        r"(?:(?:a\s+|total\s+|compute\s+)?budget\s+(?:of\s+|is\s+|=\s*|:\s*)?"
+        r"|within\s+|up\s+to\s+|at\s+most\s+|max(?:imum)?\s+|under\s+)?"
+    )
+    unit = r"(?P<kind>cpu|gpu|core)s?[\s-]?(?P<unit>hours?|hrs?|h|minutes?|mins?)\b"
+    for match in sc.find(rf"\b{lead}(?P<n>{NUMBER})\s*{unit}"):
+        sc.take(match)
+        hours = parse_number(match["n"]) / (60 if match["unit"].lower().startswith("m") else 1)
+        p.set("gpu_hours" if match["kind"].lower() == "gpu" else "cpu_hours", hours)
+    for match in sc.find(rf"\b(?:with\s+|using\s+|on\s+)?(?P<n>{NUMBER})\s*(?:x\s*)?gpus?\b{_PER_RUN}"):
+        sc.take(match)
+        p.set("gpus_per_run", int(parse_number(match["n"])))
+    for match in sc.find(rf"\b(?:with\s+|using\s+)?(?P<n>{NUMBER})\s*(?:v?cpus?|cores?)\b{_PER_RUN}"):
+        sc.take(match)
+        p.set("cpus_per_run", parse_number(match["n"]))
+    memory = rf"(?P<n>\d+(?:\.\d+)?)\s*(?:gb|gib|g)\b(?:\s+(?:of\s+)?(?:memory|ram|mem))?{_PER_RUN}"
+    for match in sc.find(rf"\b(?:(?:memory|ram|mem)\s*(?:of|=|:)?\s*)?{memory}"):
+        sc.take(match)
+        p.set("memory_gb_per_run", parse_number(match["n"]))
+
+
+def take_parallelism(sc: Scanner, p: Findings) -> None:
+    """Read how many trials may run at once ("3 in parallel", "concurrency 2")."""
+    _take_counts(sc, p, "parallelism", _PARALLELISM)
+
+
+def take_stopping(sc: Scanner, p: Findings) -> None:
+    """Read stopping rules: patience, a target score and a wall-clock limit."""
+    _take_counts(sc, p, "patience", _PATIENCE)
+    for pattern in _TARGET:
+        match = sc.first(pattern)
+        if match:
+            p.set("target", parse_number(match["v"]))
+            if match["metric"]:
+                p.set("metric", metric_of(match["metric"]))
+    match = sc.first(_WALL_CLOCK)
+    if match:
+        unit = match["unit"].lower()
+        scale = 60.0 if unit.startswith("h") else (1 / 60 if unit.startswith("s") else 1.0)
+        p.set("wall_minutes", parse_number(match["n"]) * scale)
+
+
+def _take_counts(sc: Scanner, p: Findings, key: str, patterns: tuple[str, ...]) -> None:
+    """Set ``key`` to the whole number in group ``n`` of the first match of each pattern."""
+    for pattern in patterns:
+        match = sc.first(pattern)
+        if match:
+            p.set(key, int(parse_number(match["n"])))
+
+
+def take_trials(sc: Scanner, p: Findings) -> None:
+    """Read the number of tuning trials ("20 trials"), or zero for "baseline only" / "no tuning"."""
+    match = sc.first(_TRIAL_COUNT)
+    if match:
+        p.set("trials", int(parse_number(match["n"])))
+    if sc.first(_NO_TUNING):
+        p.set("trials", 0)
+
+
+def take_runtime(sc: Scanner, p: Findings) -> None:
+    """Read where jobs run: Kubernetes ("on the cluster", "k8s") or locally."""
+    for runtime, pattern in _RUNTIMES:
+        for match in sc.find(pattern):
+            sc.take(match)
+            p.set("runtime", runtime)
+
+
+def take_family_and_metric(sc: Scanner, p: Findings) -> None:
+    """Read the model family and the primary metric; name unsupported ones back with the supported list."""
+    for match in sc.find(rf"\b(?:{ANY_FAMILY})\b(?:\s+(?:model|classifier|regressor))?"):
+        family = family_of(re.sub(r"\s+(?:model|classifier|regressor)$", "", sc.take(match), flags=FLAGS))
+        if p.draft.get("model_family") not in (None, family):
+            p.notes.append(f"only one model family per request: kept {p.draft['model_family']}, not {family}")
+        else:
+            p.set("model_family", family)
+    for match in sc.find(rf"\b(?:{UNSUPPORTED_FAMILIES})\b"):
+        p.notes.append(
+            f"{sc.take(match)} is not a supported model family (supported: {', '.join(SUPPORTED_FAMILIES)})"
+        )
+    for match in sc.find(rf"\b(?:{ANY_METRIC})\b"):
+        metric = metric_of(sc.take(match))
+        if p.draft.get("metric") not in (None, metric):
+            p.notes.append(f"one primary metric per request: kept {p.draft['metric']}, not {metric}")
+        else:
+            p.set("metric", metric)
+    for match in sc.find(rf"\b(?:{UNSUPPORTED_METRICS})\b"):
+        p.notes.append(
+            f"{sc.take(match)} is not a supported metric (supported: {', '.join(METRIC_SYNONYMS)})"
+        )
+
+
+def baseline_means_no_tuning(sc: Scanner, p: Findings) -> None:
+    """Set zero trials for "a lightgbm baseline" with no trial count and no word of tuning."""
+    mentions_tuning = re.search(r"\btun(?:e|ing)\b|\bsweep\b|\bsearch\b", sc.text, FLAGS)
+    if p.draft.get("trials") is None and re.search(r"\bbaseline\b", sc.work, FLAGS) and not mentions_tuning:
+        p.draft["trials"] = 0

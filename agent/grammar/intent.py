@@ -1,0 +1,136 @@
+"""What a message asks for once its request fields are read: forbidden, cancel, question, experiment.
+
+Benign twins of forbidden requests stay benign: a negated action ("don't deploy it") is consumed
+without counting, and what the model predicts ("predict deployment failures") was consumed earlier
+by ``take_objective``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from agent.grammar.locations import place_locations
+from agent.grammar.scanner import Findings, Scanner
+from agent.grammar.vocabulary import (
+    ANY_METRIC,
+    CANCEL,
+    EXPERIMENT_VERBS,
+    FLAGS,
+    FORBIDDEN_PHRASES,
+    NEGATION,
+    RAW_DATA,
+)
+from agent.state import ForbiddenAction, Intent
+
+# An intent, or "fields_only": the message only supplied request fields (merged by ``agent.offline``).
+Reading = Intent | Literal["fields_only"]
+
+_QUESTION_OPENING = re.compile(
+    r"^\s*(?:(?:what|how)\b(?!\s+about\b)|(?:which|who|when|where|why)\b"
+    r"|(?:show(?:ing)?|list(?:ing)?|describ(?:e|ing)|compar(?:e|ing)|summari[sz](?:e|ing)|display(?:ing)?"
+    r"|explain(?:ing)?|(?:tell|give)(?:ing)?\s+(?:me|us)|let\s+(?:me|us)\s+(?:know|see))\b)",
+    FLAGS,
+)
+# Asking to see something only counts after a polite lead ("I'd like to see run X", "can we look at").
+_ASK_TO_SEE = re.compile(r"^\s*(?:see|know|look\s+(?:at|up)|pull\s+up|find\s+out)\b", FLAGS)
+# Courtesy around a request: greetings, "please", "could you", "would you mind", "I'd like to", "do you
+# know". Stripped (repeatedly) from the start of a sentence before looking for a question opening.
+_POLITE_LEAD = re.compile(
+    r"^\s*(?:(?:hi|hey|hello|thanks|thank\s+you|ok(?:ay)?|so|also|quick\s+question|one\s+more\s+thing)\b[\s,!.:;-]*"
+    r"|(?:please|pls|plz|kindly|just|maybe|perhaps|possibly|quickly)\b[\s,]*"
+    r"|(?:could|can|would|will)\s+(?:you|u|someone|we|i)(?:\s+(?:mind|be\s+able\s+to|help\s+me(?:\s+to)?))?\b"
+    r"|do\s+you\s+mind\b|is\s+it\s+possible\s+to\b"
+    r"|(?:i'?d|i\s+would|we'?d|we\s+would)\s+(?:like|love)\s+(?:you\s+)?to\b"
+    r"|(?:i|we)\s+(?:want|need|wanted)\s+(?:you\s+)?to\b"
+    r"|(?:i'?m|i\s+am|we'?re)\s+(?:curious|wondering)(?:\s+(?:about|if|whether))?\b"
+    r"|i\s+wonder(?:\s+(?:if|whether))?\b|(?:do|would)\s+you\s+(?:happen\s+to\s+)?know(?:\s+(?:if|whether))?\b"
+    r"|help\s+me(?:\s+to)?\b)",
+    FLAGS,
+)
+_QUESTION_CUES = re.compile(
+    r"^\s*(?:is|are|did|does|do|was|were|find|get|check|fetch|look)\b|\b(?:best|highest|lowest|top|worst|compare"
+    r"|versus|vs)\b",
+    FLAGS,
+)
+_DOMAIN_NOUNS = re.compile(
+    rf"\b(?:runs?|experiments?|datasets?|data|models?|trials?|baseline|results?|scores?|catalog|metrics?)\b|\b[0-9a-f]{{32}}\b|\b(?:{ANY_METRIC})\b",
+    FLAGS,
+)
+_CLAUSE_SPLIT = re.compile(r"(?<=[.!?;:,])\s+|\n+|\s+[—–-]+\s+")
+
+
+def classify(sc: Scanner, p: Findings) -> Reading:
+    """Return the intent of the message after the request rules consumed their fields.
+
+    Precedence: forbidden > training on raw data > cancel > question opening ("what/which/show ...",
+    also inside polite wrappers) > experiment verb > question asked later or other question cues >
+    bare request fields > unknown.
+    """
+    forbidden = _forbidden_action(sc)
+    if forbidden is not None:
+        p.draft["forbidden_action"] = forbidden
+        return "forbidden"
+    experiment_verb = sc.take_all(EXPERIMENT_VERBS)
+    cancel = sc.take_all(CANCEL)
+    raw = sc.take_all(RAW_DATA)
+    about_runs = _DOMAIN_NOUNS.search(sc.text) is not None or bool(p.draft.get("dataset"))
+    question = about_runs and asks_question(sc.text, sc.work, experiment_verb)
+    place_locations(sc, p, training=not (question or cancel))
+    has_fields = any(v not in (None, {}, []) for v in p.draft.values())
+    raw_request = p.draft.get("dataset_uri") or (raw and not question)
+    if raw_request and (experiment_verb or (has_fields and not cancel)):
+        p.draft["forbidden_action"] = "raw_data"
+        return "forbidden"
+    if cancel:
+        return "cancel"
+    if question:
+        return "question"
+    if experiment_verb:
+        return "experiment"
+    return "fields_only" if has_fields else "unknown"
+
+
+def _forbidden_action(sc: Scanner) -> ForbiddenAction | None:
+    """Return the first forbidden action asked for; negated ones ("don't deploy") are consumed."""
+    found: ForbiddenAction | None = None
+    for action, pattern in FORBIDDEN_PHRASES:
+        for match in sc.find(pattern):
+            negation = NEGATION.search(sc.work[: match.start()])
+            sc.take(match)
+            if negation is not None:
+                sc.take(negation)
+            elif found is None:
+                found = action
+    return found
+
+
+def asks_question(text: str, unconsumed: str, experiment_verb: bool) -> bool:
+    """Return whether a message asks a question (whether it is about runs is checked elsewhere).
+
+    A question opening at the start, after any polite lead ("Could you please show me ...", "Hi! Which
+    run ..."), wins over an experiment verb; a question asked in a later sentence, a cue word (best,
+    top, vs, ...) or a question mark counts only when the message does not ask to train.
+    """
+    if _opens_question(text):
+        return True
+    if experiment_verb:
+        return False
+    clauses = [c for c in _CLAUSE_SPLIT.split(text) if c.strip()]
+    cued = any(_QUESTION_CUES.search(without_polite_lead(c)[0]) for c in clauses)
+    return cued or "?" in unconsumed or any(_opens_question(c) for c in clauses[1:])
+
+
+def without_polite_lead(text: str) -> tuple[str, bool]:
+    """Return ``text`` without leading courtesy ("hi, could you please ...") and whether there was any."""
+    rest = text
+    while lead := _POLITE_LEAD.match(rest):
+        if not lead.group(0):
+            break
+        rest = rest[lead.end() :]
+    return rest, rest != text
+
+
+def _opens_question(text: str) -> bool:
+    rest, polite = without_polite_lead(text)
+    return _QUESTION_OPENING.match(rest) is not None or (polite and _ASK_TO_SEE.match(rest) is not None)

@@ -1,0 +1,95 @@
+"""Plan the read-only tool calls a question about runs or datasets needs (``parse_question``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from agent.grammar.intake import parse_message
+from agent.grammar.scanner import strip_trailing_punct
+from agent.grammar.vocabulary import FLAGS, NUMBER, RESERVED, may_be_name, parse_number
+from agent.state import IntakeDecision
+from tools.specs import metric_direction
+
+QuestionKind = Literal[
+    "runs", "best_run", "latest_run", "list_runs", "list_datasets", "describe_dataset", "unclear"
+]
+_RUN_ID = r"[0-9a-f]{32}|(?=[\w-]*\d)[A-Za-z0-9][\w-]{3,}"
+
+
+@dataclass(frozen=True)
+class QuestionPlan:
+    """What a question about runs or datasets asks, in terms of the read-only tools."""
+
+    kind: QuestionKind
+    experiment: str | None = None
+    metric: str | None = None
+    run_ids: tuple[str, ...] = ()
+    dataset: str | None = None
+    version: str | None = None
+    limit: int = 1
+    reverse: bool = False  # "worst"/"lowest <higher-is-better metric>": order opposite to best
+
+
+def parse_question(text: str) -> QuestionPlan:
+    """Return which read-only tools a question about runs or datasets needs."""
+    decision, _ = parse_message(text)
+    ids = run_ids_in(text)
+    request = decision.request
+    if ids:
+        return QuestionPlan("runs", run_ids=ids, metric=request.metric)
+    if re.search(r"\bdatasets\b|\bcatalog\b|\bwhat\s+data\b", text, FLAGS) and not request.dataset:
+        return QuestionPlan("list_datasets")
+    mentions_runs = re.search(r"\b(?:runs?|trials?|models?|results?|experiments?)\b", text, FLAGS)
+    if request.dataset and not mentions_runs:
+        return QuestionPlan("describe_dataset", dataset=request.dataset, version=request.version)
+    experiment = _question_experiment(text, decision, ids)
+    top = re.search(rf"\btop\s+(?P<n>{NUMBER})\b", text, FLAGS)
+    limit = int(parse_number(top["n"])) if top else 1
+    if re.search(r"\b(?:last|latest|most\s+recent|newest|previous)\b", text, FLAGS):
+        return QuestionPlan("latest_run", experiment=experiment, metric=request.metric)
+    if re.search(r"\b(?:best|highest|lowest|top|worst|winner|winning|which\s+run)\b", text, FLAGS):
+        reverse = _asks_for_reverse(text, request.metric)
+        return QuestionPlan("best_run", experiment, request.metric, limit=limit, reverse=reverse)
+    if experiment or mentions_runs:
+        return QuestionPlan("list_runs", experiment=experiment, metric=request.metric, limit=10)
+    return QuestionPlan("unclear")
+
+
+def run_ids_in(text: str) -> tuple[str, ...]:
+    """Return run IDs named in ``text``: 32-hex IDs anywhere, and IDs after 'run'/'runs' (and lists)."""
+    ids = re.findall(r"\b[0-9a-f]{32}\b", text, FLAGS)
+    for match in re.finditer(rf"\bruns?\s+(?:id\s+)?(?P<first>{_RUN_ID})\b", text, FLAGS):
+        ids.append(match["first"])
+        rest = text[match.end() :]
+        while more := re.match(
+            rf"\s*(?:,|and|vs\.?|versus|with|to)\s*(?:run\s+)?(?P<id>{_RUN_ID})\b", rest, FLAGS
+        ):
+            ids.append(more["id"])
+            rest = rest[more.end() :]
+    return tuple(dict.fromkeys(i for i in ids if i.lower() not in RESERVED))
+
+
+def _question_experiment(text: str, decision: IntakeDecision, run_ids: tuple[str, ...]) -> str | None:
+    if decision.request.experiment:
+        return decision.request.experiment
+    for match in reversed(
+        list(re.finditer(r"\b(?:in|for|of|from|within)\s+(?:the\s+)?(?P<name>[\w][\w.-]*)", text, FLAGS))
+    ):
+        name = strip_trailing_punct(match["name"])
+        if may_be_name(name) and name not in run_ids:
+            return name
+    return None
+
+
+def _asks_for_reverse(text: str, metric: str | None) -> bool:
+    """Return whether the question wants the opposite of 'best' (worst, or lowest AUC)."""
+    if re.search(r"\bworst\b", text, FLAGS):
+        return True
+    direction = metric_direction(metric) if metric else "maximize"
+    if re.search(r"\blowest\b", text, FLAGS):
+        return direction == "maximize"
+    if re.search(r"\bhighest\b", text, FLAGS):
+        return direction == "minimize"
+    return False

@@ -1,0 +1,178 @@
+"""End a turn whose graph raised: nothing left RUNNING, the traceback on the session run, an answer.
+
+A node that raises (a bug, a service that went away) must not leave the thread half done. ``fail_turn``
+cancels the job of every run of the thread still RUNNING (ending the run KILLED when there is no job to
+stop), ends the turn's session run FAILED with the traceback as ``turn_error.txt``, and writes a
+five-section answer describing the error into the thread as if ``respond`` had run, so the next message
+starts a new turn instead of retrying the failed one.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.messages import AIMessage
+from pydantic import BaseModel, Field
+
+from agent.answer import render_answer
+from agent.state import RunRecord
+from tools.redact import redact_text
+from tools.tracking import end_run
+
+if TYPE_CHECKING:
+    from langgraph.graph.state import CompiledStateGraph
+    from mlflow.tracking import MlflowClient
+
+    from agent.plan import ExperimentPlan
+    from tools.context import ToolContext
+
+log = logging.getLogger(__name__)
+
+ERROR_ARTIFACT = "turn_error.txt"
+_CANCELLED_BY = "expagent (turn failed)"
+
+
+class TurnFailure(BaseModel):
+    """What went wrong in a turn and what was done about it."""
+
+    node: str = Field(description="The node(s) that were running when the error happened.")
+    error: str = Field(description="Exception type and message, redacted.")
+    session_run_id: str | None = Field(None, description="The turn's session run, ended FAILED.")
+    stopped: list[RunRecord] = Field(default_factory=list, description="Runs that were still RUNNING.")
+
+
+def fail_turn(
+    graph: CompiledStateGraph[Any, Any, Any, Any], config: dict[str, Any], tools: ToolContext, exc: Exception
+) -> TurnFailure:
+    """Stop the failed turn's runs, end its session run FAILED and store its answer in the thread."""
+    snapshot = graph.get_state(config)  # type: ignore[arg-type]
+    state: dict[str, Any] = dict(snapshot.values)
+    failure = TurnFailure(
+        node=", ".join(snapshot.next) or "the graph", error=redact_text(f"{type(exc).__name__}: {exc}")
+    )
+    plan: ExperimentPlan | None = state.get("plan")
+    session_run_id = plan.session_run_id if plan is not None else None
+    thread_id = str(config["configurable"]["thread_id"])
+    failure.stopped = stop_running_runs(tools, thread_id, session_run_id, failure)
+    trace = redact_text("".join(traceback.format_exception(exc)))
+    if session_run_id is not None and _end_session_run(tools.tracking, session_run_id, failure, trace):
+        failure.session_run_id = session_run_id
+    answer = render_answer(failure_sections(state, failure))
+    update = {"answer": answer, "messages": [AIMessage(answer)], "runs": _records(failure)}
+    graph.update_state(config, update, as_node="respond")  # type: ignore[arg-type]
+    return failure
+
+
+def _records(failure: TurnFailure) -> list[RunRecord]:
+    runs = list(failure.stopped)
+    if failure.session_run_id:
+        session = {"run_id": failure.session_run_id, "role": "session", "status": "FAILED"}
+        runs.append(RunRecord.model_validate({**session, "note": failure.error}))
+    return runs
+
+
+# ---- runs ------------------------------------------------------------------------------------------
+
+
+def stop_running_runs(
+    tools: ToolContext, thread_id: str, session_run_id: str | None, failure: TurnFailure
+) -> list[RunRecord]:
+    """Cancel the job of every RUNNING run of the thread (but its session run); return them as ended."""
+    client = tools.tracking
+    stopped = []
+    for run in _running_runs(client, thread_id):
+        if run.info.run_id == session_run_id:
+            continue
+        try:
+            stopped.append(_stop(tools, run, failure))
+        except Exception:  # noqa: BLE001 - one run that cannot be stopped must not hide the others
+            log.exception("could not stop run %s after the turn failed", run.info.run_id)
+    return stopped
+
+
+def _running_runs(client: MlflowClient, thread_id: str) -> list[Any]:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    query = f"tags.`expagent.session` = '{thread_id}' and attributes.status = 'RUNNING'"
+    return list(client.search_runs(experiments, filter_string=query, max_results=1000))
+
+
+def _stop(tools: ToolContext, run: Any, failure: TurnFailure) -> RunRecord:
+    client, run_id, tags = tools.tracking, run.info.run_id, run.data.tags
+    job_id = tags.get("expagent.job_id")
+    reason = f"the agent turn failed in {failure.node} ({failure.error})"
+    if job_id:
+        try:
+            tools.runtime_for_job(job_id).cancel(job_id, reason, _CANCELLED_BY)
+        except Exception as exc:  # noqa: BLE001 - the run is ended below either way
+            reason += f"; cancelling job {job_id} failed: {type(exc).__name__}: {exc}"
+    end_run(client, run_id, "KILLED", note=reason)  # a no-op when the cancel ended it
+    status = str(client.get_run(run_id).info.status)
+    role = tags.get("expagent.role", "single")
+    return RunRecord.model_validate(
+        {"run_id": run_id, "role": role, "status": status, "job_id": job_id, "note": reason}
+    )
+
+
+def _end_session_run(client: MlflowClient, run_id: str, failure: TurnFailure, trace: str) -> bool:
+    """End the session run FAILED with the traceback (unless it already ended); False if it cannot."""
+    try:
+        if client.get_run(run_id).info.status not in ("RUNNING", "SCHEDULED"):
+            return False
+        note = f"The turn failed in {failure.node}: {failure.error}"
+        end_run(client, run_id, "FAILED", note=note, artifacts={ERROR_ARTIFACT: trace}, only_if_running=False)
+        return True
+    except Exception:  # noqa: BLE001 - the answer still has to be written
+        log.exception("could not end session run %s after the turn failed", run_id)
+        return False
+
+
+# ---- the answer ------------------------------------------------------------------------------------
+
+
+def failure_sections(state: dict[str, Any], failure: TurnFailure) -> dict[str, str]:
+    """Return the five sections describing a turn that stopped with an error."""
+    session = f"session run `{failure.session_run_id}`" if failure.session_run_id else None
+    where = f"the traceback is on the {session} (`{ERROR_ARTIFACT}`)" if session else "see the agent's log"
+    return {
+        "Plan": _plan_text(state, failure),
+        "Changes": _changes_text(state, failure),
+        "Verification": f"Not verified: the turn stopped with an error in {failure.node} before "
+        "verification.",
+        "Rollback": _rollback_text(failure),
+        "Summary": f"The turn stopped with an internal error in {failure.node}: {failure.error}. Nothing "
+        f"of this turn is left running; {where}. You can ask again.",
+    }
+
+
+def _plan_text(state: dict[str, Any], failure: TurnFailure) -> str:
+    from agent.sections import plan_text
+
+    plan = state.get("plan")
+    if plan is None:
+        return f"No plan: the turn failed in {failure.node} before a plan was made."
+    return plan_text(plan, state)  # type: ignore[arg-type]
+
+
+def _changes_text(state: dict[str, Any], failure: TurnFailure) -> str:
+    final = {r.run_id: r for r in [*state.get("runs", []), *failure.stopped]}
+    lines = [f"- {r.role} run `{r.run_id}`: {r.status}" for r in final.values() if r.role != "session"]
+    if failure.session_run_id:
+        lines.append(
+            f"- The session run `{failure.session_run_id}` ended FAILED; the traceback is attached as "
+            f"`{ERROR_ARTIFACT}`."
+        )
+    return "\n".join(lines) or "None. Nothing was launched or changed in MLflow."
+
+
+def _rollback_text(failure: TurnFailure) -> str:
+    if not failure.stopped:
+        return "Nothing to roll back: no run of this conversation was left running."
+    lines = ["Stopped because the turn failed:"]
+    for r in failure.stopped:
+        job = f" (job `{r.job_id}`)" if r.job_id else ""
+        lines.append(f"- {r.role} run `{r.run_id}`{job}: stopped → {r.status}.")
+    return "\n".join(lines)
