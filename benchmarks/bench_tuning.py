@@ -112,15 +112,19 @@ def run_expagent(home: Path, trials: int, parallelism: int, prune: bool) -> dict
     started = time.perf_counter()
     from agent.config import Settings
     from tools.context import build_context
+
+    settings = Settings(home=home)
+    settings.budget.max_concurrent_jobs = max(parallelism, settings.budget.max_concurrent_jobs)
+    ctx = build_context(settings, session_id="bench")
+    # Opening the local runtime starts its fork server in the background. Opened when a turn starts, it
+    # warms up during intake and planning; here, while this process imports the rest.
+    ctx.runtime  # noqa: B018
     from tools.policy import guarded_call
     from tools.tracking import create_parent_run
     from tools.tuning import run_study
     from tools.tuning_models import StudySettings, TrialResult
     from tools.tuning_space import load_search_space
 
-    settings = Settings(home=home)
-    settings.budget.max_concurrent_jobs = max(parallelism, settings.budget.max_concurrent_jobs)
-    ctx = build_context(settings, session_id="bench")
     session = create_parent_run(ctx, "bench-expagent", "session", run_name="session")
     args = {"dataset": DATASET, "version": VERSION, "model_family": "lightgbm", "metric": METRIC,
             "experiment": "bench-expagent", "seed": SEED, "role": "baseline",

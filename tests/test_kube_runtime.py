@@ -197,7 +197,10 @@ def test_dropped_and_expired_watches_still_converge(tracking, new_spec) -> None:
         info = runtime.submit(spec)
         assert wait_done(runtime, info).state == "succeeded"
         assert kube.requests["watch jobs"] + kube.requests["watch pods"] >= 4
-        caches = (runtime._watches.jobs_cache("ml-experiments"), runtime._watches.pods_cache("ml-experiments"))
+        caches = (
+            runtime._watches.jobs_cache("ml-experiments"),
+            runtime._watches.pods_cache("ml-experiments"),
+        )
         assert sum(c.relists for c in caches) >= 3  # initial lists + a re-list after 410
 
 

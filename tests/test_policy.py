@@ -550,3 +550,53 @@ def test_concurrent_writers_never_interleave_lines(tmp_path: Path) -> None:
     entries = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(entries) == 200
     assert sorted((e["worker"], e["i"]) for e in entries) == [(w, i) for w in range(4) for i in range(50)]
+
+
+# ---- runtime and namespace of a launch --------------------------------------------------------------
+
+
+def test_a_namespace_outside_the_allowlist_is_a_hard_rejection_naming_the_allowed_ones(
+    ctx: ToolContext, runtime: FakeRuntime
+) -> None:
+    ctx.runtimes["kubernetes"] = runtime  # type: ignore[assignment]
+    outcome = guarded_call("launch", spec(runtime="kubernetes", namespace="prod"), ctx)
+    verdict = rejected(outcome)
+    assert (verdict.rule, verdict.approval_key) == ("kubernetes", None)
+    assert "'prod' is not allowed" in verdict.reason and "ml-experiments" in verdict.reason
+    assert CALLS == []
+    # 'prod' is judged as a namespace, not mistaken for a model-registry stage
+    findings = evaluate(TOOLS["launch"], TrainingSpec(**spec(runtime="kubernetes", namespace="prod")), ctx)
+    assert [f.rule for f in findings] == ["kubernetes"]
+    assert guarded_call("launch", spec(runtime="kubernetes", namespace="ml-experiments"), ctx).ok
+
+
+def test_the_configured_default_namespace_is_checked_when_a_launch_names_none(ctx: ToolContext) -> None:
+    # No cluster is configured: the namespace verdict still comes first, before the job count fails.
+    ctx.settings.k8s_namespace = "team-sandbox"
+    verdict = rejected(guarded_call("launch", spec(runtime="kubernetes"), ctx))
+    assert verdict.rule == "kubernetes" and "'team-sandbox' is not allowed" in verdict.reason
+    assert guarded_call("launch", spec(runtime="local"), ctx).ok  # a local run has no namespace
+
+
+def test_kubernetes_approval_follows_the_launch_runtime_not_only_the_settings(
+    ctx: ToolContext, runtime: FakeRuntime
+) -> None:
+    ctx.runtimes["kubernetes"] = ctx.runtimes["local"] = runtime  # type: ignore[assignment]  # none is opened
+    ctx.settings.require_approval_for_kubernetes = True
+    verdict = rejected(guarded_call("launch", spec(runtime="kubernetes"), ctx))
+    assert (verdict.rule, verdict.approval_key) == ("kubernetes", "kubernetes")
+    assert guarded_call("launch", spec(), ctx).ok  # settings say local
+    ctx.settings.runtime = "kubernetes"
+    assert rejected(guarded_call("launch", spec(), ctx)).approval_key == "kubernetes"
+    assert guarded_call("launch", spec(runtime="local"), ctx).ok
+
+
+def test_concurrency_counts_the_session_jobs_on_the_launch_runtime(ctx: ToolContext) -> None:
+    cluster = FakeRuntime()
+    cluster.add("running")
+    cluster.add("pending")
+    ctx.runtimes["kubernetes"] = cluster  # type: ignore[assignment]
+    verdict = rejected(guarded_call("launch", spec(runtime="kubernetes"), ctx))
+    assert verdict.approval_key == "concurrency" and "2 jobs of this session" in verdict.reason
+    # the local launch still sees them: the session's cap spans every runtime it has opened
+    assert rejected(guarded_call("launch", spec(), ctx)).approval_key == "concurrency"

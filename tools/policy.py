@@ -89,12 +89,14 @@ class ToolOutcome(BaseModel):
 # ---- evaluation -----------------------------------------------------------------------------------
 
 Rule = Callable[[ToolDef, dict[str, Any], "ToolContext"], list[Finding]]
-#: every rule the guard runs, in order (a rule that cannot be evaluated rejects).
+#: every rule the guard runs, in order (a rule that cannot be evaluated rejects). ``resources`` is last:
+#: it is the one that asks the runtime (running jobs), so a rule judging the arguments alone (e.g. a
+#: forbidden namespace) is reported first even when the runtime cannot be reached.
 RULES: tuple[tuple[str, Rule], ...] = (
     ("no_deployment", no_deployment),
     ("versioned_data", versioned_data),
-    ("resources", resources),
     ("kubernetes", kubernetes),
+    ("resources", resources),
 )
 
 

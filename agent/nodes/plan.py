@@ -166,11 +166,11 @@ def runtime_problem(request: ExperimentRequest, ctx: TurnContext) -> str | None:
     try:
         ctx.tools.runtime_named(request.runtime)
     except Exception as exc:  # noqa: BLE001 - any failure to open it is reported, never raised
+        why = redact_text(f"{type(exc).__name__}: {exc}").rstrip(".")
         return (
-            f"The {request.runtime} runtime is not available, so nothing was launched: "
-            f"{type(exc).__name__}: {redact_text(str(exc))}. Fix the configuration (for Kubernetes: "
-            "EXPAGENT_K8S_KUBECONFIG / EXPAGENT_K8S_CONTEXT and a reachable API server), or ask to run "
-            "locally."
+            f"The {request.runtime} runtime is not available, so nothing was launched: {why}. Fix the "
+            "configuration (for Kubernetes: EXPAGENT_K8S_KUBECONFIG / EXPAGENT_K8S_CONTEXT and a reachable "
+            "API server), or ask to run locally."
         )
     return None
 

@@ -3,6 +3,7 @@
 Status questions are answered from this cache, so following N jobs costs one long-lived watch, not N
 polls. A dropped watch is resumed from the last ``resourceVersion`` it saw; a 410 Gone (the version was
 compacted away) triggers a fresh list, whose differences are replayed as events so nothing is missed.
+``JobWatches`` keeps one pair of such caches (Jobs, pods) per namespace the runtime uses.
 """
 
 from __future__ import annotations

@@ -85,6 +85,9 @@ class LocalRuntime:
         if mode == "forkserver":
             # Process-wide, and only effective before the fork server first starts.
             forkserver.use_preload(preload)
+            # Started now, not at the first submit: its imports and rehearsal (several seconds) run in
+            # the background while the agent does intake, planning and model calls.
+            self.warm_up()
 
     @classmethod
     def from_settings(cls, settings: Settings, mode: LaunchMode | None = None) -> LocalRuntime:
@@ -92,7 +95,7 @@ class LocalRuntime:
         return cls(settings, mode=mode or settings.local_launch)
 
     def warm_up(self) -> None:
-        """Start the fork server now; it imports and rehearses in the background (first job waits)."""
+        """Start the fork server if it is not running (non-blocking; the first submit waits for it)."""
         if self.mode == "forkserver":
             forkserver.start_fork_server(self._job_settings.resolved_tracking_uri)
 
