@@ -311,6 +311,12 @@ def ui_command(
     os.execvp(executable, command)
 
 
+def _bundled_scenarios() -> Path:
+    import evals
+
+    return Path(evals.__file__).parent / "scenarios"
+
+
 # ---- eval / slack ---------------------------------------------------------------------------------
 # (eval, slack go here)
 
@@ -342,19 +348,19 @@ def eval_command(
     """
     import os
 
-    from evals.suite import EvalOptions, run_suite
     from evals.loader import ScenarioError
     from evals.report import progress_line, summary_text
+    from evals.suite import EvalOptions, run_suite
 
     wanted = [t.strip() for raw in tags or [] for t in raw.split(",") if t.strip()]
     configured = _settings().tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     options = EvalOptions(
-        paths=paths or [Path("evals/scenarios")], model=model, trials=trials, tags=wanted, report_dir=report,
+        paths=paths or [_bundled_scenarios()], model=model, trials=trials, tags=wanted, report_dir=report,
         baseline=baseline, min_success=min_success, jobs=jobs, seed=seed, keep_workspaces=keep_workspaces,
         tracking_uri=configured,
     )  # fmt: skip
     try:
-        outcome = run_suite(options, on_result=lambda r: sys.stderr.write(progress_line(r) + "\n"))
+        outcome = run_suite(options, on_result=lambda r: print(progress_line(r), file=sys.stderr))
     except ScenarioError as error:
         sys.stderr.write("".join(f"error: {problem}\n" for problem in error.problems))
         raise typer.Exit(2) from None
@@ -373,7 +379,7 @@ def slack_command(
     model: Annotated[str | None, typer.Option(help="offline | openai:<model> | scripted:<file>.")] = None,
     home: Annotated[Path | None, typer.Option(help="Workspace directory (EXPAGENT_HOME).")] = None,
 ) -> None:
-    """Serve the agent to a Slack workspace (tokens from SLACK_BOT_TOKEN and friends, see docs/slack.md)."""
+    """Serve the agent to a Slack workspace (tokens from SLACK_BOT_TOKEN and friends, see the README)."""
     import logging
 
     if mode not in (None, "socket", "http"):

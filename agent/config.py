@@ -124,7 +124,8 @@ class Settings(BaseSettings):
 
     @property
     def optuna_storage(self) -> str:
-        return f"sqlite:///{(self.home / 'optuna.sqlite').resolve()}"
+        # A journal file (tools.tuning.study_storage); an RDB URL such as sqlite:///… also works there.
+        return str((self.home / "optuna.journal").resolve())
 
     @property
     def audit_log_path(self) -> Path:

@@ -1,7 +1,7 @@
 """End to end: a Job on the fake cluster runs the real trainer, which logs a FINISHED run to MLflow.
 
 Also the ``realcluster`` test: the same submit/wait/logs/cancel path against a real cluster when
-``KUBECONFIG`` points at one (kind or EKS) — skipped otherwise. See docs/kubernetes.md.
+``KUBECONFIG`` points at one (kind or EKS) — skipped otherwise. See the README, "Running on Kubernetes".
 """
 
 from __future__ import annotations

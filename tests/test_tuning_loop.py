@@ -27,7 +27,7 @@ from tuning_support import (
 from agent.config import Settings
 from tools.context import ToolContext
 from tools.tracking import create_parent_run
-from tools.tuning import StudyConflict, run_study
+from tools.tuning import StudyConflict, run_study, study_storage
 from tools.tuning_models import StudyResult, TrialResult
 
 
@@ -78,7 +78,7 @@ def test_study_nests_trials_under_a_tuning_run_and_compares_with_the_baseline(ct
         assert run.info.run_id == trial.run_id and run.info.status == "FINISHED"
         assert run.data.tags["expagent.role"] == "trial" and run.data.metrics["roc_auc"] == trial.value
         assert trial.cpu_seconds and trial.cpu_seconds > 0 and trial.wall_seconds
-    stored = optuna.load_study(study_name="study", storage=ctx.settings.optuna_storage)
+    stored = optuna.load_study(study_name="study", storage=study_storage(ctx.settings.optuna_storage))
     assert [t.state.name for t in stored.trials] == ["COMPLETE"] * 4
     assert result.budget.cpu_seconds >= sum(t.cpu_seconds or 0 for t in result.trials)
     client.set_terminated(session)  # the graph ends the session run
@@ -138,7 +138,7 @@ def test_a_policy_rejection_stops_before_anything_trains(ctx: ToolContext) -> No
     result = run_study(ctx, study(ctx, version="99"))
     assert result.stop_reason == "rejected" and "versioned_data" in result.stop_detail
     assert result.trials == [] and result.tuning_run_status == "FAILED"
-    stored = optuna.load_study(study_name="study", storage=ctx.settings.optuna_storage)
+    stored = optuna.load_study(study_name="study", storage=study_storage(ctx.settings.optuna_storage))
     assert [t.user_attrs.get("launched") for t in stored.trials] == [False]
 
 
@@ -214,7 +214,7 @@ def test_an_unpromising_trial_is_pruned_and_its_run_killed(tmp_path: Path) -> No
     assert "worse than the median" in (second.note or "")
     assert ctx.tracking.get_run(second.run_id).info.status == "KILLED"  # type: ignore[arg-type]
     assert cancellation_record(ctx, second.run_id)["kind"] == "pruned"  # type: ignore[arg-type]
-    stored = optuna.load_study(study_name="study", storage=ctx.settings.optuna_storage)
+    stored = optuna.load_study(study_name="study", storage=study_storage(ctx.settings.optuna_storage))
     assert [t.state.name for t in stored.trials] == ["COMPLETE", "PRUNED"]
     assert result.count("PRUNED") == 1 and result.cancelled_trials == []
     assert_nothing_running(ctx)

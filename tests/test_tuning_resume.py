@@ -20,7 +20,7 @@ import optuna
 import pytest
 from tuning_support import EXPERIMENT, assert_nothing_running, make_ctx, study
 
-from tools.tuning import run_study
+from tools.tuning import run_study, study_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOW = {"n_estimators": 20_000, "learning_rate": 1e-9, "num_leaves": 2}
@@ -45,7 +45,9 @@ run_study(ctx, StudySettings.model_validate_json((home / "study.json").read_text
 
 def _trials(storage: str) -> list[optuna.trial.FrozenTrial]:
     try:
-        return optuna.load_study(study_name="study", storage=storage).get_trials(deepcopy=False)
+        return optuna.load_study(study_name="study", storage=study_storage(storage)).get_trials(
+            deepcopy=False
+        )
     except KeyError:  # the agent has not created the study yet
         return []
 

@@ -1,4 +1,4 @@
-"""The tuning loop: an Optuna study (TPE, seeded, SQLite storage) driving trials as guarded training runs.
+"""The tuning loop: an Optuna study (TPE, seeded, journal storage) driving trials as guarded training runs.
 
 ``run_study`` asks the study for parameters, launches each trial through ``guarded_call(
 "start_training_run")`` (a child MLflow run of the tuning run, executed by the runtime), watches the
@@ -26,8 +26,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BudgetEstimate", "StudyConflict", "StudyResult", "StudySettings", "TrialCost", "TrialResult",
-    "estimate_plan", "load_search_space", "open_study", "run_study",
+    "estimate_plan", "load_search_space", "open_study", "run_study", "study_storage",
 ]  # fmt: skip
+
+
+#: a journal lock older than this was left by a killed process and is broken (a write holds it for ms).
+_JOURNAL_LOCK_GRACE_SECONDS = 10
 
 
 class StudyConflict(ValueError):
@@ -35,11 +39,11 @@ class StudyConflict(ValueError):
 
 
 def open_study(settings: StudySettings, storage_url: str) -> optuna.Study:
-    """Create or load the study ``settings.study_name`` (TPE seeded, median pruner) in RDB storage."""
+    """Create or load the study ``settings.study_name`` (TPE seeded, median pruner) in ``storage_url``."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _rdb_storage(storage_url)
+    storage = study_storage(storage_url)
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     if settings.prune and supports_pruning(settings.model_family):
         pruner = optuna.pruners.MedianPruner(
@@ -51,6 +55,23 @@ def open_study(settings: StudySettings, storage_url: str) -> optuna.Study:
     )  # fmt: skip
     _check_same_study(study, settings)
     return study
+
+
+def study_storage(location: str) -> optuna.storages.BaseStorage:
+    """Return the Optuna storage at ``location``: a journal file path, or an RDB URL (``sqlite:///…``).
+
+    The journal file (``settings.optuna_storage``, the default) costs ~10 ms per ask/tell round where
+    SQLite cost 35-90 ms (measured). Each record is one appended line written under a file lock, so a
+    process killed with SIGKILL leaves either the whole record or none of it; a lock it held is broken
+    after ``_JOURNAL_LOCK_GRACE_SECONDS``, so a resumed agent waits at most that long.
+    """
+    if "://" in location:
+        return _rdb_storage(location)
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+    lock = JournalFileSymlinkLock(location, grace_period=_JOURNAL_LOCK_GRACE_SECONDS)
+    return JournalStorage(JournalFileBackend(location, lock_obj=lock))
 
 
 def _rdb_storage(url: str) -> optuna.storages.RDBStorage:

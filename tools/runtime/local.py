@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 DEFAULT_GRACE_SECONDS = 10.0
 #: a job directory without job.json older than this was abandoned mid-submit.
 _SUBMIT_STALE_SECONDS = 60.0
+#: ``LocalRuntime._owner`` of a job directory whose job.json is not written yet.
+_NOT_STARTED = object()
 
 
 class LocalRuntime:
@@ -81,6 +83,8 @@ class LocalRuntime:
         self._processes: dict[str, Any] = {}
         # ended jobs (their status never changes again): job ID -> (session, info)
         self._final: dict[str, tuple[str | None, JobInfo]] = {}
+        # session of every started job seen so far, by job ID (see ``_owner``)
+        self._owners: dict[str, str | None] = {}
         self._client: MlflowClient | None = None
         if mode == "forkserver":
             # Process-wide, and only effective before the fork server first starts.
@@ -144,6 +148,7 @@ class LocalRuntime:
             except BaseException:
                 shutil.rmtree(directory, ignore_errors=True)
                 raise
+            self._owners[job_id] = record.session_id
             self._watch(record)
         return self._info(record, "running")
 
@@ -377,17 +382,30 @@ class LocalRuntime:
     def list_jobs(self, session_id: str | None = None) -> list[JobInfo]:
         """List the jobs in the workspace, optionally only those of ``session_id``, oldest first."""
         infos = []
-        for directory in self.jobs_dir.iterdir():
-            final = self._final.get(directory.name)
-            owner = final[0] if final else None
-            if final is None:
-                record = self._record(directory.name) if directory.is_dir() else None
-                if record is None:
-                    continue
-                owner = record.session_id
+        with os.scandir(self.jobs_dir) as entries:
+            names = [entry.name for entry in entries if entry.is_dir()]
+        for name in names:
+            owner = self._owner(name)
+            if owner is _NOT_STARTED:
+                continue
             if session_id is None or owner == session_id:
-                infos.append(self.status(directory.name))
+                infos.append(self.status(name))
         return sorted(infos, key=lambda i: i.submitted_at or utc_now())
+
+    def _owner(self, job_id: str) -> str | None | object:
+        """Return the session of a started job (``_NOT_STARTED`` if it has no job.json yet).
+
+        The guard counts a session's jobs on every launch, so this is cached: a job's session never
+        changes once its job.json exists. The directory listing stays the source of truth, so jobs
+        another process started (or that existed before a restart) are found on the next call.
+        """
+        if job_id in self._owners:
+            return self._owners[job_id]
+        record = self._record(job_id)
+        if record is None:
+            return _NOT_STARTED
+        self._owners[job_id] = record.session_id
+        return record.session_id
 
     def close(self) -> None:
         """Stop observing. Running jobs keep running and can be adopted by another runtime instance."""
