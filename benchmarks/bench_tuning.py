@@ -39,8 +39,9 @@ def run_script(home: Path, trials: int) -> dict[str, Any]:
     started = time.perf_counter()
     import lightgbm as lgb
     import mlflow
-    import mlflow.data
+    import numpy as np
     import optuna
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
     from sklearn import metrics as skm
     from sklearn.model_selection import train_test_split
@@ -59,7 +60,7 @@ def run_script(home: Path, trials: int) -> dict[str, Any]:
     y = frame[record.schema.target]
     x = frame.drop(columns=[record.schema.target])
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=SEED, stratify=y)
-    dataset = mlflow.data.from_pandas(frame, source=record.uri, targets=record.schema.target, name=record.ref)
+    dataset = from_pandas(frame, source=record.uri, targets=record.schema.target, name=record.ref)
     requirements = provenance.pip_requirements(provenance.LIGHTGBM_MODEL_PACKAGES)
     tags = {"dataset.name": DATASET, "dataset.version": VERSION, "dataset.sha256": record.sha256,
             "seed": str(SEED), "python_version": provenance.python_version(),
@@ -74,7 +75,7 @@ def run_script(home: Path, trials: int) -> dict[str, Any]:
             mlflow.log_input(dataset, context="training")
             t0 = time.monotonic()
             model.fit(x_train, y_train)
-            proba = model.predict_proba(x_test)
+            proba = np.asarray(model.predict_proba(x_test))
             predicted = model.predict(x_test)
             values = {
                 "roc_auc": skm.roc_auc_score(y_test, proba[:, 1]),

@@ -33,6 +33,8 @@ INTERMEDIATE_FLUSH_SECONDS = 1.0
 #: digest column of MLflow datasets holds at most 36 characters.
 DATASET_DIGEST_CHARS = 32
 _MLFLOW_BATCH = 1000
+_MAX_DATASET_INPUTS = 8
+_DATASET_INPUTS: dict[tuple[object, ...], DatasetInput] = {}
 
 
 @dataclass(frozen=True)
@@ -104,13 +106,29 @@ def log_setup(client: MlflowClient, run_id: str, spec: TrainingSpec, record: Dat
     batch_params = [Param(k, tracking.clean_param(v)) for k, v in params.items()]
     batch_tags = [RunTag(k, v) for k, v in _run_tags(spec, record).items()]
     client.log_batch(run_id, params=batch_params, tags=batch_tags)
-    dataset = from_pandas(
-        frame, source=record.uri, targets=record.schema.target, name=record.ref,
-        digest=record.sha256[:DATASET_DIGEST_CHARS],
-    )  # fmt: skip
-    context = InputTag("mlflow.data.context", "training")
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[context])])
+    client.log_inputs(run_id, datasets=[dataset_input(record, frame)])
     return {p.key: p.value for p in batch_params}
+
+
+def dataset_input(record: DatasetRecord, frame: pd.DataFrame) -> DatasetInput:
+    """Return the MLflow dataset input (training context) of ``frame``, the verified data of ``record``.
+
+    Building it infers the frame's schema (~30 ms a run), so it is kept per dataset content and columns;
+    the fork server prepares the workspace's datasets once (``tools.dataset_cache``).
+    """
+    key = (record.uri, record.ref, record.sha256, record.schema.target, tuple(map(str, frame.columns)))
+    cached = _DATASET_INPUTS.get(key)
+    if cached is None:
+        dataset = from_pandas(
+            frame, source=record.uri, targets=record.schema.target, name=record.ref,
+            digest=record.sha256[:DATASET_DIGEST_CHARS],
+        )  # fmt: skip
+        context = InputTag("mlflow.data.context", "training")
+        cached = DatasetInput(dataset._to_mlflow_entity(), tags=[context])
+        if len(_DATASET_INPUTS) >= _MAX_DATASET_INPUTS:
+            _DATASET_INPUTS.pop(next(iter(_DATASET_INPUTS)))
+        _DATASET_INPUTS[key] = cached
+    return cached
 
 
 def log_model(run: RunTarget, spec: TrainingSpec, model: Any, x_example: pd.DataFrame,

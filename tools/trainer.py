@@ -38,6 +38,7 @@ from sklearn.model_selection import train_test_split
 from agent.config import Settings, load_settings
 from tools import provenance, tracking
 from tools.context import ToolContext
+from tools.dataset_cache import load_verified_frame
 
 # tools.modeling (LightGBM, scikit-learn) is imported before anything imports MLflow: the other order
 # made importing this module 0.3-0.4 s slower in every fresh job process (measured).
@@ -87,7 +88,7 @@ def _train_and_log(
     registry = DatasetRegistry.open(settings)
     record = registry.get(spec.dataset, spec.version)
     task = check_spec(spec, record)
-    frame = registry.load_frame(record, drop_pii=True)  # verifies the sha256 first
+    frame = load_verified_frame(registry, record)  # sha256 verified when read (see dataset_cache)
     target = record.schema.target
     x, y = frame.drop(columns=[target]), frame[target]
     stratify = y if task == "classification" else None
@@ -135,8 +136,9 @@ def _fluent_tracking_uri(uri: str) -> Iterator[None]:
     # Private MLflow API, used only here. Why: log_model and initialize_logged_model take no tracking
     # URI, and the public set_tracking_uri cannot restore "not set" (get_tracking_uri() returns the
     # resolved default). _use_tracking_uri restores the exact previous global. If MLflow renames it,
-    # every run fails FAILED with an ImportError (and tests/test_trainer.py fails); if its behaviour
-    # changes, test_in_process_training_leaves_the_global_tracking_uri_alone fails.
+    # every run ends FAILED with the ImportError as its traceback.txt (and tests/test_trainer.py
+    # fails); if its behaviour changes, test_in_process_training_leaves_the_global_tracking_uri_alone
+    # fails.
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     previous_env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -175,11 +177,11 @@ def run_training(spec: TrainingSpec, settings: Settings, capture_output: bool = 
     result: TrainingResult | None = None
     failure: tuple[BaseException, str] | None = None
     uri = settings.resolved_tracking_uri
-    with maybe_tee(capture_output) as tee, warnings.catch_warnings(), _fluent_tracking_uri(uri):
+    with maybe_tee(capture_output) as tee, warnings.catch_warnings():
         for message in _QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
         try:
-            with STOP.armed_block():
+            with _fluent_tracking_uri(uri), STOP.armed_block():
                 result = _train_and_log(spec, settings, client, run)
         except Interrupted as stop:
             failure = (stop, "")

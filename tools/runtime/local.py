@@ -101,7 +101,10 @@ class LocalRuntime:
     def warm_up(self) -> None:
         """Start the fork server if it is not running (non-blocking; the first submit waits for it)."""
         if self.mode == "forkserver":
-            forkserver.start_fork_server(self._job_settings.resolved_tracking_uri)
+            settings = self._job_settings
+            forkserver.start_fork_server(
+                settings.resolved_tracking_uri, settings.resolved_catalog_path, settings.data_dir
+            )
 
     @property
     def client(self) -> MlflowClient:
