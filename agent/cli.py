@@ -31,6 +31,13 @@ def _settings(**overrides: Any):  # noqa: ANN202 - returns agent.config.Settings
     return load_settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def _quiet_mlflow() -> None:
+    # MLflow's INFO lines (store migrations, trace flushing) would interleave with the answer.
+    import os
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -262,6 +269,7 @@ def run_command(
     model: ModelOption = None,
 ) -> None:
     """Run one turn non-interactively; exit 4 when a plan waits for approval."""
+    _quiet_mlflow()
     from agent.runner import run_request
 
     try:
@@ -276,6 +284,7 @@ def run_command(
 @app.command("chat")
 def chat_command(thread: ThreadOption = None, model: ModelOption = None) -> None:
     """Talk to expagent in the terminal (Ctrl-C cancels running work; 'exit' leaves)."""
+    _quiet_mlflow()
     from agent.chat import chat
 
     try:
