@@ -14,10 +14,8 @@ from pydantic import BaseModel, Field
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.config import Settings
 from tools import toolset
 from tools.context import ToolContext
-from tools.registry import DatasetRegistry
 from tools.specs import Resources
 from tools.toolset import TOOLS, ToolDef
 
@@ -40,13 +38,6 @@ def probe_data(ctx: ToolContext, args: ProbeArgs) -> ProbeResult:
     if args.fail:
         raise RuntimeError("probe failed for token=abc123")
     return ProbeResult(checked=f"{args.dataset}@{args.version}")
-
-
-@pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("demo")
-    DatasetRegistry.open(Settings(home=home))
-    return home
 
 
 @pytest.fixture(autouse=True)

@@ -29,7 +29,6 @@ from tools.policy import (
     parse_cpu,
     parse_memory_gb,
 )
-from tools.registry import DatasetRegistry
 from tools.specs import JobInfo, TrainingSpec
 from tools.toolset import TOOLS, ToolDef
 
@@ -125,13 +124,6 @@ def test_tools(monkeypatch: pytest.MonkeyPatch) -> None:
     for tool_def in TEST_TOOLS:
         monkeypatch.setitem(TOOLS, tool_def.name, tool_def)
     CALLS.clear()
-
-
-@pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("demo")
-    DatasetRegistry.open(Settings(home=home))
-    return home
 
 
 @pytest.fixture

@@ -31,13 +31,6 @@ EXPECTED_SHA256 = {
 }
 
 
-@pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("demo")
-    DatasetRegistry.open(Settings(home=home))
-    return home
-
-
 @pytest.fixture
 def settings(demo_home: Path, tmp_path: Path) -> Settings:
     home = tmp_path / "home"
