@@ -7,6 +7,7 @@ trials, runtime, model family and metric: one ``take_*`` rule each, in ``agent.g
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 
 from agent.grammar.scanner import Findings, Scanner, strip_trailing_punct
 from agent.grammar.vocabulary import (
@@ -234,26 +235,31 @@ def take_runtime(sc: Scanner, p: Findings) -> None:
 
 def take_family_and_metric(sc: Scanner, p: Findings) -> None:
     """Read the model family and the primary metric; name unsupported ones back with the supported list."""
-    for match in sc.find(rf"\b(?:{ANY_FAMILY})\b(?:\s+(?:model|classifier|regressor))?"):
-        family = family_of(re.sub(r"\s+(?:model|classifier|regressor)$", "", sc.take(match), flags=FLAGS))
-        if p.draft.get("model_family") not in (None, family):
-            p.notes.append(f"only one model family per request: kept {p.draft['model_family']}, not {family}")
+    family_pattern = rf"\b(?:{ANY_FAMILY})\b(?:\s+(?:model|classifier|regressor))?"
+    suffix = r"\s+(?:model|classifier|regressor)$"
+    _take_single(sc, p, family_pattern, "model_family", "only one model family",
+                 lambda text: family_of(re.sub(suffix, "", text, flags=FLAGS)))  # fmt: skip
+    _name_unsupported(sc, p, UNSUPPORTED_FAMILIES, "model family", SUPPORTED_FAMILIES)
+    _take_single(sc, p, rf"\b(?:{ANY_METRIC})\b", "metric", "one primary metric", metric_of)
+    _name_unsupported(sc, p, UNSUPPORTED_METRICS, "metric", METRIC_SYNONYMS)
+
+
+def _take_single(
+    sc: Scanner, p: Findings, pattern: str, key: str, conflict: str, normalize: Callable[[str], str | None]
+) -> None:
+    """Set ``key`` from the first match; later different matches are noted, not silently dropped."""
+    for match in sc.find(pattern):
+        value = normalize(sc.take(match))
+        if p.draft.get(key) not in (None, value):
+            p.notes.append(f"{conflict} per request: kept {p.draft[key]}, not {value}")
         else:
-            p.set("model_family", family)
-    for match in sc.find(rf"\b(?:{UNSUPPORTED_FAMILIES})\b"):
-        p.notes.append(
-            f"{sc.take(match)} is not a supported model family (supported: {', '.join(SUPPORTED_FAMILIES)})"
-        )
-    for match in sc.find(rf"\b(?:{ANY_METRIC})\b"):
-        metric = metric_of(sc.take(match))
-        if p.draft.get("metric") not in (None, metric):
-            p.notes.append(f"one primary metric per request: kept {p.draft['metric']}, not {metric}")
-        else:
-            p.set("metric", metric)
-    for match in sc.find(rf"\b(?:{UNSUPPORTED_METRICS})\b"):
-        p.notes.append(
-            f"{sc.take(match)} is not a supported metric (supported: {', '.join(METRIC_SYNONYMS)})"
-        )
+            p.set(key, value)
+
+
+def _name_unsupported(sc: Scanner, p: Findings, pattern: str, label: str, supported: Iterable[str]) -> None:
+    """Note every unsupported name with the supported list, so the user learns what to ask for."""
+    for match in sc.find(rf"\b(?:{pattern})\b"):
+        p.notes.append(f"{sc.take(match)} is not a supported {label} (supported: {', '.join(supported)})")
 
 
 def baseline_means_no_tuning(sc: Scanner, p: Findings) -> None:
