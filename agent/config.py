@@ -66,9 +66,12 @@ class Settings(BaseSettings):
         120.0, gt=0, description="How long a pod may sit in ImagePullBackOff-like states before failing."
     )
     # --- Local runtime (issue #2) ---
-    local_launch: Literal["forkserver", "subprocess"] = Field(
-        default="forkserver",
-        description="forkserver: fork jobs from a warm process (fast); subprocess: python -m tools.trainer.",
+    local_launch: Literal["worker", "forkserver", "subprocess"] = Field(
+        default="worker",
+        description=(
+            "worker: warm worker processes run jobs one at a time (fastest); forkserver: a fresh process "
+            "forked from a warm one per job; subprocess: python -m tools.trainer per job."
+        ),
     )
     require_approval_for_kubernetes: bool = False
     agent_experiment: str = "expagent-agent"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ from tools import tracking
 from tools.context import ToolContext, build_context
 from tools.policy import guarded_call
 from tools.runtime.local import JobOutcome, JobRecord, LocalRuntime, job_id_for, process_start
+from tools.runtime.processes import process_alive
 from tools.specs import TrainingSpec
 
 LONG_PARAMS = {"n_estimators": 1_000_000, "learning_rate": 0.0001}
@@ -30,7 +33,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="module")
 def runtime(settings: Settings) -> Iterator[LocalRuntime]:
-    runtime = LocalRuntime(settings, mode="forkserver", grace_seconds=5)
+    runtime = LocalRuntime(settings, grace_seconds=5)  # the default: warm workers
     runtime.warm_up()
     yield runtime
     runtime.close()
@@ -172,6 +175,72 @@ def test_unknown_job_is_a_clear_tool_error(ctx: ToolContext) -> None:
 def test_model_cannot_set_the_run_id(ctx: ToolContext) -> None:
     outcome = guarded_call("start_training_run", _args(run_id="0" * 32), ctx)
     assert not outcome.allowed and outcome.verdict.rule == "invalid_arguments"  # type: ignore[union-attr]
+
+
+def _pid(settings: Settings, job_id: str) -> int:
+    return int(json.loads((settings.jobs_dir / job_id / "job.json").read_text())["pid"])
+
+
+def test_a_worker_runs_clean_jobs_one_after_another(ctx: ToolContext, settings: Settings) -> None:
+    jobs = []
+    for _ in range(2):
+        started = _call(ctx, "start_training_run", _args(params={"n_estimators": 5}))
+        jobs.append((started, _wait_done(ctx, started["job_id"])))
+    (first, first_status), (second, second_status) = jobs
+    assert _pid(settings, first["job_id"]) == _pid(settings, second["job_id"])  # the same warm worker
+    assert first_status["state"] == second_status["state"] == "succeeded"
+    assert 0 < second_status["cpu_seconds"] < 10  # charged for its own job only, not the worker's past
+    first_log = _call(ctx, "get_job_logs", {"job_id": first["job_id"]})["text"]
+    assert first["run_id"] in first_log and second["run_id"] not in first_log  # each job has its own log
+
+
+def test_a_failed_or_killed_job_takes_its_worker_with_it(ctx: ToolContext, settings: Settings) -> None:
+    crashed = _call(ctx, "start_training_run", _args(params={"n_estimators": 5, "num_leaves": 1}))
+    assert _wait_done(ctx, crashed["job_id"])["state"] == "failed"
+    pid = _pid(settings, crashed["job_id"])
+    deadline = time.monotonic() + 10
+    while process_alive(pid, None) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not process_alive(pid, None)  # never reused after a failure
+
+    victim = _call(ctx, "start_training_run", _args(params=LONG_PARAMS))
+    assert _pid(settings, victim["job_id"]) != pid
+    deadline = time.monotonic() + 60
+    while not ctx.tracking.get_run(victim["run_id"]).data.params and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(_pid(settings, victim["job_id"]), signal.SIGKILL)  # the worker dies mid-job
+    status = _wait_done(ctx, victim["job_id"])
+    assert status["state"] == "failed" and "SIGKILL" in status["reason"]
+    assert ctx.tracking.get_run(victim["run_id"]).info.status == "FAILED"
+
+    after = _call(ctx, "start_training_run", _args(params={"n_estimators": 5}))
+    assert _wait_done(ctx, after["job_id"])["state"] == "succeeded"
+    assert _pid(settings, after["job_id"]) not in (pid, _pid(settings, victim["job_id"]))
+
+
+def test_closing_the_runtime_retires_idle_workers(settings: Settings) -> None:
+    runtime = LocalRuntime(settings, grace_seconds=5)
+    ctx = build_context(settings, _runtime=runtime)
+    started = _call(ctx, "start_training_run", _args(params={"n_estimators": 5}))
+    assert _wait_done(ctx, started["job_id"])["state"] == "succeeded"
+    pid = _pid(settings, started["job_id"])
+    assert process_alive(pid, None)  # idle, waiting for the next job
+    runtime.close()
+    deadline = time.monotonic() + 10
+    while process_alive(pid, None) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not process_alive(pid, None)
+
+
+def test_fork_per_job_mode_runs_each_job_in_a_fresh_process(settings: Settings) -> None:
+    runtime = LocalRuntime(settings, mode="forkserver")
+    ctx = build_context(settings, _runtime=runtime)
+    pids = set()
+    for _ in range(2):
+        started = _call(ctx, "start_training_run", _args(params={"n_estimators": 5}))
+        assert _wait_done(ctx, started["job_id"])["state"] == "succeeded"
+        pids.add(_pid(settings, started["job_id"]))
+    assert len(pids) == 2
 
 
 def test_plain_subprocess_mode_runs_the_job_program(settings: Settings) -> None:

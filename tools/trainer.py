@@ -250,7 +250,8 @@ def _warm_mlflow_package_map() -> None:
         build_map()
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
+    """Return this process's CPU seconds so far (its own and its reaped children's)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
@@ -261,12 +262,17 @@ def exit_code(result: TrainingResult) -> int:
 
 
 def run_job(
-    spec: TrainingSpec, settings: Settings, status_file: Path | None = None, job_id: str | None = None
+    spec: TrainingSpec,
+    settings: Settings,
+    status_file: Path | None = None,
+    job_id: str | None = None,
+    cpu_offset: float = 0.0,
 ) -> int:
     """Run ``spec`` as a job (signal handlers, own deadline, output capture); return the exit code.
 
     When ``status_file`` is given, the job's outcome (state, exit code, wall and CPU seconds) is written
-    there atomically for the local runtime.
+    there atomically for the local runtime. ``cpu_offset`` is the process's CPU time before the job (a
+    warm worker runs several jobs); the job is charged what it used beyond it.
     """
     started = time.monotonic()
     with stop_signals(spec.timeout_seconds):
@@ -279,11 +285,11 @@ def run_job(
                 run_id=spec.run_id or "", status="FAILED", metric=spec.metric, error=error
             )
     if result.stopped_by == "timeout":
-        _record_timeout(spec, settings, result, job_id, _cpu_seconds())
+        _record_timeout(spec, settings, result, job_id, cpu_seconds() - cpu_offset)
     code = exit_code(result)
     print(result.model_dump_json(), flush=True)
     if status_file is not None:
-        outcome = JobOutcome.from_result(result, code, time.monotonic() - started, _cpu_seconds())
+        outcome = JobOutcome.from_result(result, code, time.monotonic() - started, cpu_seconds() - cpu_offset)
         write_outcome(status_file, outcome)
     return code
 

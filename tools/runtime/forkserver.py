@@ -31,8 +31,9 @@ from typing import Any
 from agent.config import Settings
 from tools.specs import TrainingSpec
 
-#: imported once by the fork server; every job forked from it starts with these loaded.
-WARM_MODULES = ["tools.trainer", "tools.runtime.forkserver"]  # the trainer warms MLflow's caches on import
+#: imported once by the fork server; every job forked from it starts with these loaded (the trainer
+#: warms MLflow's caches on import).
+WARM_MODULES = ["tools.trainer", "tools.runtime.forkserver", "tools.runtime.workers"]
 #: set only in the fork server's environment: importing this module there rehearses a training and
 #: opens the workspace's tracking store, so jobs fork with hot caches (see ``rehearse``).
 REHEARSE_ENV = "EXPAGENT_FORKSERVER_REHEARSE"
@@ -50,15 +51,15 @@ def use_preload(modules: list[str] | None) -> None:
 def launch_job(spec: TrainingSpec, settings: Settings, directory: Path, job_id: str) -> ForkServerProcess:
     """Fork a job that trains ``spec`` with its output in ``directory``; return its started process."""
     start_fork_server(settings.resolved_tracking_uri, settings.resolved_catalog_path, settings.data_dir)
-    process = _JobProcess(
+    process = JobProcess(
         target=_job_process, args=(spec.model_dump_json(), settings, str(directory), job_id), name=job_id
     )
     process.start()
-    _detach(process)
+    detach(process)
     return process
 
 
-def _detach(process: ForkServerProcess) -> None:
+def detach(process: ForkServerProcess) -> None:
     """Keep multiprocessing from joining ``process`` when this interpreter exits."""
     # CPython internals (multiprocessing.process._children), used only here. Why: jobs outlive the
     # agent process (another one adopts them after a restart), but multiprocessing's exit handler joins
@@ -70,7 +71,7 @@ def _detach(process: ForkServerProcess) -> None:
         children.discard(process)
 
 
-def _redirect_output(log_path: Path) -> None:
+def redirect_output(log_path: Path) -> None:
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -84,7 +85,7 @@ def _job_process(spec_json: str, settings: Settings, job_dir: str, job_id: str) 
     """Entry point of a forked job: own process group, output to the log, run the trainer, exit."""
     os.setsid()
     directory = Path(job_dir)
-    _redirect_output(directory / "output.log")
+    redirect_output(directory / "output.log")
     os.environ["EXPAGENT_JOB_ID"] = job_id
     from tools import trainer  # preloaded by the fork server: no import cost here
 
@@ -123,7 +124,7 @@ class _JobPopen(popen_forkserver.Popen):
         self.pid = mp_forkserver.read_signed(self.sentinel)
 
 
-class _JobProcess(ForkServerProcess):
+class JobProcess(ForkServerProcess):
     """A fork-server process launched with :class:`_JobPopen`."""
 
     @staticmethod

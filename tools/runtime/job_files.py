@@ -21,7 +21,7 @@ from tools.specs import JobState, Resources
 if TYPE_CHECKING:
     from tools.trainer import TrainingResult
 
-LaunchMode = Literal["forkserver", "subprocess"]
+LaunchMode = Literal["worker", "forkserver", "subprocess"]
 CancelKind = Literal["cancelled", "pruned", "timeout", "budget", "orphan"]
 
 
@@ -86,6 +86,9 @@ class JobRecord(BaseModel):
     session_id: str | None = None
     trial_number: int | None = None
     resources: Resources | None = None
+    cpu_offset: float = Field(
+        default=0.0, description="The process's CPU seconds when the job started (a worker runs many jobs)."
+    )
 
 
 class CancelRequest(BaseModel):
