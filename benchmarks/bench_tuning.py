@@ -4,8 +4,8 @@ Each side runs in a fresh Python process (imports included) on its own workspace
 dataset (breast_cancer@1), the same search space, the same seeded TPE sampler and the same logging per
 run (params, tags, dataset input, metrics, the model with signature, input example and explicit
 pip_requirements, and the lock file). expagent goes through everything the agent uses: the guard,
-MLflow runs created before submission, the local runtime's warm fork server (one process per trial),
-the Optuna study in SQLite, the watchdog and budget accounting.
+MLflow runs created before submission, the local runtime's warm worker processes (every trial runs
+outside the agent process), the Optuna study's journal storage, the watchdog and budget accounting.
 
     .venv/bin/python benchmarks/bench_tuning.py [--trials 30] [--repeat 1] [--parallel 2] [--samplers]
 

@@ -2,7 +2,7 @@
 
 A fresh Python process pays ~2.5 s importing mlflow, scikit-learn, LightGBM and the trainer, and
 ~0.3 s more of first-use work on its first run. The fork server (one per agent process) imports
-``WARM_MODULES`` once; importing this module there also rehearses two tiny trainings in a throwaway
+``WARM_MODULES`` once; importing this module there also rehearses a tiny training in a throwaway
 workspace and opens the workspace's tracking store (``rehearse``), then reads and verifies the
 workspace's small datasets (``tools.dataset_cache``), so every job forked from it starts hot. The local
 runtime starts the server when it is constructed; it warms up in the background and the first job
@@ -159,7 +159,7 @@ def start_fork_server(
 
 
 def rehearse(tracking_uri: str | None) -> None:
-    """Train two tiny runs in a throwaway workspace, then open ``tracking_uri``'s store (fork server).
+    """Train a tiny run in a throwaway workspace, then open ``tracking_uri``'s store (fork server).
 
     Forked jobs inherit whatever the server has already done. Without this every job pays ~0.3 s of
     first-use work: SQLAlchemy building MLflow's ORM loaders, the model-logging path, pandas/pyarrow
@@ -217,17 +217,18 @@ def _clone_store_schema(tracking_uri: str | None, target: Path) -> None:
 
 
 def _train_tiny_runs(home: Path) -> None:
-    """Train a 3-round LightGBM and a logistic regression run into a scratch store under ``home``."""
+    """Train a 3-round LightGBM run into a scratch store under ``home``.
+
+    What it warms is shared by every model family (MLflow's logging and model-saving paths); a second,
+    logistic-regression rehearsal took as long as a warm run of its own (measured), so it is not done.
+    """
     from agent.config import load_settings
     from tools.trainer import run_training
 
     settings = load_settings(home=home, tracking_uri=f"sqlite:///{home}/mlflow.db")
     base = {"dataset": "breast_cancer", "version": "1", "metric": "roc_auc", "experiment": "rehearsal"}
-    for family, params in (("lightgbm", {"n_estimators": 3}), ("logistic_regression", {})):
-        spec = TrainingSpec.model_validate(
-            {**base, "model_family": family, "params": params, "report_intermediate": True}
-        )
-        run_training(spec, settings)
+    spec = {**base, "model_family": "lightgbm", "params": {"n_estimators": 3}, "report_intermediate": True}
+    run_training(TrainingSpec.model_validate(spec), settings)
 
 
 def _mlflow_engines() -> dict[str, Any] | None:
