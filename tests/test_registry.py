@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,49 @@ def test_list_datasets_tool_filters_by_status(settings: Settings) -> None:
     assert everything is not None and deprecated is not None
     assert len(everything["datasets"]) == 8
     assert [d["ref"] for d in deprecated["datasets"]] == ["wine@0"]
+
+
+def _count_hashing(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the registry's sha256 computations (one entry per file hashed)."""
+    import tools.registry as registry_module
+
+    hashed: list[int] = []
+    real_sha256 = registry_module.sha256_bytes
+
+    def counting(data: bytes) -> str:
+        hashed.append(len(data))
+        return real_sha256(data)
+
+    monkeypatch.setattr(registry_module, "sha256_bytes", counting)
+    return hashed
+
+
+def test_verify_hashes_again_when_the_file_changes_in_place(
+    registry: DatasetRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tools.registry as registry_module
+
+    monkeypatch.setattr(registry_module, "_SETTLED_NS", -(10**18))  # treat every file as settled
+    hashed = _count_hashing(monkeypatch)
+    record = registry.get("iris", "1")
+    assert registry.verify(record) and registry.verify(record)
+    assert len(hashed) == 1  # unchanged file: its digest is reused
+    path = registry.local_path(record)
+    data, before = path.read_bytes(), path.stat()
+    time.sleep(0.02)  # past the filesystem's timestamp tick
+    path.write_bytes(data.replace(b"5.1,3.5", b"5.1,3.6", 1))  # same size, same inode, new content
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old mtime put back
+    assert not registry.verify(record)
+    path.write_bytes(data)
+    assert registry.verify(record)
+
+
+def test_verify_never_reuses_the_digest_of_a_file_changed_just_before_hashing(
+    registry: DatasetRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hashed = _count_hashing(monkeypatch)
+    record = registry.get("iris", "1")
+    path = registry.local_path(record)
+    path.write_bytes(path.read_bytes())  # just written: its timestamps may not move on the next write
+    assert registry.verify(record) and registry.verify(record)
+    assert len(hashed) == 2

@@ -64,6 +64,33 @@ def test_deleted_experiment_is_a_clear_error(ctx: ToolContext) -> None:
         tracking.ensure_experiment(ctx.tracking, "gone")
 
 
+def test_experiment_deleted_after_its_first_run_is_still_a_clear_error(ctx: ToolContext) -> None:
+    spec = _spec(experiment="deleted later")
+    first = tracking.create_mlflow_run(ctx, spec)
+    assert first.info.experiment_id == tracking.ensure_experiment(ctx.tracking, "deleted later")
+    tracking.end_run(ctx, first.info.run_id, "FINISHED")
+    ctx.tracking.delete_experiment(first.info.experiment_id)
+    with pytest.raises(ValueError, match="was deleted"):
+        tracking.create_run(ctx, spec)
+    with pytest.raises(ValueError, match="was deleted"):
+        tracking.create_parent_run(ctx, "deleted later", "tuning")
+    ctx.tracking.restore_experiment(first.info.experiment_id)
+    again = tracking.create_mlflow_run(ctx, spec)
+    assert again.info.experiment_id == first.info.experiment_id
+    tracking.end_run(ctx, again.info.run_id, "FINISHED")
+
+
+def test_purged_experiment_is_created_again(ctx: ToolContext) -> None:
+    spec = _spec(experiment="purged later")
+    first = tracking.create_mlflow_run(ctx, spec)
+    ctx.tracking.delete_experiment(first.info.experiment_id)
+    ctx.tracking._tracking_client.store._hard_delete_experiment(first.info.experiment_id)  # `mlflow gc`
+    again = tracking.create_mlflow_run(ctx, spec)  # sqlite may hand out the purged ID again
+    recreated = ctx.tracking.get_experiment_by_name("purged later")
+    assert recreated is not None and recreated.experiment_id == again.info.experiment_id
+    tracking.end_run(ctx, again.info.run_id, "FINISHED")
+
+
 def test_created_run_carries_expagent_tags_and_nests_under_its_parent(ctx: ToolContext) -> None:
     parent = tracking.create_parent_run(ctx, EXPERIMENT, "tuning", run_name="study")
     run_id = tracking.create_run(ctx, _spec(parent_run_id=parent, trial_number=3, role="trial", seed=5))

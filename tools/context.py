@@ -51,6 +51,9 @@ class ToolContext:
     #: every runtime opened so far, by name; copies of the context (dataclasses.replace) share it.
     runtimes: dict[str, Runtime] = field(default_factory=dict)
     _runtimes_lock: threading.RLock = field(default_factory=threading.RLock)
+    #: (tracking URI, experiment name) -> MLflow experiment ID, looked up once per context and shared by
+    #: its copies; ``tools.tracking`` drops an entry whose experiment was deleted and looks it up again.
+    experiment_ids: dict[tuple[str, str], str] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -110,8 +110,6 @@ def start_training_run(ctx: ToolContext, args: StartTrainingRunArgs) -> StartedR
     random state and thread count. 'runtime' ('local' or 'kubernetes') and 'namespace' (an allowed
     Kubernetes namespace) choose where it runs; leave them null for the configured defaults.
     """
-    from mlflow.entities import RunTag
-
     spec = TrainingSpec(
         **args.model_dump(exclude={"run_id", "session_id", "requester"}),
         session_id=ctx.session_id,
@@ -121,10 +119,11 @@ def start_training_run(ctx: ToolContext, args: StartTrainingRunArgs) -> StartedR
     spec.runtime = cast(RuntimeName, runtime_name(runtime, spec.runtime or ctx.settings.runtime))
     if spec.runtime == "kubernetes":
         spec.namespace = spec.namespace or ctx.settings.k8s_namespace
-    spec.run_id = tracking.create_run(ctx, spec)  # checks the tags before creating anything
+    created = tracking.create_mlflow_run(ctx, spec)  # checks the tags before creating anything
+    spec.run_id, experiment_id = created.info.run_id, created.info.experiment_id
     info = _submit(ctx, runtime, spec)
-    ctx.tracking.log_batch(spec.run_id, tags=[RunTag("expagent.job_id", info.job_id)])
-    experiment_id = ctx.tracking.get_run(spec.run_id).info.experiment_id
+    # One tag write (the job's MLflow writes start now; set_tag takes one store session, log_batch two).
+    ctx.tracking.set_tag(spec.run_id, "expagent.job_id", info.job_id)
     return StartedRun(
         run_id=spec.run_id, job_id=info.job_id, experiment_id=experiment_id, state=info.state,
         ui_url=tracking.ui_url(ctx.settings, experiment_id, spec.run_id),

@@ -166,19 +166,20 @@ def _lookup(name: str) -> ToolDef | Reject:
         return Reject(rule="unknown_tool", reason=f"{name!r} is not available: {exc}")
 
 
-def _redact_args(tool: ToolDef, args: BaseModel) -> tuple[BaseModel | Reject, list[str]]:
-    """Apply the privacy rule: return the arguments with secrets and PII redacted, and what changed."""
+def _redact_args(tool: ToolDef, args: BaseModel) -> tuple[BaseModel | Reject, list[str], dict[str, Any]]:
+    """Apply the privacy rule: return the redacted arguments, the changed paths and the JSON to show."""
     original = args.model_dump(mode="json")
     cleaned = redact(original)
     paths = redacted_paths(original, cleaned)
     if not paths:
-        return args, []
+        return args, [], cleaned
     try:
-        return tool.args_model.model_validate(cleaned), paths
+        model = tool.args_model.model_validate(cleaned)
     except ValidationError:
         reason = f"arguments {', '.join(paths)} hold secrets or personal data that cannot be redacted;"
         reason += " remove them."
-        return Reject(rule="privacy", reason=reason), paths
+        return Reject(rule="privacy", reason=reason), paths, redact(original)
+    return model, paths, redact(model.model_dump(mode="json"))
 
 
 def _audit(ctx: ToolContext, outcome: ToolOutcome) -> None:
@@ -196,30 +197,35 @@ def _decide(
     name: str, raw_args: Any, ctx: ToolContext
 ) -> tuple[ToolOutcome, ToolDef | None, BaseModel | None]:
     """Validate, check and redact; return the outcome so far plus the tool and arguments to run."""
-    shown = redact(raw_args) if isinstance(raw_args, dict) else {"raw": redact(repr(raw_args))}
     tool = _lookup(name)
     if isinstance(tool, Reject):
-        return ToolOutcome(tool=name, args=shown, verdict=tool), None, None
+        return _early_reject(name, raw_args, tool), None, None
     if not isinstance(raw_args, dict):
         reject = Reject(rule="invalid_arguments", reason=f"arguments for {name} must be a JSON object")
-        return ToolOutcome(tool=name, args=shown, verdict=reject), None, None
+        return _early_reject(name, raw_args, reject), None, None
     try:
         args = tool.args_model.model_validate(raw_args)
     except ValidationError as exc:
         reject = Reject(rule="invalid_arguments", reason=_format_validation_error(exc, name))
-        return ToolOutcome(tool=name, args=shown, verdict=reject), None, None
+        return _early_reject(name, raw_args, reject), None, None
     findings = _all_findings(tool, args, ctx)
     keys = {f.approval_key for f in findings if isinstance(f, Reject) and f.approval_key}
     used = sorted(keys & ctx.approvals)
     verdict = _first(_unapproved(findings, ctx))
-    cleaned, paths = _redact_args(tool, args) if isinstance(verdict, Allow) else (args, [])
+    if isinstance(verdict, Allow):
+        cleaned, paths, shown = _redact_args(tool, args)
+    else:
+        cleaned, paths, shown = args, [], redact(args.model_dump(mode="json"))
     if isinstance(cleaned, Reject):
         verdict, cleaned = cleaned, args
-    outcome = ToolOutcome(
-        tool=name, args=redact(cleaned.model_dump(mode="json")), verdict=verdict, redacted_fields=paths,
-        approvals_used=used,
-    )  # fmt: skip
+    outcome = ToolOutcome(tool=name, args=shown, verdict=verdict, redacted_fields=paths, approvals_used=used)
     return outcome, tool, cleaned
+
+
+def _early_reject(name: str, raw_args: Any, reject: Reject) -> ToolOutcome:
+    """Return the outcome of a call rejected before its arguments were validated (shown redacted)."""
+    shown = redact(raw_args) if isinstance(raw_args, dict) else {"raw": redact(repr(raw_args))}
+    return ToolOutcome(tool=name, args=shown, verdict=reject)
 
 
 def guarded_call(name: str, raw_args: dict[str, Any], ctx: ToolContext) -> ToolOutcome:

@@ -7,6 +7,7 @@ sha256 hashes, floats, timestamps, dataset refs like ``breast_cancer@1`` and fil
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,11 +118,25 @@ SECRET_KEYS = re.compile(
 )
 
 
+#: texts up to this length are remembered (the same keys and values are redacted again on every call).
+_CACHED_TEXT_CHARS = 512
+
+
 def redact_text(text: str) -> str:
     """Return ``text`` with every secret and piece of personal data replaced by a placeholder."""
+    if len(text) <= _CACHED_TEXT_CHARS:
+        return _redact_short_text(text)
+    return _apply_patterns(text)
+
+
+def _apply_patterns(text: str) -> str:
     for pattern in PATTERNS:
         text = pattern.regex.sub(pattern.replace, text)
     return text
+
+
+# A pure function of its argument (the patterns are constants), so a cached answer is always the answer.
+_redact_short_text = functools.lru_cache(maxsize=4096)(_apply_patterns)
 
 
 def redact(value: Any) -> Any:

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,6 +44,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FLOATING_VERSIONS = frozenset({"", "latest", "current", "newest", "head", "*", "default"})
 #: an integer target with at most this many distinct values is inferred to be a classification target.
 _MAX_CLASSES = 20
+#: a data file changed within this many nanoseconds before it was hashed is hashed again on every check.
+_SETTLED_NS = 2_000_000_000
 
 
 class RegistryError(Exception):
@@ -220,6 +223,7 @@ class DatasetRegistry:
         self.data_dir = Path(data_dir)
         self._cache_key: tuple[int, int] | None = None
         self._records: dict[tuple[str, str], DatasetRecord] = {}
+        self._digests: dict[Path, tuple[tuple[int, ...], str]] = {}  # see _file_sha256
 
     @classmethod
     def open(cls, settings: Settings) -> DatasetRegistry:
@@ -273,9 +277,25 @@ class DatasetRegistry:
     def verify(self, record: DatasetRecord) -> bool:
         """Return whether the file on disk exists and matches the recorded sha256."""
         try:
-            return sha256_bytes(self.local_path(record).read_bytes()) == record.sha256
+            return self._file_sha256(self.local_path(record)) == record.sha256
         except FileNotFoundError:
             return False
+
+    def _file_sha256(self, path: Path) -> str:
+        """Return the sha256 of ``path``'s bytes, reusing the last digest while the file is unchanged."""
+        # Writing, truncating, replacing (rename over it) or re-timing (utime) the file changes its
+        # (device, inode, size, mtime, ctime). Timestamps are coarse (a clock tick), so a file changed
+        # less than _SETTLED_NS before hashing is never cached: a later change gets a later ctime.
+        started = time.time_ns()
+        stat = path.stat()
+        signature = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        cached = self._digests.get(path)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        digest = sha256_bytes(path.read_bytes())
+        if started - max(stat.st_mtime_ns, stat.st_ctime_ns) > _SETTLED_NS:
+            self._digests[path] = (signature, digest)
+        return digest
 
     def read_verified_bytes(self, record: DatasetRecord) -> bytes:
         """Return the file's bytes after checking them against the catalog; raise ChecksumMismatch."""

@@ -39,6 +39,8 @@ _METRIC_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-/ ]+$")
 #: MLflow limits (param values 6000 chars, tag values 8000); longer text is cut with a marker.
 _MAX_PARAM_CHARS = 6000
 _MAX_TAG_CHARS = 5000
+#: what MLflow answers when a run is created in a deleted (not active) or purged experiment.
+_EXPERIMENT_GONE_CODES = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"})
 
 
 # ---- client and experiments -----------------------------------------------------------------------
@@ -92,6 +94,35 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
     if experiment.lifecycle_stage == "deleted":
         raise ValueError(f"experiment {name!r} was deleted in MLflow; restore it or choose another name")
     return str(experiment.experiment_id)
+
+
+def cached_experiment_id(ctx: ToolContext, name: str) -> str:
+    """Return the ID of experiment ``name`` (created if needed), looked up once per context."""
+    key = (ctx.tracking.tracking_uri, name)
+    found = ctx.experiment_ids.get(key)
+    if found is None:
+        found = ensure_experiment(ctx.tracking, name, ctx.settings.artifact_root)
+        ctx.experiment_ids[key] = found
+    return found
+
+
+def _create_in_experiment(
+    ctx: ToolContext, experiment: str, tags: dict[str, str], run_name: str | None
+) -> Run:
+    """Create a RUNNING run in ``experiment``; a cached experiment deleted since is looked up again."""
+    from mlflow.exceptions import MlflowException
+
+    key = (ctx.tracking.tracking_uri, experiment)
+    cached = key in ctx.experiment_ids
+    try:
+        return ctx.tracking.create_run(cached_experiment_id(ctx, experiment), tags=tags, run_name=run_name)
+    except MlflowException as exc:
+        if not cached or exc.error_code not in _EXPERIMENT_GONE_CODES:
+            raise
+    # The cached experiment was deleted (not active) or purged: look it up afresh, so a deleted one gets
+    # ensure_experiment's clear error and a purged one is created again.
+    ctx.experiment_ids.pop(key, None)
+    return ctx.tracking.create_run(cached_experiment_id(ctx, experiment), tags=tags, run_name=run_name)
 
 
 def ui_url(settings: Settings, experiment_id: str, run_id: str | None = None) -> str:
@@ -154,12 +185,10 @@ def run_tags(spec: TrainingSpec, role: str, session_id: str, requester: str) -> 
     return clean_tags(tags)
 
 
-def create_run(ctx: ToolContext, spec: TrainingSpec, role: RunRole | None = None) -> str:
+def create_mlflow_run(ctx: ToolContext, spec: TrainingSpec, role: RunRole | None = None) -> Run:
     """Create the MLflow run for ``spec`` (status RUNNING, expagent tags, nested under its parent)."""
     from tools.registry import RegistryError
 
-    client = ctx.tracking
-    experiment_id = ensure_experiment(client, spec.experiment, ctx.settings.artifact_root)
     tags = run_tags(
         spec, role or spec.role, spec.session_id or ctx.session_id, spec.requester or ctx.requester
     )
@@ -167,8 +196,12 @@ def create_run(ctx: ToolContext, spec: TrainingSpec, role: RunRole | None = None
         tags["dataset.sha256"] = ctx.registry.get(spec.dataset, spec.version).sha256
     except RegistryError:
         pass  # the guard rejects unknown datasets; the trainer reports it clearly if one gets here
-    run = client.create_run(experiment_id, tags=tags, run_name=spec.run_name)
-    return str(run.info.run_id)
+    return _create_in_experiment(ctx, spec.experiment, tags, spec.run_name)
+
+
+def create_run(ctx: ToolContext, spec: TrainingSpec, role: RunRole | None = None) -> str:
+    """Create the MLflow run for ``spec`` (see :func:`create_mlflow_run`); return its run ID."""
+    return str(create_mlflow_run(ctx, spec, role).info.run_id)
 
 
 def create_parent_run(
@@ -196,8 +229,7 @@ def create_parent_run(
     }
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    experiment_id = ensure_experiment(ctx.tracking, experiment, ctx.settings.artifact_root)
-    run = ctx.tracking.create_run(experiment_id, tags=clean_tags(all_tags), run_name=run_name)
+    run = _create_in_experiment(ctx, experiment, clean_tags(all_tags), run_name)
     if params:
         batch = [Param(k, clean_param(v)) for k, v in params.items()]
         ctx.tracking.log_batch(run.info.run_id, params=batch)

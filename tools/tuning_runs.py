@@ -15,6 +15,7 @@ from tools import tracking
 from tools.tuning_models import StudyResult, StudySettings, TrialResult
 
 if TYPE_CHECKING:
+    from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
     from tools.context import ToolContext
@@ -69,10 +70,18 @@ def reopen_if_ended(client: MlflowClient, run_id: str) -> bool:
 
 def read_metric(client: MlflowClient, run_id: str, metric: str) -> float | None:
     """Return the run's final ``metric``, or None when it is missing or not a number."""
-    value = client.get_run(run_id).data.metrics.get(metric)
-    if value is None or math.isnan(value):
+    # One query for one metric's history instead of the whole run. The final value is the one MLflow
+    # reports as the run's metric: the greatest (step, timestamp, value), a NaN stored as 0.
+    history = client.get_metric_history(run_id, metric)
+    if not history:
         return None
-    return float(value)
+    value = float(max(history, key=_recency).value)
+    return None if math.isnan(value) else value
+
+
+def _recency(measure: Metric) -> tuple[int, int, float]:
+    value = float(measure.value)
+    return int(measure.step), int(measure.timestamp), 0.0 if math.isnan(value) else value
 
 
 def read_intermediate(client: MlflowClient, run_id: str, metric: str) -> dict[int, float]:
