@@ -36,7 +36,7 @@ bench-cli: venv
 	$(BIN)/python benchmarks/bench_cli.py
 
 bench-tuning: venv
-	$(BIN)/python benchmarks/bench_tuning.py
+	$(BIN)/python benchmarks/bench_tuning.py --repeat 3
 
 bench-k8s: venv
 	$(BIN)/python benchmarks/bench_k8s.py
