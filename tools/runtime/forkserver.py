@@ -2,13 +2,15 @@
 
 A fresh Python process pays ~2.5 s importing mlflow, scikit-learn, LightGBM and the trainer, and
 ~0.3 s more of first-use work on its first run. The fork server (one per agent process) imports
-``WARM_MODULES`` once; importing this module there also rehearses a tiny training in a throwaway
-workspace and opens the workspace's tracking store (``rehearse``), then reads and verifies the
-workspace's small datasets (``tools.dataset_cache``), so every job forked from it starts hot. The local
-runtime starts the server when it is constructed; it warms up in the background and the first job
-launched waits for it. Each job is still a fresh process in its own session: a crash kills only that job.
+``WARM_MODULES`` once; importing this module there also opens the workspace's tracking store and, for
+fork-per-job launches, rehearses a tiny training in a throwaway workspace (``rehearse``), then reads and
+verifies the workspace's small datasets (``tools.dataset_cache``), so every process forked from it
+starts hot. The local runtime starts the server when it is constructed; it warms up in the background
+and the first job launched waits for it.
 
-``launch_job`` starts one job; the caller watches the returned process and the job's files.
+``launch_job`` starts one job as a fresh process in its own session (a crash kills only that job); the
+caller watches the returned process and the job's files. ``tools.runtime.workers`` forks longer-lived
+workers from the same server.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ def use_preload(modules: list[str] | None) -> None:
 
 def launch_job(spec: TrainingSpec, settings: Settings, directory: Path, job_id: str) -> ForkServerProcess:
     """Fork a job that trains ``spec`` with its output in ``directory``; return its started process."""
-    start_fork_server(settings.resolved_tracking_uri, settings.resolved_catalog_path, settings.data_dir)
+    start_fork_server(
+        settings.resolved_tracking_uri, settings.resolved_catalog_path, settings.data_dir, rehearse=True
+    )
     process = JobProcess(
         target=_job_process, args=(spec.model_dump_json(), settings, str(directory), job_id), name=job_id
     )
@@ -133,16 +137,21 @@ class JobProcess(ForkServerProcess):
 
 
 def start_fork_server(
-    tracking_uri: str, catalog_path: Path | None = None, data_dir: Path | None = None
+    tracking_uri: str, catalog_path: Path | None = None, data_dir: Path | None = None, rehearse: bool = True
 ) -> None:
     """Start the process-wide fork server (if not running), warmed for ``tracking_uri``.
 
     It does not wait for the server's imports and rehearsal: the first job launched waits for them.
-    With ``catalog_path`` and ``data_dir`` the server also preloads that workspace's small datasets
+    ``rehearse`` trains a tiny run there first: worth it when every job is forked from the server, not
+    for workers that each warm up on their first job (it would only delay that job). With
+    ``catalog_path`` and ``data_dir`` the server also preloads that workspace's small datasets
     (``tools.dataset_cache``). Its environment (inherited by every job) also disables MLflow telemetry,
-    whose threads must not be running across fork().
+    whose threads must not be running across fork(). Only the first call's arguments count.
     """
-    server_env = {REHEARSE_ENV: "1", STORE_ENV: tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    server_env = {
+        REHEARSE_ENV: "train" if rehearse else "open", STORE_ENV: tracking_uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }  # fmt: skip
     if catalog_path is not None and data_dir is not None:
         server_env |= {CATALOG_ENV: str(catalog_path), DATA_ENV: str(data_dir)}
     with _SERVER_ENV_LOCK:
@@ -158,14 +167,15 @@ def start_fork_server(
                     os.environ[key] = value
 
 
-def rehearse(tracking_uri: str | None) -> None:
-    """Train a tiny run in a throwaway workspace, then open ``tracking_uri``'s store (fork server).
+def rehearse(tracking_uri: str | None, train: bool = True) -> None:
+    """Train a tiny run in a throwaway workspace (if ``train``), then open ``tracking_uri``'s store.
 
-    Forked jobs inherit whatever the server has already done. Without this every job pays ~0.3 s of
-    first-use work: SQLAlchemy building MLflow's ORM loaders, the model-logging path, pandas/pyarrow
-    conversions; opening the store (MLflow checks its schema) saves another ~0.05 s. LightGBM uses one
-    thread here: a fork after an OpenMP thread pool exists is unsafe. Every database connection is
-    closed before any fork, so jobs open their own.
+    Runs in the fork server: forked jobs inherit whatever the server has already done. Without the
+    training every forked job pays ~0.3 s of first-use work: SQLAlchemy building MLflow's ORM loaders,
+    the model-logging path, pandas/pyarrow conversions; opening the store (MLflow checks its schema)
+    saves another ~0.05 s, and is done only for a store that exists (creating it here could race the
+    agent creating it). LightGBM uses one thread here: a fork after an OpenMP thread pool exists is
+    unsafe. Every database connection is closed before any fork, so jobs open their own.
     """
     from agent.config import load_settings
     from tools.tracking import make_client
@@ -175,9 +185,10 @@ def rehearse(tracking_uri: str | None) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="expagent-rehearsal-") as home:
         try:
-            _clone_store_schema(tracking_uri, Path(home) / "mlflow.db")
-            _train_tiny_runs(Path(home))
-            if tracking_uri and tracking_uri.startswith("sqlite:"):
+            if train:
+                _clone_store_schema(tracking_uri, Path(home) / "mlflow.db")
+                _train_tiny_runs(Path(home))
+            if tracking_uri and tracking_uri.startswith("sqlite:") and _store_revisions(tracking_uri):
                 settings = load_settings(home=Path(home), tracking_uri=tracking_uri)
                 make_client(settings).search_experiments(max_results=1)
         finally:
@@ -193,20 +204,14 @@ def _clone_store_schema(tracking_uri: str | None, target: Path) -> None:
     so MLflow accepts it as current. Without an existing SQLite store nothing is created here and
     MLflow builds the scratch store itself.
     """
-    prefix = "sqlite:///"
-    if not tracking_uri or not tracking_uri.startswith(prefix):
-        return
-    source = Path(tracking_uri.removeprefix(prefix))
-    if not source.is_file():
-        return
     try:
-        with closing(sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=5)) as src:
+        revisions = _store_revisions(tracking_uri)
+        if not tracking_uri or not revisions:  # none, or being created now: MLflow builds the scratch one
+            return
+        with closing(_open_read_only(tracking_uri)) as src:
             ddl = src.execute(
                 "SELECT type, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'"
             ).fetchall()
-            revisions = src.execute("SELECT version_num FROM alembic_version").fetchall()
-        if not revisions:  # the store is being created right now: let MLflow build the scratch one
-            return
         tables_first = sorted(ddl, key=lambda row: row[0] != "table")
         with closing(sqlite3.connect(target)) as copy, copy:
             for _kind, statement in tables_first:
@@ -214,6 +219,24 @@ def _clone_store_schema(tracking_uri: str | None, target: Path) -> None:
             copy.executemany("INSERT INTO alembic_version (version_num) VALUES (?)", revisions)
     except sqlite3.Error:  # unreadable or half-created store: MLflow builds the scratch store instead
         target.unlink(missing_ok=True)
+
+
+def _open_read_only(tracking_uri: str) -> sqlite3.Connection:
+    path = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+    return sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+
+
+def _store_revisions(tracking_uri: str | None) -> list[tuple[str]]:
+    """Return the alembic revisions of an existing, initialised SQLite store (else an empty list)."""
+    if not tracking_uri or not tracking_uri.startswith("sqlite:///"):
+        return []
+    if not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        return []
+    try:
+        with closing(_open_read_only(tracking_uri)) as src:
+            return list(src.execute("SELECT version_num FROM alembic_version").fetchall())
+    except sqlite3.Error:  # unreadable, or its tables are not created yet
+        return []
 
 
 def _train_tiny_runs(home: Path) -> None:
@@ -260,11 +283,12 @@ def _silenced() -> Iterator[None]:
             os.close(fd)
 
 
-if os.environ.get(REHEARSE_ENV) == "1" and multiprocessing.process.current_process().name == "MainProcess":
+_REHEARSAL = os.environ.get(REHEARSE_ENV)
+if _REHEARSAL in ("train", "open") and multiprocessing.process.current_process().name == "MainProcess":
     # Only the fork server's environment sets this (see start_fork_server); it imports this module once.
     try:
         with _silenced():
-            rehearse(os.environ.get(STORE_ENV))
+            rehearse(os.environ.get(STORE_ENV), train=_REHEARSAL == "train")
             if os.environ.get(CATALOG_ENV) and os.environ.get(DATA_ENV):
                 from tools.dataset_cache import preload_workspace
 

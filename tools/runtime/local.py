@@ -113,8 +113,9 @@ class LocalRuntime:
         if self.mode != "subprocess":
             settings = self._job_settings
             forkserver.start_fork_server(
-                settings.resolved_tracking_uri, settings.resolved_catalog_path, settings.data_dir
-            )
+                settings.resolved_tracking_uri, settings.resolved_catalog_path, settings.data_dir,
+                rehearse=self.mode == "forkserver",
+            )  # fmt: skip
 
     @property
     def client(self) -> MlflowClient:

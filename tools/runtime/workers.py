@@ -87,7 +87,9 @@ class Worker:
     """The agent's handle on one worker process."""
 
     def __init__(self, settings: Settings) -> None:
-        start_fork_server(settings.resolved_tracking_uri, settings.resolved_catalog_path, settings.data_dir)
+        start_fork_server(
+            settings.resolved_tracking_uri, settings.resolved_catalog_path, settings.data_dir, rehearse=False
+        )
         self.conn, child = Pipe()
         self.process = JobProcess(target=_serve, args=(child,), name="expagent-worker")
         self.process.start()
