@@ -239,6 +239,29 @@ def test_oom_killed_is_surfaced(tracking, new_spec) -> None:
     assert artifacts(tracking, spec.run_id, "kubernetes")
 
 
+def test_a_failed_job_reports_its_recorded_reason_while_the_pod_watch_lags(
+    tracking, new_spec, monkeypatch
+) -> None:
+    # The k8s-oom-killed race: the Job's Failed condition arrives before the pod's OOMKilled state, and
+    # a wait() that times out while the failure is being recorded must not report the stale reason.
+    spec, finalizing = new_spec(), threading.Event()
+    with cluster(tracking[0], SLEEPY, faults=Faults(pod_faults=[PodFault("oom")])) as (kube, runtime):
+        monkeypatch.setattr(runtime, "_job_pods", lambda name: [])  # the pod watch has not caught up
+        record_failure = runtime.runs.record_failure
+
+        def slow_record(*args: Any, **kwargs: Any) -> None:
+            finalizing.set()
+            time.sleep(0.5)
+            record_failure(*args, **kwargs)
+
+        monkeypatch.setattr(runtime.runs, "record_failure", slow_record)
+        info = runtime.submit(spec)
+        assert finalizing.wait(30)
+        seen = runtime.wait([info.job_id], timeout=0.05)[0]  # times out mid-recording
+        assert (seen.state, seen.reason) == ("failed", "OOMKilled (exit code 137)")
+    assert run_status(tracking, spec.run_id) == "FAILED"
+
+
 def test_deadline_exceeded_is_surfaced(tracking, new_spec) -> None:
     spec = new_spec(timeout_seconds=1)
     with cluster(tracking[0], SLEEPY) as (kube, runtime):

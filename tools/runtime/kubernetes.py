@@ -321,7 +321,24 @@ class KubernetesRuntime:
         job = self._find(job_id)
         if job is None:
             return self._vanished(job_id)
-        return job_info(job, self._job_pods(job_id))
+        info = job_info(job, self._job_pods(job_id))
+        if info.state == "failed":
+            return self._recorded(job_id, info)
+        return info
+
+    def _recorded(self, name: str, provisional: JobInfo) -> JobInfo:
+        """Return a failed Job's recorded outcome, waiting (bounded) while it is being finalized.
+
+        The pod watch can lag the Job's: the cache may still show the pod running when the Job has
+        failed, and the reason (OOMKilled, exit code) comes from the pod. Finalizing reads the pods
+        from the API, so its outcome is the one to report.
+        """
+        if threading.current_thread() is self._worker:  # the worker records it: never wait there
+            return provisional
+        with self._changed:
+            if name in self._finalizing:
+                self._changed.wait_for(lambda: name in self._outcomes, VANISHED_WAIT_SECONDS)
+            return self._outcomes.get(name, provisional)
 
     def _job_pods(self, name: str) -> list[Any]:
         return self._watches.pods_of(name)
