@@ -61,8 +61,10 @@ _PATIENCE = (
     rf"\b(?P<n>{NUMBER})\s+trials?\s+(?:without|with\s+no|of\s+no)\s+improvement",
 )
 _TARGET = (
-    rf"\b(?:until|till|once|when|stop\s+(?:at|when|once))\s+(?:the\s+)?(?:(?P<metric>{ANY_METRIC})\s+|(?:it|score|metric)\s+)?"
-    rf"(?:reaches|hits|is\s+(?:at\s+least|above|over)|>=?|exceeds|gets\s+(?:to|above))\s*(?P<v>{NUMBER})",
+    rf"\b(?:until|till|once|when|as\s+soon\s+as|(?:early[\s-]?)?stop(?:ping)?\s+(?:early\s+)?(?:at|when|once|if|as\s+soon\s+as)|if)\s+"
+    rf"(?:the\s+)?(?:(?P<metric>{ANY_METRIC})\s+|(?:it|score|metric)\s+)?"
+    rf"(?:reaches|hits|is\s+(?:at\s+least|above|over)|>=?|exceeds|gets\s+(?:to|above))\s*(?P<v>{NUMBER})"
+    r"(?:\s*,?\s*(?:then\s+|and\s+)?stop\b)?",  # "if roc_auc is above 0.99, stop" is a target, not a cancel
     rf"\btarget(?:\s+(?:of|value|score))?\s*(?:(?P<metric>{ANY_METRIC})\s*)?(?:=|:|of)?\s*(?P<v>\d*\.\d+|\d+)\b",
 )
 _WALL_CLOCK = (

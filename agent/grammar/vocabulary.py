@@ -85,7 +85,7 @@ FILLER = frozenset(
     trial baseline budget compute hyperparameter hyperparameters hyperparams params parameters
     go ahead now first after afterwards next quick quickly simple small few there here hi hello hey
     thanks thank ok okay sure yes launch start kick off execute sweep able mind maybe perhaps
-    possibly""".split()
+    possibly hpo search searches wall clock""".split()
 )
 RESERVED = FILLER | {"kubernetes", "k8s", "eks", "cluster", "locally", "local", "namespace", "optuna", "raw"}
 
@@ -121,7 +121,7 @@ OBJECTIVE = re.compile(
 )
 CANCEL = re.compile(r"\b(?:cancel|abort|kill|terminate|halt)\w*\b|\bstop\b", FLAGS)
 EXPERIMENT_VERBS = re.compile(
-    r"\b(?:re)?train(?:s|ed|ing)?\b|\bfit(?:s|ting)?\b|\btun(?:e|es|ed|ing)\b|\bsweep\b|\bbaseline\b"
+    r"\b(?:re)?train(?:s|ed|ing)?\b|\bfit(?:s|ting)?\b|\btun(?:e|es|ed|ing)\b|\bsweep\b|\bbaseline\b|\bhpo\b"
     r"|\bhyper[\s-]?param(?:eter)?s?\s+(?:search|tuning|optimi[sz]ation)\b|\bbenchmark\b"
     r"|\b(?:launch|start|kick\s+off|run|do|execute|set\s+up)\s+(?:(?:a|an|the|some|new|quick)\s+)*"
     r"(?:experiment|training|study|trials?|job)s?\b|\bbuild\s+(?:a\s+|an\s+)?(?:model|classifier|regressor)\b",
