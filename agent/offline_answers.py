@@ -38,6 +38,7 @@ class _Results:
     datasets: list[dict[str, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     withheld: int = 0
+    more: bool = False  # a search returned only the first of more matching runs
 
 
 def write_answer(plan: QuestionPlan, results: list[tuple[str, ToolMessage]]) -> str:
@@ -77,6 +78,7 @@ def _collect(results: list[tuple[str, ToolMessage]]) -> _Results:
             continue
         for run in _walk(parsed, _is_run):
             data.runs.append(_flatten_run(run))
+        data.more = data.more or (isinstance(parsed, dict) and parsed.get("more") is True)
         if name in ("list_datasets", "lookup_dataset"):
             data.datasets.extend(_dataset(d) for d in _walk(parsed, _is_dataset))
     data.runs = list({r["run_id"]: r for r in data.runs if _SAFE_ID.match(str(r["run_id"]))}.values())
@@ -300,7 +302,10 @@ def _answer_list_runs(plan: QuestionPlan, data: _Results) -> str:
     where = f" in experiment `{_cell(plan.experiment)}`" if plan.experiment else ""
     if not data.runs:
         return f"No runs were found{where}."
-    return f"{len(data.runs)} run(s){where}:\n\n" + _runs_table(data.runs, _shared_metrics(data.runs))
+    count = f"More than {len(data.runs)} runs (the first {len(data.runs)} are shown)" if data.more else (
+        f"{len(data.runs)} run(s)"
+    )  # fmt: skip
+    return f"{count}{where}:\n\n" + _runs_table(data.runs, _shared_metrics(data.runs))
 
 
 def _safe(value: Any, data: _Results) -> str:

@@ -914,3 +914,17 @@ def test_graph_follow_up_version_and_unsupported_family(tmp_path: Any) -> None:
         assert all_runs(service.settings) == []
     finally:
         service.close()
+
+
+def test_a_truncated_run_listing_never_claims_to_be_the_count() -> None:
+    from langchain_core.messages import ToolMessage
+
+    from agent.grammar import QuestionPlan
+    from agent.offline_answers import write_answer
+
+    run = {"run_id": "0" * 32, "status": "FINISHED", "metrics": {"roc_auc": 0.9}, "params": {}}
+    plan = QuestionPlan("list_runs", experiment="smoke")
+    for more, expected in ((True, "More than 1 runs (the first 1 are shown)"), (False, "1 run(s) in")):
+        content = json.dumps({"experiment": "smoke", "experiment_id": "1", "runs": [run], "more": more})
+        answer = write_answer(plan, [("search_runs", ToolMessage(content, tool_call_id="c1"))])
+        assert expected in answer

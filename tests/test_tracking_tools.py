@@ -154,10 +154,12 @@ def test_search_runs_orders_best_first_and_filters(ctx: ToolContext) -> None:
     outcome = _call(ctx, "search_runs", {"experiment": EXPERIMENT, "order_by": "roc_auc", "max_results": 2})
     runs = outcome.result["runs"]
     assert [r["metrics"]["roc_auc"] for r in runs] == [0.97, 0.91]
+    assert outcome.result["more"] is True  # a third run matches: the answer must not say "2 runs"
     assert runs[0]["dataset"] == "breast_cancer@1" and runs[0]["ui_url"].endswith(runs[0]["run_id"])
     worst = _call(ctx, "search_runs", {"experiment": EXPERIMENT, "order_by": "roc_auc", "direction": "asc",
                                        "filter": "params.model_family = 'random_forest'"})  # fmt: skip
     assert [r["metrics"]["roc_auc"] for r in worst.result["runs"]] == [0.80]
+    assert worst.result["more"] is False
 
 
 def test_search_runs_errors_say_what_to_fix(ctx: ToolContext) -> None:

@@ -347,6 +347,9 @@ class SearchRunsResult(BaseModel):
     experiment: str
     experiment_id: str
     runs: list[RunSummary]
+    more: bool = Field(
+        default=False, description="More runs match than max_results: only the first max_results are here."
+    )
 
 
 class GetRunArgs(BaseModel):
@@ -422,7 +425,7 @@ def search_runs(ctx: ToolContext, args: SearchRunsArgs) -> SearchRunsResult:
     experiment_id = _experiment_id_or_error(client, args.experiment)
     try:
         runs = client.search_runs(
-            [experiment_id], filter_string=args.filter or "", max_results=args.max_results,
+            [experiment_id], filter_string=args.filter or "", max_results=args.max_results + 1,
             order_by=_order_clause(args),
         )  # fmt: skip
     except MlflowException as exc:
@@ -430,8 +433,11 @@ def search_runs(ctx: ToolContext, args: SearchRunsArgs) -> SearchRunsResult:
             f"MLflow rejected the search (filter {args.filter!r}): {exc.message}. Example filter: "
             "\"metrics.roc_auc > 0.9 and params.model_family = 'lightgbm'\""
         ) from exc
-    summaries = [summarize_run(ctx.settings, run) for run in runs]
-    return SearchRunsResult(experiment=args.experiment, experiment_id=experiment_id, runs=summaries)
+    summaries = [summarize_run(ctx.settings, run) for run in runs[: args.max_results]]
+    return SearchRunsResult(
+        experiment=args.experiment, experiment_id=experiment_id, runs=summaries,
+        more=len(runs) > args.max_results,
+    )  # fmt: skip
 
 
 def list_artifacts(client: MlflowClient, run_id: str, limit: int = 100) -> list[str]:

@@ -75,7 +75,8 @@ def _run_call(ctx: TurnContext, call: ToolCall) -> tuple[ToolMessage, ToolCallRe
 
 def _summary(name: str, data: dict[str, Any]) -> str:
     if "runs" in data:
-        return f"{len(data['runs'])} run(s) in experiment {data.get('experiment')}"
+        more = " (more match)" if data.get("more") else ""
+        return f"{len(data['runs'])} run(s) in experiment {data.get('experiment')}{more}"
     if "datasets" in data:
         return f"{len(data['datasets'])} dataset version(s)"
     if "run_id" in data:
