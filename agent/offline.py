@@ -220,7 +220,12 @@ def _semantic_calls(plan: QuestionPlan) -> list[tuple[str, dict[str, Any]]]:
         return [("search_runs", {"experiment": plan.experiment, "rank": "latest", "max_results": 1})]
     rank = "worst" if plan.reverse else "best"
     meaning = {"experiment": plan.experiment, "metric": plan.metric, "rank": rank, "max_results": 20}
-    return [("search_runs", meaning)]
+    calls: list[tuple[str, dict[str, Any]]] = [("search_runs", meaning)]
+    if plan.kind == "best_run" and plan.baseline:
+        baseline = {"experiment": plan.experiment, "filter": "tags.`expagent.role` = 'baseline'",
+                    "rank": "latest", "max_results": 1}  # fmt: skip
+        calls.append(("search_runs", baseline))
+    return calls
 
 
 def fit_args(parameters: dict[str, Any], meaning: dict[str, Any]) -> dict[str, Any]:

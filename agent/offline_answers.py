@@ -219,6 +219,10 @@ def _shared_metrics(runs: list[dict[str, Any]]) -> list[str]:
     return known or sorted({k for r in runs for k in r["metrics"]})[:6]
 
 
+#: params of the top run listed in a best-run answer.
+_MAX_PARAMS = 20
+
+
 def _answer_best(plan: QuestionPlan, data: _Results) -> str:
     where = f"experiment `{_cell(plan.experiment)}`" if plan.experiment else "the runs searched"
     if not data.runs:
@@ -242,8 +246,30 @@ def _answer_best(plan: QuestionPlan, data: _Results) -> str:
         f"model {_family(top)})."
     )
     shown = ranked[: max(plan.limit, min(len(ranked), 5))]
+    extra = [_against_baseline(top, data.runs, metric)] if plan.baseline else []
+    if top["params"]:
+        extra.append(f"Params of `{top['run_id']}`: " + ", ".join(
+            f"{_cell(k)}={_cell(v)}" for k, v in sorted(top["params"].items())[:_MAX_PARAMS]
+        ))  # fmt: skip
+    return "\n\n".join([
+        lead, *extra, _runs_table(shown, [metric]), f"{len(scored)} of {len(data.runs)} runs report {metric}."
+    ])  # fmt: skip
+
+
+def _against_baseline(top: dict[str, Any], runs: list[dict[str, Any]], metric: str) -> str:
+    """Return how ``top`` compares with the baseline run among ``runs`` on ``metric``."""
+    baseline = next((r for r in runs if r["role"] == "baseline"), None)
+    if baseline is None:
+        return "No baseline run (tag expagent.role = baseline) was found to compare with."
+    value, best = _metric_value(baseline, metric), _metric_value(top, metric)
+    if value is None or best is None:
+        return f"The baseline `{baseline['run_id']}`{_link(baseline)} reports no {metric}."
+    if baseline["run_id"] == top["run_id"]:
+        head = f"The baseline `{baseline['run_id']}`{_link(baseline)}"
+        return f"{head} is the top run itself ({metric} = {_fmt(value)})."
     return (
-        f"{lead}\n\n{_runs_table(shown, [metric])}\n\n{len(scored)} of {len(data.runs)} runs report {metric}."
+        f"Against the baseline `{baseline['run_id']}`{_link(baseline)} ({metric} = {_fmt(value)}): "
+        f"{best - value:+.4f}."
     )
 
 

@@ -352,6 +352,9 @@ PHRASINGS: list[tuple[str, str, dict[str, Any], str | None]] = [
     ("how did the last run do?", "question", {}, None),
     ("tell me about breast_cancer version 1", "question", {"dataset": "breast_cancer", "version": "1"}, None),
     ("which run trained fastest in smoke?", "question", {}, None),
+    ("did tuning beat the baseline in smoke?", "question", {}, None),
+    ("is the best trial in smoke better than the baseline?", "question", {}, None),
+    ("are you able to train lightgbm on wine@1 for accuracy, experiment w?", "experiment", {}, None),
     # --- unknown
     ("hello", "unknown", {}, None),
     ("what's the weather in Paris?", "unknown", {}, None),
@@ -928,3 +931,36 @@ def test_a_truncated_run_listing_never_claims_to_be_the_count() -> None:
         content = json.dumps({"experiment": "smoke", "experiment_id": "1", "runs": [run], "more": more})
         answer = write_answer(plan, [("search_runs", ToolMessage(content, tool_call_id="c1"))])
         assert expected in answer
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["compare the baseline and the best run in smoke", "did tuning beat the baseline in smoke?",
+     "how does the best trial in smoke compare against the baseline?"],
+)  # fmt: skip
+def test_baseline_comparisons_rank_the_runs_and_look_up_the_baseline(text: str) -> None:
+    from agent.grammar import parse_question
+
+    plan = parse_question(text)
+    assert (plan.kind, plan.experiment, plan.baseline) == ("best_run", "smoke", True)
+
+
+def test_a_best_run_answer_names_its_params_and_the_gain_over_the_baseline() -> None:
+    from langchain_core.messages import ToolMessage
+
+    from agent.grammar import QuestionPlan
+    from agent.offline_answers import write_answer
+
+    best = {"run_id": "a" * 32, "status": "FINISHED", "role": "trial", "metrics": {"roc_auc": 0.99},
+            "params": {"num_leaves": "31"}}  # fmt: skip
+    base = {"run_id": "b" * 32, "status": "FINISHED", "role": "baseline", "metrics": {"roc_auc": 0.95},
+            "params": {}}  # fmt: skip
+    messages = [
+        ("search_runs", ToolMessage(json.dumps({"runs": [best, base]}), tool_call_id="c1")),
+        ("search_runs", ToolMessage(json.dumps({"runs": [base]}), tool_call_id="c2")),
+    ]
+    answer = write_answer(QuestionPlan("best_run", experiment="smoke", baseline=True), messages)
+    assert f"Against the baseline `{'b' * 32}`" in answer and "+0.0400" in answer
+    assert f"Params of `{'a' * 32}`: num_leaves=31" in answer
+    only_best = [("search_runs", ToolMessage(json.dumps({"runs": [best]}), tool_call_id="c3"))]
+    assert "No baseline run" in write_answer(QuestionPlan("best_run", "smoke", baseline=True), only_best)

@@ -32,6 +32,11 @@ _QUESTION_OPENING = re.compile(
     r"|explain(?:ing)?|(?:tell|give)(?:ing)?\s+(?:me|us)|let\s+(?:me|us)\s+(?:know|see))\b)",
     FLAGS,
 )
+# A yes/no question about what happened ("did tuning beat the baseline?", "is the best trial better
+# than ...?") even when it names an experiment verb; "are you able to train ...?" is a request.
+_YES_NO_OPENING = re.compile(
+    r"^\s*(?:did|does|has|have|had|was|were|(?:is|are)\s+(?!you\b|u\b|it\s+possible\b))\b", FLAGS
+)
 # Asking to see something only counts after a polite lead ("I'd like to see run X", "can we look at").
 _ASK_TO_SEE = re.compile(r"^\s*(?:see|know|look\s+(?:at|up)|pull\s+up|find\s+out)\b", FLAGS)
 # Courtesy around a request: greetings, "please", "could you", "would you mind", "I'd like to", "do you
@@ -112,7 +117,7 @@ def asks_question(text: str, unconsumed: str, experiment_verb: bool) -> bool:
     run ..."), wins over an experiment verb; a question asked in a later sentence, a cue word (best,
     top, vs, ...) or a question mark counts only when the message does not ask to train.
     """
-    if _opens_question(text):
+    if _opens_question(text) or ("?" in text and _YES_NO_OPENING.match(without_polite_lead(text)[0])):
         return True
     if experiment_verb:
         return False

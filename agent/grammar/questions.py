@@ -30,6 +30,7 @@ class QuestionPlan:
     version: str | None = None
     limit: int = 1
     reverse: bool = False  # "worst"/"lowest <higher-is-better metric>": order opposite to best
+    baseline: bool = False  # also compare with the experiment's baseline run
 
 
 def parse_question(text: str) -> QuestionPlan:
@@ -49,9 +50,15 @@ def parse_question(text: str) -> QuestionPlan:
     limit = int(parse_number(top["n"])) if top else 1
     if re.search(r"\b(?:last|latest|most\s+recent|newest|previous)\b", text, FLAGS):
         return QuestionPlan("latest_run", experiment=experiment, metric=request.metric)
-    if re.search(r"\b(?:best|highest|lowest|top|worst|winner|winning|which\s+run)\b", text, FLAGS):
+    baseline = re.search(r"\bbaselines?\b", text, FLAGS) is not None
+    against = re.search(r"\bcompar\w*|\bvs\.?(?!\w)|\bversus\b|\bagainst\b|\bimprov\w*|\bbeat", text, FLAGS)
+    if re.search(r"\b(?:best|highest|lowest|top|worst|winner|winning|which\s+run)\b", text, FLAGS) or (
+        baseline and against
+    ):
         reverse = _asks_for_reverse(text, request.metric)
-        return QuestionPlan("best_run", experiment, request.metric, limit=limit, reverse=reverse)
+        return QuestionPlan(
+            "best_run", experiment, request.metric, limit=limit, reverse=reverse, baseline=baseline
+        )
     if experiment or mentions_runs:
         return QuestionPlan("list_runs", experiment=experiment, metric=request.metric, limit=10)
     return QuestionPlan("unclear")
