@@ -44,7 +44,9 @@ def cost_from_job(job: JobInfo, resources: Resources) -> TrialCost:
 class BudgetEstimate(BaseModel):
     """The plan's compute estimate for a tuning study, against the budget."""
 
-    basis: str = Field(description="Where the per-trial estimate comes from: 'baseline' or 'default'.")
+    basis: str = Field(
+        description="Where the per-trial estimate comes from: 'baseline', 'earlier baselines' or 'default'."
+    )
     per_trial_cpu_seconds: float = Field(description="Estimated CPU-seconds of one trial.")
     per_trial_wall_seconds: float = Field(description="Estimated wall seconds of one trial.")
     baseline_cpu_seconds: float = Field(description="Baseline cost counted against the budget.")
@@ -66,11 +68,19 @@ class BudgetEstimate(BaseModel):
         return self.trials_that_fit >= self.trials_requested
 
 
-def estimate_trial_cost(baseline_cost: TrialCost | None, settings: StudySettings) -> tuple[TrialCost, str]:
-    """Return the estimated cost of one trial and its basis ('baseline' or 'default')."""
+def estimate_trial_cost(
+    baseline_cost: TrialCost | None, settings: StudySettings, prior: TrialCost | None = None
+) -> tuple[TrialCost, str]:
+    """Return the estimated cost of one trial and its basis.
+
+    The basis is 'baseline' (this study's measured baseline), 'earlier baselines' (``prior``: what
+    baselines of the same dataset and family cost before, ``tools.cost_history``) or 'default'.
+    """
     factor = family_space(settings.model_family).cost_factor
     if baseline_cost is not None and baseline_cost.wall_seconds > 0:
         base, basis = baseline_cost, "baseline"
+    elif prior is not None and prior.wall_seconds > 0:
+        base, basis = prior, "earlier baselines"
     else:
         base = TrialCost(
             cpu_seconds=DEFAULT_RUN_SECONDS * settings.resources.cpu, wall_seconds=DEFAULT_RUN_SECONDS
@@ -86,16 +96,22 @@ def estimate_trial_cost(baseline_cost: TrialCost | None, settings: StudySettings
 
 
 def estimate_plan(
-    baseline_cost: TrialCost | None, settings: StudySettings, caps: Budget | None = None
+    baseline_cost: TrialCost | None,
+    settings: StudySettings,
+    caps: Budget | None = None,
+    prior: TrialCost | None = None,
 ) -> BudgetEstimate:
     """Estimate the study's cost from the baseline and say how many trials fit the budget.
 
-    ``baseline_cost`` is the measured baseline (None before it ran: a default is assumed, and the
-    baseline itself is counted at that default). ``caps`` are the configured limits; exceeding one
-    adds its approval key (``budget:cpu``, ``budget:gpu``, ``budget:trials``, ``concurrency``).
+    ``baseline_cost`` is the measured baseline (None before it ran: ``prior``, what earlier baselines
+    cost, or else a default is assumed, and the baseline itself is counted at that cost). ``caps`` are
+    the configured limits; exceeding one adds its approval key (``budget:cpu``, ``budget:gpu``,
+    ``budget:trials``, ``concurrency``).
     """
-    trial, basis = estimate_trial_cost(baseline_cost, settings)
-    baseline = baseline_cost or TrialCost(cpu_seconds=trial.cpu_seconds, wall_seconds=trial.wall_seconds)
+    trial, basis = estimate_trial_cost(baseline_cost, settings, prior)
+    baseline = (
+        baseline_cost or prior or TrialCost(cpu_seconds=trial.cpu_seconds, wall_seconds=trial.wall_seconds)
+    )
     fit = _trials_that_fit(trial, baseline, settings)
     n = settings.n_trials
     waves = math.ceil(n / settings.parallelism)

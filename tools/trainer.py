@@ -85,6 +85,7 @@ class TrainingResult(BaseModel):
 def _train_and_log(
     spec: TrainingSpec, settings: Settings, client: MlflowClient, run: RunTarget
 ) -> TrainingResult:
+    begun = time.monotonic()
     registry = DatasetRegistry.open(settings)
     record = registry.get(spec.dataset, spec.version)
     task = check_spec(spec, record)
@@ -104,6 +105,8 @@ def _train_and_log(
     fit(model, spec, x_train, y_train, reporter, x_test, y_test)
     metrics = {**evaluate(model, task, x_test, y_test), "fit_seconds": time.monotonic() - started}
     uri = log_model(run, spec, model, x_test, params)
+    # What the run took, loading to logging (plans estimate later runs from it: tools.cost_history).
+    metrics["run_seconds"] = time.monotonic() - begun
     log_results(client, run.run_id, metrics, uri)
     return TrainingResult(
         run_id=run.run_id, status="FINISHED", metric=spec.metric, value=metrics[spec.metric],

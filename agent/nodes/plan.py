@@ -23,7 +23,8 @@ from agent.plan import BaselineConfig, ComputeEstimate, ExperimentPlan, Experime
 from agent.runctx import TurnContext, turn_context
 from agent.state import AgentState, Refusal, RunRecord
 from agent.toolcalls import audit_refusal
-from tools.budget import DEFAULT_RUN_SECONDS, estimate_plan
+from tools.budget import DEFAULT_RUN_SECONDS, TrialCost, estimate_plan
+from tools.cost_history import typical_baseline_cost
 from tools.policy import Halt, Reject, evaluate
 from tools.redact import redact_text
 from tools.toolset import get_tool
@@ -73,13 +74,19 @@ def build_plan(request: ExperimentRequest, ctx: TurnContext) -> ExperimentPlan:
         resources=request.resources,
         timeout_seconds=timeout,
     )
-    tuning = _tuning_plan(request, ctx, timeout) if request.trials > 0 else None
+    prior = typical_baseline_cost(
+        ctx.tools.tracking, f"{request.dataset}@{request.version}", request.model_family,
+        request.resources.cpu,
+    )  # fmt: skip
+    tuning = _tuning_plan(request, ctx, timeout, prior) if request.trials > 0 else None
     return ExperimentPlan(
-        request=request, baseline=baseline, tuning=tuning, estimate=_estimate(request, tuning)
+        request=request, baseline=baseline, tuning=tuning, estimate=_estimate(request, tuning, prior)
     )
 
 
-def _tuning_plan(request: ExperimentRequest, ctx: TurnContext, timeout: int) -> TuningPlan:
+def _tuning_plan(
+    request: ExperimentRequest, ctx: TurnContext, timeout: int, prior: TrialCost | None
+) -> TuningPlan:
     settings = ctx.tools.settings
     space = load_search_space(request.model_family, request.search_space)
     parallelism = request.parallelism or default_parallelism(
@@ -109,14 +116,16 @@ def _tuning_plan(request: ExperimentRequest, ctx: TurnContext, timeout: int) -> 
         namespace=request.namespace,
     )
     source = "your overrides on " if request.search_space else ""
-    estimate = estimate_plan(None, study, settings.budget)
+    estimate = estimate_plan(None, study, settings.budget, prior=prior)
     return TuningPlan(
         study=study, search_space_source=f"{source}{SEARCH_SPACES_FILE.name}", estimate=estimate
     )
 
 
-def _estimate(request: ExperimentRequest, tuning: TuningPlan | None) -> ComputeEstimate:
-    per_run = DEFAULT_RUN_SECONDS * request.resources.cpu
+def _estimate(
+    request: ExperimentRequest, tuning: TuningPlan | None, prior: TrialCost | None
+) -> ComputeEstimate:
+    per_run = prior.cpu_seconds if prior is not None else DEFAULT_RUN_SECONDS * request.resources.cpu
     if tuning is None:
         total = per_run / 3600
         return ComputeEstimate(
