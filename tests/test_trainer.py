@@ -85,6 +85,21 @@ def test_intermediate_values_are_step_metrics_that_match_the_final_metric(
     assert history[-1].value == pytest.approx(lightgbm_run.metrics["roc_auc"])
 
 
+def test_intermediate_values_every_k_rounds_and_the_last(settings: Settings, client: MlflowClient) -> None:
+    params = {"n_estimators": 35}
+    spaced = trainer.run_training(
+        _spec(report_intermediate=True, intermediate_every=10, params=params), settings
+    )
+    history = client.get_metric_history(spaced.run_id, "val_roc_auc")
+    assert [m.step for m in history] == [10, 20, 30, 35]
+    assert history[-1].value == pytest.approx(spaced.metrics["roc_auc"])
+    plain = trainer.run_training(_spec(params=params), settings)  # reporting leaves the model as it is
+    drop = {"fit_seconds", "run_seconds"}
+    assert {k: v for k, v in plain.metrics.items() if k not in drop} == {
+        k: v for k, v in spaced.metrics.items() if k not in drop
+    }
+
+
 def test_in_process_training_leaves_the_global_tracking_uri_alone(settings: Settings) -> None:
     import mlflow
 
@@ -228,3 +243,26 @@ def test_code_version_is_unknown_with_a_reason_outside_a_checkout(
         provenance.code_version.cache_clear()
     assert version.sha == "unknown" and "git" in version.reason
     assert version.tags()["git_sha_reason"] == version.reason
+
+
+def test_reading_the_code_version_never_locks_the_git_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A job killed while `git status` held .git/index.lock would leave the lock in the user's checkout.
+    import subprocess
+
+    from tools import provenance
+
+    calls: list[list[str]] = []
+    real_run = subprocess.run
+
+    def recording_run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        calls.append(list(args))
+        return real_run(args, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.delenv(provenance.GIT_SHA_ENV, raising=False)
+    monkeypatch.setattr(provenance.subprocess, "run", recording_run)
+    provenance.code_version.cache_clear()
+    try:
+        provenance.code_version()
+    finally:
+        provenance.code_version.cache_clear()
+    assert calls and all(c[:2] == ["git", "--no-optional-locks"] for c in calls)

@@ -36,11 +36,7 @@ Task = Literal["classification", "regression"]
 
 
 class RoundReporter(Protocol):
-    """Receives LightGBM's validation value every boosting round (``run_logging.IntermediateReporter``)."""
-
-    def eval_metric(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[str, float, bool]:
-        """LightGBM custom metric: ``(name, value, higher_is_better)`` on the validation split."""
-        ...
+    """LightGBM callback recording the validation score per round (``run_logging.IntermediateReporter``)."""
 
     def __call__(self, env: Any) -> None:
         """LightGBM callback, called after every boosting round."""
@@ -216,12 +212,12 @@ def round_score(metric: str, y_true: np.ndarray, y_pred: np.ndarray, task: Task)
 # ---- fitting ---------------------------------------------------------------------------------------
 
 
-def fit(model: Any, spec: TrainingSpec, x: pd.DataFrame, y: pd.Series, reporter: RoundReporter | None,
-        x_val: pd.DataFrame, y_val: pd.Series) -> None:  # fmt: skip
-    """Fit ``model``; LightGBM reports ``val_<metric>`` per round when a reporter is given."""
+def fit(
+    model: Any, spec: TrainingSpec, x: pd.DataFrame, y: pd.Series, reporter: RoundReporter | None
+) -> None:
+    """Fit ``model``; LightGBM reports its validation score per round to ``reporter`` when given."""
     if reporter is None or spec.model_family != "lightgbm" or isinstance(model, Pipeline):
         model.fit(x, y)
         return
-    model.fit(x, y, eval_X=(x_val,), eval_y=(y_val,), eval_names=["val"], eval_metric=reporter.eval_metric,
-              callbacks=[reporter])  # fmt: skip
+    model.fit(x, y, callbacks=[reporter])
     reporter.flush()

@@ -54,9 +54,12 @@ class LockFile:
 
 
 def _git(*args: str) -> str:
+    # --no-optional-locks: `git status` would otherwise take .git/index.lock to refresh the index, and
+    # a job killed meanwhile (cancel, watchdog) would leave that lock behind in the user's checkout.
     result = subprocess.run(
-        ["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=10, check=False
-    )
+        ["git", "--no-optional-locks", *args], cwd=PACKAGE_DIR, capture_output=True, text=True,
+        timeout=10, check=False,
+    )  # fmt: skip
     if result.returncode != 0:
         raise RuntimeError(result.stderr.strip() or f"git {' '.join(args)} exited {result.returncode}")
     return result.stdout.strip()

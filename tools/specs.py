@@ -68,6 +68,9 @@ class TrainingSpec(BaseModel):
     report_intermediate: bool = Field(
         False, description="Log per-iteration validation metrics as step metrics (for pruning)."
     )
+    intermediate_every: int = Field(
+        1, ge=1, le=1000, description="With report_intermediate: log every this many rounds (and the last)."
+    )
     session_id: str | None = Field(None, description="Agent session (graph thread) that launched it.")
     requester: str | None = Field(None, description="Who asked for the run.")
     tags: dict[str, str] = Field(default_factory=dict, description="Extra MLflow tags.")

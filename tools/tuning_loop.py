@@ -210,6 +210,7 @@ class StudyLoop:
             "role": "trial", "run_name": f"trial-{number}", "parent_run_id": self.tuning_run_id,
             "trial_number": number, "resources": s.resources.model_dump(),
             "timeout_seconds": self._job_timeout(), "report_intermediate": self.pruning,
+            "intermediate_every": s.prune_interval_steps,  # the only rounds the pruner looks at
             "runtime": s.runtime, "namespace": s.namespace,
         }  # fmt: skip
 
