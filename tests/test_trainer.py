@@ -93,7 +93,12 @@ def test_intermediate_values_every_k_rounds_and_the_last(settings: Settings, cli
     history = client.get_metric_history(spaced.run_id, "val_roc_auc")
     assert [m.step for m in history] == [10, 20, 30, 35]
     assert history[-1].value == pytest.approx(spaced.metrics["roc_auc"])
-    plain = trainer.run_training(_spec(params=params), settings)  # reporting leaves the model as it is
+    import mlflow.lightgbm
+
+    assert spaced.model_uri and spaced.model_uri.startswith("models:/")
+    location = client.get_logged_model(spaced.model_uri.removeprefix("models:/")).artifact_location
+    assert mlflow.lightgbm.load_model(location).evals_result_ == {}  # the history is in MLflow only
+    plain = trainer.run_training(_spec(params=params), settings)  # reporting does not change the model
     drop = {"fit_seconds", "run_seconds"}
     assert {k: v for k, v in plain.metrics.items() if k not in drop} == {
         k: v for k, v in spaced.metrics.items() if k not in drop

@@ -23,7 +23,9 @@ from tuning_support import EXPERIMENT, assert_nothing_running, make_ctx, study
 from tools.tuning import run_study, study_storage
 
 ROOT = Path(__file__).resolve().parents[1]
-SLOW = {"n_estimators": 20_000, "learning_rate": 1e-9, "num_leaves": 2}
+# ~6 s of boosting: long enough that trials 2-3 are still running once 0-1 completed, even when the
+# second worker's first trial (it warms up on its first job) is slow on a loaded machine.
+SLOW = {"n_estimators": 80_000, "learning_rate": 1e-9, "num_leaves": 2}
 
 AGENT = """
 import sys

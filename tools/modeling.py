@@ -36,7 +36,12 @@ Task = Literal["classification", "regression"]
 
 
 class RoundReporter(Protocol):
-    """LightGBM callback recording the validation score per round (``run_logging.IntermediateReporter``)."""
+    """Receives LightGBM's validation value every boosting round (``run_logging.IntermediateReporter``)."""
+
+    @property
+    def lightgbm_metric(self) -> Any:
+        """LightGBM's ``eval_metric``: a built-in metric's name, or a custom metric callable."""
+        ...
 
     def __call__(self, env: Any) -> None:
         """LightGBM callback, called after every boosting round."""
@@ -212,12 +217,23 @@ def round_score(metric: str, y_true: np.ndarray, y_pred: np.ndarray, task: Task)
 # ---- fitting ---------------------------------------------------------------------------------------
 
 
-def fit(
-    model: Any, spec: TrainingSpec, x: pd.DataFrame, y: pd.Series, reporter: RoundReporter | None
-) -> None:
-    """Fit ``model``; LightGBM reports its validation score per round to ``reporter`` when given."""
+def fit(model: Any, spec: TrainingSpec, x: pd.DataFrame, y: pd.Series, reporter: RoundReporter | None,
+        x_val: pd.DataFrame, y_val: pd.Series) -> None:  # fmt: skip
+    """Fit ``model``; LightGBM reports ``val_<metric>`` per round when a reporter is given."""
     if reporter is None or spec.model_family != "lightgbm" or isinstance(model, Pipeline):
         model.fit(x, y)
         return
-    model.fit(x, y, callbacks=[reporter])
+    model.fit(x, y, eval_X=(x_val,), eval_y=(y_val,), eval_names=["val"],
+              eval_metric=reporter.lightgbm_metric, callbacks=[reporter])  # fmt: skip
     reporter.flush()
+    _drop_eval_history(model)
+
+
+def _drop_eval_history(model: Any) -> None:
+    """Forget LightGBM's per-round validation history: it is in MLflow as ``val_<metric>`` already."""
+    # Private LightGBM attribute (LGBMModel._evals_result), used only here. Why: the fitted model keeps
+    # every round's validation scores, and skops (MLflow's sklearn model format) stores each value as a
+    # node of its own: logging a 200-round model took ~90 ms longer (measured), loading it back ~45 ms.
+    # If LightGBM renames it, nothing is dropped and logging is only slower.
+    if isinstance(getattr(model, "_evals_result", None), dict):
+        model._evals_result = {}

@@ -27,7 +27,7 @@ from sklearn.pipeline import Pipeline
 from tools import provenance, tracking
 from tools.modeling import Task, effective_params, round_score
 from tools.registry import DatasetRecord
-from tools.specs import TrainingSpec
+from tools.specs import MAXIMIZE, TrainingSpec
 
 INTERMEDIATE_FLUSH_SECONDS = 1.0
 #: digest column of MLflow datasets holds at most 36 characters.
@@ -48,33 +48,58 @@ class RunTarget:
 # ---- per-round values (pruning) -------------------------------------------------------------------
 
 
-class IntermediateReporter:
-    """LightGBM callback that logs ``val_<metric>`` every ``every`` rounds (and the last) in timed batches.
+#: LightGBM's built-in metric (computed in C++) that equals an expagent metric on the validation split,
+#: by (metric, binary): its name, and whether its value is 1 - ours (the error rate for accuracy).
+_BUILTIN: dict[tuple[str, bool], tuple[str, bool]] = {
+    ("roc_auc", True): ("auc", False),
+    ("log_loss", True): ("binary_logloss", False),
+    ("log_loss", False): ("multi_logloss", False),
+    ("accuracy", True): ("binary_error", True),
+    ("accuracy", False): ("multi_error", True),
+    ("rmse", False): ("rmse", False),
+    ("mae", False): ("l1", False),
+}
 
-    It scores the model so far on the validation split itself (``Booster.predict`` up to the current
-    round, then :func:`tools.modeling.round_score`) rather than handing LightGBM an eval set: an eval
-    set stays inside the fitted model, made logging it ~90 ms slower (skops serializes the per-round
-    history and prediction buffers) and made the logged model differ from one trained without pruning.
+
+class IntermediateReporter:
+    """LightGBM eval metric + callback that logs ``val_<metric>`` every ``every`` rounds (and the last).
+
+    LightGBM scores its validation set incrementally every round. Where it has the metric built in
+    (AUC, log loss, error rate, RMSE, MAE) it computes it in C++; f1 and r2 go through
+    :func:`tools.modeling.round_score`. Values are sent in timed batches.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str, metric: str, task: Task, x_val: pd.DataFrame,
-                 y_val: pd.Series, classes: np.ndarray | None, every: int = 1) -> None:  # fmt: skip
+    def __init__(self, client: MlflowClient, run_id: str, metric: str, task: Task, classes: int = 0,
+                 every: int = 1) -> None:  # fmt: skip
         self.client, self.run_id, self.metric, self.task = client, run_id, metric, task
         self.key = f"val_{metric}"
         self.every = every
-        self._x = x_val
-        # LightGBM's classifier predicts over its sorted classes: encode the labels the same way.
-        self._y = np.searchsorted(classes, y_val.to_numpy()) if classes is not None else y_val.to_numpy()
+        builtin = _BUILTIN.get((metric, classes == 2 if task == "classification" else False))
+        self.builtin_name: str | None = builtin[0] if builtin else None
+        self._complement = builtin[1] if builtin else False
         self._pending: list[Metric] = []
         self._last_flush = time.monotonic()
         self.order = 10  # run after LightGBM's own callbacks
+
+    @property
+    def lightgbm_metric(self) -> Any:
+        """LightGBM's ``eval_metric``: the built-in metric's name, or :meth:`eval_metric`."""
+        return self.builtin_name or self.eval_metric
+
+    def eval_metric(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[str, float, bool]:
+        """LightGBM custom metric: the spec's metric on the validation split (labels encoded 0..k-1)."""
+        value = round_score(self.metric, y_true, y_pred, self.task)
+        return self.key, value, self.metric in MAXIMIZE
 
     def __call__(self, env: Any) -> None:
         step = env.iteration + 1
         if step % self.every and step != env.end_iteration:
             return
-        value = round_score(self.metric, self._y, env.model.predict(self._x, num_iteration=step), self.task)
-        self._pending.append(Metric(self.key, float(value), int(time.time() * 1000), step))
+        wanted = self.builtin_name or self.key
+        for data, name, value, _ in env.evaluation_result_list:
+            if name == wanted and data == "val":
+                score = 1.0 - float(value) if self._complement else float(value)
+                self._pending.append(Metric(self.key, score, int(time.time() * 1000), step))
         if time.monotonic() - self._last_flush >= INTERMEDIATE_FLUSH_SECONDS:
             self.flush()
 

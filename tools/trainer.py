@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 from sklearn.model_selection import train_test_split
 
@@ -101,12 +100,12 @@ def _train_and_log(
     params = log_setup(client, run.run_id, spec, record, model, frame)
     reporter = None
     if spec.report_intermediate:
-        classes = np.unique(y_train) if task == "classification" else None
+        classes = int(y.nunique()) if task == "classification" else 0
         reporter = IntermediateReporter(
-            client, run.run_id, spec.metric, task, x_test, y_test, classes, spec.intermediate_every
+            client, run.run_id, spec.metric, task, classes, spec.intermediate_every
         )
     started = time.monotonic()
-    fit(model, spec, x_train, y_train, reporter)
+    fit(model, spec, x_train, y_train, reporter, x_test, y_test)
     metrics = {**evaluate(model, task, x_test, y_test), "fit_seconds": time.monotonic() - started}
     uri = log_model(run, spec, model, x_test, params)
     # What the run took, loading to logging (plans estimate later runs from it: tools.cost_history).
