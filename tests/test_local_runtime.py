@@ -218,6 +218,22 @@ def test_a_failed_or_killed_job_takes_its_worker_with_it(ctx: ToolContext, setti
     assert _pid(settings, after["job_id"]) not in (pid, _pid(settings, victim["job_id"]))
 
 
+def test_stopping_a_job_that_just_ended_never_hits_its_workers_next_job(
+    ctx: ToolContext, runtime: LocalRuntime, settings: Settings
+) -> None:
+    done = _call(ctx, "start_training_run", _args(params={"n_estimators": 5}))
+    assert _wait_done(ctx, done["job_id"])["state"] == "succeeded"
+    busy = _call(ctx, "start_training_run", _args(params=LONG_PARAMS))
+    worker = _pid(settings, busy["job_id"])
+    assert worker == _pid(settings, done["job_id"])  # the same warm worker runs the next job
+    record = JobRecord.model_validate_json((settings.jobs_dir / done["job_id"] / "job.json").read_text())
+    assert runtime._terminate(record) is None  # the cancel of a job that has just ended sends nothing
+    time.sleep(0.3)
+    assert process_alive(worker, None) and runtime.status(busy["job_id"]).state == "running"
+    stopped = _call(ctx, "cancel_job", {"job_id": busy["job_id"], "reason": "end of test"})
+    assert stopped["state"] == "cancelled"
+
+
 def test_closing_the_runtime_retires_idle_workers(settings: Settings) -> None:
     runtime = LocalRuntime(settings, grace_seconds=5)
     ctx = build_context(settings, _runtime=runtime)

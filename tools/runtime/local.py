@@ -417,6 +417,8 @@ class LocalRuntime:
 
     def _terminate(self, record: JobRecord) -> float | None:
         """SIGTERM the group, SIGKILL it after the grace period; return the job's last CPU sample."""
+        if self._workers.running(record.pid, record.job_id) is False:
+            return None  # it has just ended: the signal must not reach its worker's next job
         cpu = terminate_group(record.pid, record.pid_start, self.grace_seconds)
         return None if cpu is None else max(cpu - record.cpu_offset, 0.0)
 

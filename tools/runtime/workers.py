@@ -99,10 +99,12 @@ class Worker:
         self.pid: int = self.process.pid
         self.jobs = 0
         self.idle_since = time.monotonic()
+        self.current: str | None = None  # the job it runs, until its exit code arrives
 
     def start(self, spec: TrainingSpec, settings: Settings, directory: Path, job_id: str) -> None:
         """Hand the worker a job (it must be idle)."""
         self.jobs += 1
+        self.current = job_id
         self.conn.send((spec.model_dump_json(), settings, str(directory), job_id))
 
     def wait(self, timeout: float | None) -> int | None:
@@ -113,6 +115,7 @@ class Worker:
         ready = wait([self.conn, self.process.sentinel], timeout)
         if not ready:
             return None
+        self.current = None
         if self.conn in ready:
             try:
                 return int(self.conn.recv())
@@ -136,8 +139,15 @@ class WorkerPool:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._idle: list[Worker] = []
+        self._by_pid: dict[int, Worker] = {}  # every worker forked and not known to be gone
         self._lock = threading.Lock()
         self._closed = False
+
+    def running(self, pid: int, job_id: str) -> bool | None:
+        """Whether worker ``pid`` still runs ``job_id`` (None: not one of this pool's live workers)."""
+        with self._lock:
+            worker = self._by_pid.get(pid)
+        return None if worker is None else worker.current == job_id
 
     def acquire(self) -> Worker:
         """Return an idle, live worker (forking a new one if there is none)."""
@@ -147,25 +157,35 @@ class WorkerPool:
                 worker = self._idle.pop()
                 if worker.process.is_alive() and now - worker.idle_since < IDLE_SECONDS:
                     return worker
+                self._forget(worker)
                 worker.retire()
-        return Worker(self.settings)
+        worker = Worker(self.settings)
+        with self._lock:
+            self._by_pid[worker.pid] = worker
+        return worker
+
+    def _forget(self, worker: Worker) -> None:
+        self._by_pid.pop(worker.pid, None)
 
     def release(self, worker: Worker, exit_code: int | None) -> None:
         """Take a worker back after its job ended with ``exit_code`` (it exits by itself unless 0)."""
-        if exit_code != 0:
-            worker.conn.close()
-            return
         with self._lock:
-            if not self._closed and worker.jobs < MAX_JOBS:
+            if exit_code == 0 and not self._closed and worker.jobs < MAX_JOBS:
                 worker.idle_since = time.monotonic()
                 self._idle.append(worker)
                 return
-        worker.retire()
+            self._forget(worker)
+        if exit_code != 0:
+            worker.conn.close()  # it exits by itself
+        else:
+            worker.retire()
 
     def close(self) -> None:
         """Retire every idle worker; busy ones are retired when their job ends."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            for worker in idle:
+                self._forget(worker)
         for worker in idle:
             worker.retire()
