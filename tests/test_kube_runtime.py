@@ -126,6 +126,15 @@ def test_submitted_job_runs_and_status_comes_from_the_watch(tracking, new_spec) 
     assert run_status(tracking, spec.run_id) == "RUNNING"  # success path leaves the run to the trainer
 
 
+def test_logs_are_found_while_the_pod_watch_lags(tracking, new_spec, monkeypatch) -> None:
+    spec = new_spec()
+    with cluster(tracking[0]) as (kube, runtime):
+        info = runtime.submit(spec)
+        assert wait_done(runtime, info).state == "succeeded"
+        monkeypatch.setattr(runtime, "_job_pods", lambda name: [])  # the cache has not seen the pod
+        assert "training done" in runtime.logs(info.job_id)
+
+
 def test_resubmitting_or_resuming_never_creates_a_second_job(tracking, new_spec) -> None:
     spec = new_spec()
     with cluster(tracking[0], SLEEPY) as (kube, runtime):

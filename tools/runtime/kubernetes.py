@@ -407,6 +407,9 @@ class KubernetesRuntime:
     def logs(self, job_id: str, tail_lines: int = 200) -> str:
         """Return the last ``tail_lines`` lines the job's (latest) pod wrote."""
         pod = latest_pod(self._job_pods(job_id))
+        known = self._watches.job(job_id) or self._last_seen.get(job_id)
+        if pod is None and known is not None:  # the pod watch can lag the Job's: ask the API first
+            pod = latest_pod(self._fresh_pods(job_id, known.metadata.namespace))
         if pod is None:
             captured = self._captured_logs.get(job_id)
             if captured is not None:
