@@ -54,13 +54,14 @@ def enable_tracing(settings: Settings) -> str:
     import mlflow
     from mlflow.entities.trace_location import MlflowExperimentLocation
 
+    from tools.tracking import ensure_experiment, make_client
+
     with _LOCK:
         _set_tracking_uri_in_process(settings.resolved_tracking_uri)
-        experiment = mlflow.get_experiment_by_name(settings.agent_experiment)
-        experiment_id = (
-            experiment.experiment_id
-            if experiment is not None
-            else mlflow.create_experiment(settings.agent_experiment)
+        # Created with its artifacts under the workspace: MLflow's default would be ./mlruns in
+        # whatever directory the agent was started from.
+        experiment_id = ensure_experiment(
+            make_client(settings), settings.agent_experiment, settings.artifact_root
         )
         key = f"{settings.resolved_tracking_uri}|{experiment_id}"
         if _ENABLED_FOR != key:

@@ -103,6 +103,8 @@ def test_tracing_writes_a_redacted_trace_to_the_agent_experiment(tmp_path: Path)
         "expagent-agent"
     )
     assert experiment is not None
+    # its artifacts (the traces) live in the workspace, never in ./mlruns of the working directory
+    assert experiment.artifact_location.startswith(service.settings.artifact_root.resolve().as_uri())
     traces = mlflow.search_traces(locations=[experiment.experiment_id], return_type="list")
     assert traces, "the turn was traced"
     dumped = str([t.to_dict() for t in traces])
