@@ -85,16 +85,20 @@ def redirect_output(log_path: Path) -> None:
             stream.reconfigure(line_buffering=True)
 
 
-def _job_process(spec_json: str, settings: Settings, job_dir: str, job_id: str) -> None:
-    """Entry point of a forked job: own process group, output to the log, run the trainer, exit."""
-    os.setsid()
-    directory = Path(job_dir)
-    redirect_output(directory / "output.log")
-    os.environ["EXPAGENT_JOB_ID"] = job_id
+def run_job_here(spec_json: str, settings: Settings, directory: Path, job_id: str) -> int:
+    """Run one job in this (forked) process: output to its log, the trainer charged from now on."""
     from tools import trainer  # preloaded by the fork server: no import cost here
 
+    redirect_output(directory / "output.log")
+    os.environ["EXPAGENT_JOB_ID"] = job_id
     spec = TrainingSpec.model_validate_json(spec_json)
-    sys.exit(trainer.run_job(spec, settings, directory / "status.json", job_id))
+    return trainer.run_job(spec, settings, directory / "status.json", job_id, trainer.cpu_seconds())
+
+
+def _job_process(spec_json: str, settings: Settings, job_dir: str, job_id: str) -> None:
+    """Entry point of a forked job: own process group, run the job, exit with its code."""
+    os.setsid()
+    sys.exit(run_job_here(spec_json, settings, Path(job_dir), job_id))
 
 
 class _JobPopen(popen_forkserver.Popen):

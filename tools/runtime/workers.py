@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from agent.config import Settings
-from tools.runtime.forkserver import JobProcess, detach, redirect_output, start_fork_server
+from tools.runtime.forkserver import JobProcess, detach, run_job_here, start_fork_server
 from tools.specs import TrainingSpec
 
 #: jobs a worker runs before it is replaced (bounds memory growth and state kept between jobs).
@@ -47,13 +47,8 @@ def _quiet_output() -> None:
 
 def _run_one(spec_json: str, settings: Settings, directory: Path, job_id: str) -> int:
     """Run one job inside a worker; return its exit code (the trainer writes ``status.json``)."""
-    from tools import trainer  # preloaded by the fork server: no import cost here
-
-    redirect_output(directory / "output.log")
-    os.environ["EXPAGENT_JOB_ID"] = job_id
     try:
-        spec = TrainingSpec.model_validate_json(spec_json)
-        return trainer.run_job(spec, settings, directory / "status.json", job_id, trainer.cpu_seconds())
+        return run_job_here(spec_json, settings, directory, job_id)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
