@@ -1,8 +1,8 @@
 # The trainer image for Kubernetes Jobs: the same pinned dependencies as the local venv.
 # Build for the nodes' architecture (the lock pins x86_64 manylinux wheels):
 #   docker build --platform linux/amd64 -t <account>.dkr.ecr.<region>.amazonaws.com/expagent-trainer:<tag> .
-# The Job builder (tools/kubernetes.py) sets the container command to
-#   python -m tools.trainer --spec-json '<TrainingSpec JSON>' --job-id <job name>
+# The Job builder (tools/runtime/job_manifest.py) sets the container command to
+#   python -m tools.training.trainer --spec-json '<TrainingSpec JSON>' --job-id <job name>
 # which replaces the ENTRYPOINT below; the ENTRYPOINT makes `docker run IMAGE --spec FILE` work too.
 FROM python:3.11-slim
 
@@ -30,4 +30,4 @@ RUN pip install --no-deps . \
 # Numeric UID so the kubelet can verify runAsNonRoot.
 USER 10001
 
-ENTRYPOINT ["python", "-m", "tools.trainer"]
+ENTRYPOINT ["python", "-m", "tools.training.trainer"]

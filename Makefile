@@ -22,6 +22,7 @@ demo: venv
 lint: venv
 	$(BIN)/ruff check agent tools evals tests benchmarks
 	$(BIN)/ruff format --check agent tools evals tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 typecheck: venv
 	$(BIN)/mypy

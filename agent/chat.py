@@ -6,7 +6,6 @@ running turn through the rollback node, ``--thread`` resumes a conversation (a p
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -14,7 +13,8 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.prompt import Confirm, Prompt
 
-from agent.config import Settings
+from agent.turns import run_until_interrupted
+from tools.core.settings import Settings
 
 if TYPE_CHECKING:
     from rich.status import Status
@@ -43,29 +43,12 @@ class ProgressDisplay:
 def run_cancellable(
     service: AgentService, thread_id: str, work: Callable[[], TurnResult], by: str, console: Console
 ) -> TurnResult:
-    """Run ``work`` in a worker thread; Ctrl-C cancels the turn and returns its rolled-back result."""
-    box: dict[str, TurnResult | BaseException] = {}
+    """Run ``work`` as a background turn; Ctrl-C cancels the turn and returns its rolled-back result."""
 
-    def target() -> None:
-        try:
-            box["result"] = work()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
-            box["error"] = exc
-
-    worker = threading.Thread(target=target, name="expagent-turn", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.2)
-    except KeyboardInterrupt:
+    def say_cancelling() -> None:
         console.print("[yellow]Cancelling: stopping running work and documenting it…[/]")
-        cancelled = service.cancel(thread_id, by=by)
-        worker.join()
-        if "result" not in box:
-            return cancelled
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["result"]  # type: ignore[return-value]
+
+    return run_until_interrupted(service, thread_id, work, by, on_cancel=say_cancelling)
 
 
 def show_result(console: Console, result: TurnResult) -> None:

@@ -24,13 +24,19 @@ def _models_of(module: ModuleType) -> list[type]:
 
 def checkpoint_types() -> list[type]:
     """Return the pydantic models graph state may hold (the deserialisation allowlist)."""
-    import agent.plan
+    import agent.experiment_plan
     import agent.state
-    import tools.budget
-    import tools.specs
-    import tools.tuning_models
+    import tools.core.specs
+    import tools.tuning.budget
+    import tools.tuning.records
 
-    modules = (agent.state, agent.plan, tools.specs, tools.tuning_models, tools.budget)
+    modules = (
+        agent.state,
+        agent.experiment_plan,
+        tools.core.specs,
+        tools.tuning.records,
+        tools.tuning.budget,
+    )
     return [cls for mod in modules for cls in _models_of(mod)]
 
 

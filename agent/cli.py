@@ -25,8 +25,8 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(tool_app, name="tool")
 
 
-def _settings(**overrides: Any):  # noqa: ANN202 - returns agent.config.Settings
-    from agent.config import load_settings
+def _settings(**overrides: Any):  # noqa: ANN202 - returns tools.core.settings.Settings
+    from tools.core.settings import load_settings
 
     return load_settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -56,8 +56,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 _STATUS_STYLE = {"validated": "green", "raw": "yellow", "deprecated": "red"}
 
 
-def _registry(home: Path | None):  # noqa: ANN202 - returns tools.registry.DatasetRegistry
-    from tools.registry import DatasetRegistry
+def _registry(home: Path | None):  # noqa: ANN202 - returns tools.core.registry.DatasetRegistry
+    from tools.core.registry import DatasetRegistry
 
     return DatasetRegistry.open(_settings(home=home))
 
@@ -75,7 +75,7 @@ def datasets_list(
 
     if status not in (None, *_STATUS_STYLE):
         _fail(f"--status must be one of {', '.join(_STATUS_STYLE)}, got {status!r}")
-    from tools.registry import RegistryError
+    from tools.core.registry import RegistryError
 
     try:
         records = _registry(home).list(status)  # type: ignore[arg-type]
@@ -109,7 +109,7 @@ def datasets_show(
     from rich.console import Console
     from rich.table import Table
 
-    from tools.registry import RegistryError
+    from tools.core.registry import RegistryError
 
     registry = _registry(home)
     try:
@@ -159,7 +159,7 @@ def datasets_register(
     home: HomeOption = None,
 ) -> None:
     """Register a CSV file as a new dataset version (checksummed; never overwrites a version)."""
-    from tools.registry import RegistryError
+    from tools.core.registry import RegistryError
 
     if status not in _STATUS_STYLE:
         _fail(f"--status must be one of {', '.join(_STATUS_STYLE)}, got {status!r}")
@@ -224,7 +224,7 @@ def tool_call(
     any error (bad JSON, unknown tool, the tool failed).
     """
     from tools.context import build_context
-    from tools.policy import PolicyHalt, guarded_call
+    from tools.guard.policy import PolicyHalt, guarded_call
     from tools.toolset import get_tool
 
     try:

@@ -24,8 +24,8 @@ from agent.nodes import (
     rollback,
     verify,
 )
-from agent.runctx import TurnContext
 from agent.state import AgentState
+from agent.turn_context import TurnContext
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver

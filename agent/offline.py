@@ -26,11 +26,10 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from agent.grammar import QuestionPlan, parse_message, parse_question
 from agent.offline_answers import write_answer
-from agent.state import IntakeDecision
+from agent.state import RECORD_INTAKE, IntakeDecision
 from agent.tokens import estimate_usage
-from tools.specs import metric_direction
+from tools.core.specs import metric_direction
 
-RECORD_INTAKE = "record_intake"
 QUESTION_TOOLS = frozenset({"search_runs", "get_run", "list_datasets", "lookup_dataset"})
 # Names the tools' argument models may use for the same idea; the first one in the bound schema wins.
 _ARG_ALIASES: dict[str, tuple[str, ...]] = {

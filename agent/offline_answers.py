@@ -17,7 +17,8 @@ from typing import Any
 from langchain_core.messages import ToolMessage
 
 from agent.grammar import QuestionPlan
-from tools.specs import metric_direction
+from tools.core import tags as tag_keys
+from tools.core.specs import metric_direction
 
 _METRIC_PREFERENCE = ("roc_auc", "accuracy", "f1", "log_loss", "r2", "rmse", "mae")
 _MAX_ROWS = 10
@@ -156,7 +157,7 @@ def _flatten_run(run: dict[str, Any]) -> dict[str, Any]:
         "params": _as_mapping(flat.get("params")),
         "tags": _as_mapping(flat.get("tags")),
         "start_time": flat.get("start_time"),
-        "role": flat.get("role") or _as_mapping(flat.get("tags")).get("expagent.role"),
+        "role": flat.get("role") or _as_mapping(flat.get("tags")).get(tag_keys.ROLE),
         "ui_url": flat.get("ui_url"),
     }
 

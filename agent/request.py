@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Literal, TypeVar
 
-from agent.config import Settings
-from agent.plan import ExperimentRequest
+from agent.experiment_plan import ExperimentRequest
 from agent.state import ExperimentRequestDraft
-from tools.specs import CLASSIFICATION_METRICS, REGRESSION_METRICS, Resources, metric_direction
+from tools.core.settings import Settings
+from tools.core.specs import CLASSIFICATION_METRICS, REGRESSION_METRICS, Resources, metric_direction
 
 #: inputs the user must state (the spec: "ask only if missing"); in the order they are asked for.
 REQUIRED: tuple[str, ...] = ("dataset", "version", "model_family", "metric", "experiment")

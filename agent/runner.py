@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markdown import Markdown
 
-from agent.config import Settings
+from tools.core.settings import Settings
 
 if TYPE_CHECKING:
     from agent.service import AgentService, ProgressEvent, TurnResult

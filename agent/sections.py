@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from agent.plan import ExperimentPlan, ExperimentRequest, RollbackRecord, VerificationReport
+from agent.experiment_plan import ExperimentPlan, ExperimentRequest, RollbackRecord, VerificationReport
 from agent.state import AgentState, IntakeDecision, RunRecord
 
 Sections = dict[str, str]

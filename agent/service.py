@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from agent.answer import parse_sections, render_answer
-from agent.config import Settings
 from agent.state import AgentState, ApprovalRequest, PolicyEvent, ProgressEvent, RunRecord, Usage
+from tools.core.settings import Settings
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langgraph.graph.state import CompiledStateGraph
     from langgraph.types import StateSnapshot
 
-    from agent.runctx import TurnContext
+    from agent.turn_context import TurnContext
     from tools.context import ToolContext
 
 __all__ = [
@@ -108,9 +108,9 @@ class AgentService:
         model: str | BaseChatModel | None = None,
         on_progress: Callable[[ProgressEvent], None] | None = None,
     ) -> None:
+        from agent.chat_models import make_chat_model
         from agent.checkpoint import open_checkpointer
         from agent.graph import build_graph
-        from agent.models import make_chat_model
         from tools.context import build_context
 
         self.settings = settings
@@ -218,7 +218,7 @@ class AgentService:
         return self._graph.get_state(self._config(thread_id))  # type: ignore[arg-type]
 
     def _run(self, thread_id: str, turn_input: Any, requester: str | None) -> TurnResult:
-        from agent.runctx import TurnContext
+        from agent.turn_context import TurnContext
 
         tools = self._turn_tools(thread_id, requester)
         active = _ActiveTurn(
@@ -231,7 +231,6 @@ class AgentService:
         try:
             self._invoke(thread_id, turn_input, active.turn)
         finally:
-            self._keep_clients(tools)
             with self._lock:
                 self._active.pop(thread_id, None)
             active.done.set()
@@ -252,15 +251,10 @@ class AgentService:
                 raise cleanup from exc  # the thread could not even be closed: the caller must know
 
     def _turn_tools(self, thread_id: str, requester: str | None) -> ToolContext:
-        # Share the service's clients (runtime, MLflow, registry, audit); session facts are per turn.
+        # The copy shares the service's clients (``ToolContext.clients``); session facts are per turn.
         return dataclasses.replace(
             self._tools, session_id=thread_id, requester=requester or self.settings.requester, approvals=set()
         )
-
-    def _keep_clients(self, tools: ToolContext) -> None:
-        for name in ("_registry", "_runtime", "_audit", "_tracking"):
-            if getattr(self._tools, name) is None and getattr(tools, name) is not None:
-                setattr(self._tools, name, getattr(tools, name))
 
     def _result(self, thread_id: str) -> TurnResult:
         snapshot = self._snapshot(thread_id)

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from slack_bolt import App, BoltContext
 from slack_sdk import WebClient
 
-from agent.config import Settings
 from agent.slack_blocks import (
     APPROVE_ACTION,
     CANCEL_ACTION,
@@ -32,8 +31,10 @@ from agent.slack_blocks import (
     escape,
     notice,
 )
+from agent.slack_delivery import DeliveryLedger, ProgressMessage, SlackPoster, SlackThread, describe
 from agent.slack_http import SlackHTTPServer
-from agent.slack_support import DeliveryLedger, ProgressMessage, SlackPoster, SlackThread, describe
+from agent.turns import BackgroundTurn
+from tools.core.settings import Settings
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -119,6 +120,7 @@ class SlackBot:
         self._lock = threading.Lock()
         self._busy: set[str] = set()
         self._progress: dict[str, ProgressMessage] = {}
+        self._turns: dict[str, BackgroundTurn] = {}
         self.service = make_service(self.on_progress)
         self._work = ThreadPoolExecutor(settings.slack_workers, thread_name_prefix="expagent-slack")
         self._cancels = ThreadPoolExecutor(2, thread_name_prefix="expagent-slack-cancel")
@@ -290,8 +292,13 @@ class SlackBot:
         self._cancels.submit(self._signal_cancel, tid, who.principal)
 
     def _signal_cancel(self, thread_id: str, by: str) -> None:
+        with self._lock:
+            turn = self._turns.get(thread_id)
         try:
-            self.service.cancel(thread_id, by=by)
+            if turn is not None:
+                turn.cancel(by)  # the running turn posts the rolled-back answer
+            else:
+                self.service.cancel(thread_id, by=by)
         except Exception:
             logger.exception("cancel of %s failed", thread_id)
 
@@ -320,6 +327,7 @@ class SlackBot:
         with self._lock:
             self._busy.discard(thread.thread_id)
             self._progress.pop(thread.thread_id, None)
+            self._turns.pop(thread.thread_id, None)
 
     def _start(self, thread: SlackThread, work: Callable[[], TurnResult]) -> None:
         try:
@@ -333,9 +341,11 @@ class SlackBot:
         progress: ProgressMessage | None = None
         try:
             progress = ProgressMessage(self.poster, thread, self.settings.slack_progress_interval)
+            turn = BackgroundTurn(self.service, thread.thread_id, work, name="expagent-slack-turn")
             with self._lock:
                 self._progress[thread.thread_id] = progress
-            result = work()
+                self._turns[thread.thread_id] = turn
+            result = turn.result()
         except Exception as error:
             logger.exception("turn in %s failed", thread.thread_id)
             self._release(thread)

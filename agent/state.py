@@ -15,8 +15,8 @@ from langgraph.graph.message import add_messages
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
-from agent.plan import ExperimentPlan, ExperimentRequest, RollbackRecord, VerificationReport
-from tools.specs import Metric, ModelFamily
+from agent.experiment_plan import ExperimentPlan, ExperimentRequest, RollbackRecord, VerificationReport
+from tools.core.specs import Metric, ModelFamily
 
 Intent = Literal["experiment", "question", "cancel", "forbidden", "unknown"]
 RunRole = Literal["session", "baseline", "tuning", "trial", "single"]
@@ -189,3 +189,18 @@ class AgentState(TypedDict, total=False):
     model_answer: str | None
     answer: str | None
     usage: Usage
+
+
+#: the one tool every chat model is bound to at intake; its arguments are an ``IntakeDecision``.
+RECORD_INTAKE = "record_intake"
+
+
+def intake_tool_schema() -> dict[str, Any]:
+    """Return the OpenAI function-tool schema of ``record_intake`` (arguments: ``IntakeDecision``)."""
+    parameters = IntakeDecision.model_json_schema()
+    description = parameters.pop("description", "")
+    parameters.pop("title", None)
+    return {
+        "type": "function",
+        "function": {"name": RECORD_INTAKE, "description": description, "parameters": parameters},
+    }

@@ -1,7 +1,7 @@
 """Trace the agent's own execution into MLflow (langchain autolog), redacted, switchable.
 
 Traces go to ``settings.agent_experiment``, never to the experiments the user's runs are logged to.
-Every span's inputs and outputs pass through ``tools.redact.redact`` before export.
+Every span's inputs and outputs pass through ``tools.core.redact.redact`` before export.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from agent.config import Settings
+from tools.core.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow.entities import LiveSpan
@@ -27,7 +27,7 @@ def _jsonable(value: Any) -> Any:
 
 def redact_span(span: LiveSpan) -> None:
     """Redact a span's inputs and outputs in place (an MLflow span processor)."""
-    from tools.redact import redact
+    from tools.core.redact import redact
 
     if span.inputs is not None:
         span.set_inputs(redact(_jsonable(span.inputs)))
@@ -54,7 +54,7 @@ def enable_tracing(settings: Settings) -> str:
     import mlflow
     from mlflow.entities.trace_location import MlflowExperimentLocation
 
-    from tools.tracking import ensure_experiment, make_client
+    from tools.core.tracking import ensure_experiment, make_client
 
     with _LOCK:
         _set_tracking_uri_in_process(settings.resolved_tracking_uri)

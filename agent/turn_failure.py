@@ -18,14 +18,16 @@ from pydantic import BaseModel, Field
 
 from agent.answer import render_answer
 from agent.state import RunRecord
-from tools.redact import redact_text
-from tools.tracking import end_run
+from tools.cleanup import RunToStop, stop_runs
+from tools.core.redact import redact_text
+from tools.core.tags import job_id_of, role_of, running_session_runs
+from tools.core.tracking import end_run
 
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
     from mlflow.tracking import MlflowClient
 
-    from agent.plan import ExperimentPlan
+    from agent.experiment_plan import ExperimentPlan
     from tools.context import ToolContext
 
 log = logging.getLogger(__name__)
@@ -80,41 +82,19 @@ def stop_running_runs(
     tools: ToolContext, thread_id: str, session_run_id: str | None, failure: TurnFailure
 ) -> list[RunRecord]:
     """Cancel the job of every RUNNING run of the thread (but its session run); return them as ended."""
-    client = tools.tracking
-    stopped = []
-    for run in _running_runs(client, thread_id):
-        if run.info.run_id == session_run_id:
-            continue
-        try:
-            stopped.append(_stop(tools, run, failure))
-        except Exception:  # noqa: BLE001 - one run that cannot be stopped must not hide the others
-            log.exception("could not stop run %s after the turn failed", run.info.run_id)
-    return stopped
-
-
-def _running_runs(client: MlflowClient, thread_id: str) -> list[Any]:
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    if not experiments:
-        return []
-    query = f"tags.`expagent.session` = '{thread_id}' and attributes.status = 'RUNNING'"
-    return list(client.search_runs(experiments, filter_string=query, max_results=1000))
-
-
-def _stop(tools: ToolContext, run: Any, failure: TurnFailure) -> RunRecord:
-    client, run_id, tags = tools.tracking, run.info.run_id, run.data.tags
-    job_id = tags.get("expagent.job_id")
+    running = [r for r in running_session_runs(tools.tracking, thread_id) if r.info.run_id != session_run_id]
+    targets = [RunToStop(r.info.run_id, role_of(r), job_id_of(r)) for r in running]
     reason = f"the agent turn failed in {failure.node} ({failure.error})"
-    if job_id:
+    stopped = []
+    for target in targets:  # one at a time: one run that cannot be stopped must not hide the others
         try:
-            tools.runtime_for_job(job_id).cancel(job_id, reason, _CANCELLED_BY)
-        except Exception as exc:  # noqa: BLE001 - the run is ended below either way
-            reason += f"; cancelling job {job_id} failed: {type(exc).__name__}: {exc}"
-    end_run(client, run_id, "KILLED", note=reason)  # a no-op when the cancel ended it
-    status = str(client.get_run(run_id).info.status)
-    role = tags.get("expagent.role", "single")
-    return RunRecord.model_validate(
-        {"run_id": run_id, "role": role, "status": status, "job_id": job_id, "note": reason}
-    )
+            (done,) = stop_runs(tools, [target], reason, _CANCELLED_BY)
+        except Exception:  # noqa: BLE001
+            log.exception("could not stop run %s after the turn failed", target.run_id)
+            continue
+        record = {"run_id": done.run_id, "role": done.role, "status": done.final_status}
+        stopped.append(RunRecord.model_validate({**record, "job_id": done.job_id, "note": reason}))
+    return stopped
 
 
 def _end_session_run(client: MlflowClient, run_id: str, failure: TurnFailure, trace: str) -> bool:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.config import Settings
-from agent.models import ScriptedChatModel
+from agent.chat_models import ScriptedChatModel
 from agent.service import AgentService, TurnResult
+from tools.core.settings import Settings
 
 BASELINE = "Train a lightgbm baseline on breast_cancer version 1 optimizing roc_auc in experiment bench"
 REQUEST = {

@@ -26,9 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent.config import Settings  # noqa: E402
+from tools.core.settings import Settings  # noqa: E402
+from tools.core.specs import JobInfo, TrainingSpec  # noqa: E402
 from tools.runtime.kubernetes import KubernetesRuntime  # noqa: E402
-from tools.specs import JobInfo, TrainingSpec  # noqa: E402
 
 
 def start_fake(kubeconfig: Path) -> tuple[subprocess.Popen[str], str]:

@@ -27,8 +27,8 @@ def load_split(home: Path, seed: int = 42) -> tuple[Any, Any, Any, Any]:
     """Return X_train, X_test, y_train, y_test of breast_cancer@1 from the demo registry."""
     from sklearn.model_selection import train_test_split
 
-    from agent.config import Settings
-    from tools.registry import DatasetRegistry
+    from tools.core.registry import DatasetRegistry
+    from tools.core.settings import Settings
 
     registry = DatasetRegistry.open(Settings(home=home))
     record = registry.get("breast_cancer", "1")
@@ -42,7 +42,7 @@ def make_objective(split: tuple[Any, Any, Any, Any]) -> Callable[[Any], float]:
     import lightgbm as lgb
     from sklearn.metrics import roc_auc_score
 
-    from tools.tuning_space import load_search_space, parse_space, suggest_params
+    from tools.tuning.space import load_search_space, parse_space, suggest_params
 
     space = parse_space(load_search_space("lightgbm"))
     x_train, x_test, y_train, y_test = split

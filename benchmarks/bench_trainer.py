@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.config import Settings
 from tools.context import build_context
+from tools.core.settings import Settings
 from tools.jobs import StartTrainingRunArgs, start_training_run
 from tools.runtime.local import LaunchMode, LocalRuntime
 
@@ -48,8 +48,8 @@ def time_jobs(settings: Settings, mode: LaunchMode, runs: int, n_estimators: int
 
 def time_in_process(settings: Settings, runs: int, n_estimators: int) -> list[float]:
     """Return the wall seconds of ``runs`` in-process trainings (after one untimed warm-up)."""
-    from tools.specs import TrainingSpec
-    from tools.trainer import run_training
+    from tools.core.specs import TrainingSpec
+    from tools.training.trainer import run_training
 
     spec = TrainingSpec(**_args(n_estimators).model_dump(exclude={"run_id", "session_id", "requester"}))
     timings = []

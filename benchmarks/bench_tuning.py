@@ -46,10 +46,10 @@ def run_script(home: Path, trials: int) -> dict[str, Any]:
     from sklearn import metrics as skm
     from sklearn.model_selection import train_test_split
 
-    from agent.config import Settings
-    from tools import provenance
-    from tools.registry import DatasetRegistry
-    from tools.tuning_space import load_search_space, parse_space, suggest_params
+    from tools.core import provenance
+    from tools.core.registry import DatasetRegistry
+    from tools.core.settings import Settings
+    from tools.tuning.space import load_search_space, parse_space, suggest_params
 
     settings = Settings(home=home)
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
@@ -111,8 +111,8 @@ def run_script(home: Path, trials: int) -> dict[str, Any]:
 def run_expagent(home: Path, trials: int, parallelism: int, prune: bool) -> dict[str, Any]:
     """Baseline + ``trials`` trials through the guard, the local runtime and ``run_study``."""
     started = time.perf_counter()
-    from agent.config import Settings
     from tools.context import build_context
+    from tools.core.settings import Settings
 
     settings = Settings(home=home)
     settings.budget.max_concurrent_jobs = max(parallelism, settings.budget.max_concurrent_jobs)
@@ -120,11 +120,11 @@ def run_expagent(home: Path, trials: int, parallelism: int, prune: bool) -> dict
     # Opening the local runtime starts its fork server in the background. Opened when a turn starts, it
     # warms up during intake and planning; here, while this process imports the rest.
     ctx.runtime  # noqa: B018
-    from tools.policy import guarded_call
-    from tools.tracking import create_parent_run
-    from tools.tuning import run_study
-    from tools.tuning_models import StudySettings, TrialResult
-    from tools.tuning_space import load_search_space
+    from tools.core.tracking import create_parent_run
+    from tools.guard.policy import guarded_call
+    from tools.tuning.records import StudySettings, TrialResult
+    from tools.tuning.space import load_search_space
+    from tools.tuning.study import run_study
 
     session = create_parent_run(ctx, "bench-expagent", "session", run_name="session")
     args = {"dataset": DATASET, "version": VERSION, "model_family": "lightgbm", "metric": METRIC,
@@ -162,8 +162,8 @@ def run_expagent(home: Path, trials: int, parallelism: int, prune: bool) -> dict
 
 def _prepare(home: Path) -> None:
     """Create the workspace and its demo catalog (setup, not part of the timing)."""
-    from agent.config import Settings
-    from tools.registry import DatasetRegistry
+    from tools.core.registry import DatasetRegistry
+    from tools.core.settings import Settings
 
     settings = Settings(home=home)
     settings.ensure_home()

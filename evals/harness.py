@@ -35,10 +35,10 @@ _MAX_APPROVAL_ROUNDS = 3
 #: heavy modules imported before forking workers, so no worker pays for them.
 WARM_MODULES = (
     "agent.service",
-    "agent.models",
-    "tools.tracking",
-    "tools.trainer",
-    "tools.policy",
+    "agent.chat_models",
+    "tools.core.tracking",
+    "tools.training.trainer",
+    "tools.guard.policy",
     "mlflow",
     "sklearn.ensemble",
     "lightgbm",
@@ -74,7 +74,7 @@ def scenario_model(scenario: Scenario, default: str) -> Any:
     """Return what to pass as ``AgentService(model=...)``: a scripted model or the model under test."""
     if scenario.model is None:
         return default
-    from agent.models import ScriptedChatModel
+    from agent.chat_models import ScriptedChatModel
 
     return ScriptedChatModel([_reply_payload(r) for r in load_model_replies(scenario)])
 

@@ -115,7 +115,7 @@ def _check_model_file(scenario: Scenario) -> list[str]:
 
 def _check_config(scenario: Scenario) -> list[str]:
     """Validate world.config against the real Settings model so a typo names its field."""
-    from agent.config import Settings
+    from tools.core.settings import Settings
 
     config = scenario.world.config
     problems = [

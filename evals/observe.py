@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
+from tools.core import tags as tag_keys
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -51,7 +53,7 @@ class RunSnapshot:
 
     @property
     def role(self) -> str | None:
-        return self.tags.get("expagent.role")
+        return self.tags.get(tag_keys.ROLE)
 
 
 @dataclass

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 #: modules the server imports before forking pods (the trainer imports mlflow, sklearn, LightGBM).
-PRELOAD = ("tools.trainer",)
+PRELOAD = ("tools.training.trainer",)
 _LENGTH = 8
 _SHIM = r"""
 import json, os, signal, socket, sys

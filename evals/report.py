@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evals.metrics import RunResult
+from tools.core import tags as tag_keys
 
 if TYPE_CHECKING:
     from evals.observe import Observation
@@ -260,7 +261,7 @@ def log_to_mlflow(directory: Path, report: dict[str, Any], tracking_uri: str) ->
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    from tools.tracking import ensure_experiment
+    from tools.core.tracking import ensure_experiment
 
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = ensure_experiment(client, EVAL_EXPERIMENT)
@@ -273,7 +274,7 @@ def log_to_mlflow(directory: Path, report: dict[str, Any], tracking_uri: str) ->
         metrics = _numeric_metrics(report["metrics"]) | _numeric_metrics(report["timings"], "timing.")
         params = {k: str(v)[:500] for k, v in sorted(manifest.items()) if not isinstance(v, dict | list)}
         tags = {
-            "expagent.role": "evaluation",
+            tag_keys.ROLE: "evaluation",
             "eval.passed": str(report["metrics"]["safety_violations"] == 0).lower(),
         }
         client.log_batch(

@@ -68,7 +68,7 @@ def manifest(options: EvalOptions, scenarios: list[Scenario]) -> dict[str, Any]:
     from datetime import UTC, datetime
 
     from evals.loader import suite_hash
-    from tools.provenance import code_version, python_version
+    from tools.core.provenance import code_version, python_version
 
     code = code_version()
     return {

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.config import Settings, load_settings
 from evals.observe import (
     Observation,
     read_audit,
@@ -34,6 +33,7 @@ from evals.observe import (
 )
 from evals.podpool import ensure_pool, shim_command
 from evals.schema import DatasetSpec, ExperimentSpec, Scenario
+from tools.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -69,8 +69,8 @@ class Templates:
 
 def build_templates(directory: Path) -> Templates:
     """Create the template workspace under ``directory`` (idempotent) and return it."""
-    from tools.registry import DatasetRegistry
-    from tools.tracking import make_client
+    from tools.core.registry import DatasetRegistry
+    from tools.core.tracking import make_client
 
     templates = Templates(directory.resolve())
     settings = load_settings(home=templates.home, tracking_uri=f"sqlite:///{templates.mlflow_db}")
@@ -140,7 +140,7 @@ def _seed_workspace(templates: Templates, settings: Settings, demo: bool) -> Non
 
 
 def _template_rows(templates: Templates, ref: str) -> tuple[list[str], list[list[str]], Any]:
-    from tools.registry import DatasetRegistry
+    from tools.core.registry import DatasetRegistry
 
     template = DatasetRegistry(templates.registry / "catalog.json", templates.registry / "data")
     record = template.resolve(ref)
@@ -150,14 +150,14 @@ def _template_rows(templates: Templates, ref: str) -> tuple[list[str], list[list
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    from tools.registry import tables_to_csv
+    from tools.core.registry import tables_to_csv
 
     path.write_bytes(tables_to_csv(header, rows))
 
 
 def add_dataset(templates: Templates, settings: Settings, spec: DatasetSpec) -> None:
     """Register ``spec`` (a copy of a demo dataset) and apply its faults."""
-    from tools.registry import DatasetRegistry
+    from tools.core.registry import DatasetRegistry
 
     header, rows, source = _template_rows(templates, spec.copy_of)
     for column, values in spec.add_columns.items():
@@ -201,7 +201,7 @@ def add_experiment(client: MlflowClient, spec: ExperimentSpec, notes: dict[str, 
     """Create an experiment with finished runs; return ``{run key: run id}``."""
     from mlflow.entities import Metric, Param, RunTag
 
-    from tools.tracking import ensure_experiment
+    from tools.core.tracking import ensure_experiment
 
     experiment_id = ensure_experiment(client, spec.name)
     ids: dict[str, str] = {}
@@ -266,7 +266,7 @@ def prepared_world(
     scenario: Scenario, home: Path, templates: Templates, model: str
 ) -> Iterator[PreparedWorld]:
     """Build the scenario's world under ``home``; tear down servers and environment afterwards."""
-    from tools.tracking import make_client
+    from tools.core.tracking import make_client
 
     env = {c.env: c.value for c in scenario.world.canaries if c.env} | HARNESS_ENV
     with ExitStack() as stack:
@@ -300,7 +300,7 @@ def prepared_world(
 
 def observe_world(world: PreparedWorld, scenario: Scenario, obs: Observation) -> Observation:
     """Fill ``obs`` with what MLflow, the audit log, the fake cluster and the workspace files hold."""
-    from tools.tracking import make_client
+    from tools.core.tracking import make_client
 
     settings = world.settings
     flush_traces()
@@ -368,7 +368,7 @@ def kube_objects(kube: FakeKube) -> list[dict[str, str]]:
 
 def pii_canaries(settings: Settings) -> dict[str, str]:
     """Return a sample of the values of every PII column in the catalog (they must never leave it)."""
-    from tools.registry import DatasetRegistry
+    from tools.core.registry import DatasetRegistry
 
     registry = DatasetRegistry.open(settings)
     needles: dict[str, str] = {}

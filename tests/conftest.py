@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Settings
-from tools.registry import DatasetRegistry
+from tools.core.registry import DatasetRegistry
+from tools.core.settings import Settings
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from agent.config import Budget, Settings
-from agent.models import ScriptedChatModel
+from agent.chat_models import ScriptedChatModel
 from agent.service import AgentService
+from tools.core.settings import Budget, Settings
 
 BASELINE_REQUEST = {
     "dataset": "breast_cancer",

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from agent.cli import app
 from tools import toolset
 from tools.context import ToolContext
-from tools.specs import Resources
+from tools.core.specs import Resources
 from tools.toolset import TOOLS, ToolDef
 
 runner = CliRunner()
@@ -46,7 +46,7 @@ def home(demo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     shutil.copytree(demo_home, workspace)
     monkeypatch.setenv("EXPAGENT_HOME", str(workspace))
     monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setattr(toolset, "_TOOL_MODULES", ("tools.registry",))
+    monkeypatch.setattr(toolset, "_TOOL_MODULES", ("tools.datasets",))
     monkeypatch.setitem(TOOLS, "probe_data", ToolDef("probe_data", probe_data, ProbeArgs, read_only=True))
     return workspace
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from mlflow.entities import Metric, Param, RunTag
 
-from agent.config import Settings
-from tools.budget import TrialCost, estimate_plan
-from tools.cost_history import typical_baseline_cost
-from tools.tracking import make_client
-from tools.tuning_models import StudySettings
-from tools.tuning_space import load_search_space
+from tools.core.settings import Settings
+from tools.core.tracking import make_client
+from tools.tuning.budget import TrialCost, estimate_plan
+from tools.tuning.cost_history import typical_baseline_cost
+from tools.tuning.records import StudySettings
+from tools.tuning.space import load_search_space
 
 
 def _run(client, experiment_id: str, seconds: float, family: str = "lightgbm", role: str = "baseline",

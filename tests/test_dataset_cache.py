@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Settings
-from tools import dataset_cache
-from tools.registry import ChecksumMismatch, DatasetRegistry
+from tools.core.registry import ChecksumMismatch, DatasetRegistry
+from tools.core.settings import Settings
+from tools.core.tracking import make_client
 from tools.runtime.forkserver import _clone_store_schema
-from tools.tracking import make_client
+from tools.training import dataset_cache
 
 
 @pytest.fixture()

@@ -36,9 +36,11 @@ def test_offline_suite_passes_with_no_safety_violation(tmp_path: Path) -> None:
 def test_broken_deploy_rule_fails_naming_scenario_and_gate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tools.policy
+    import tools.guard.policy
 
-    monkeypatch.setattr(tools.policy, "RULES", [r for r in tools.policy.RULES if r[0] != "no_deployment"])
+    monkeypatch.setattr(
+        tools.guard.policy, "RULES", [r for r in tools.guard.policy.RULES if r[0] != "no_deployment"]
+    )
     options = EvalOptions(
         paths=[SCENARIOS / "injection-scripted-intake.yaml"], jobs=1, report_dir=tmp_path, log_to_mlflow=False
     )

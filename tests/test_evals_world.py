@@ -24,8 +24,8 @@ def scenario(world: dict, **extra: object) -> Scenario:
 
 
 def test_datasets_faults_injections_and_runs(templates: Templates, tmp_path: Path) -> None:
-    from tools.registry import DatasetRegistry
-    from tools.tracking import make_client
+    from tools.core.registry import DatasetRegistry
+    from tools.core.tracking import make_client
 
     world = {
         "datasets": [

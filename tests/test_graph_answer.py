@@ -12,10 +12,10 @@ from agent.answer import (
     render_answer,
     validate_answer,
 )
-from agent.config import Settings
 from agent.prompts import render_prompt
 from agent.request import complete_request, merge_drafts, metric_problem, missing_inputs
 from agent.state import ExperimentRequestDraft
+from tools.core.settings import Settings
 
 
 def test_render_fills_empty_sections_and_keeps_the_order() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from graph_support import all_runs, experiment_reply, make_service
 
-from agent.config import Budget
+from tools.core.settings import Budget
 
 SMALL_CPU_CAP = Budget(max_cpu_per_run=0.5)
 

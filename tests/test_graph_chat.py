@@ -11,8 +11,8 @@ from graph_support import experiment_reply, intake_reply, make_settings
 from rich.console import Console
 
 from agent import chat as chat_module
-from agent.config import Budget
-from agent.models import ScriptedChatModel
+from agent.chat_models import ScriptedChatModel
+from tools.core.settings import Budget
 
 
 def _feed(monkeypatch: pytest.MonkeyPatch, lines: list[str], answers: list[bool]) -> None:
@@ -27,7 +27,7 @@ def test_chat_prints_five_sections_and_asks_for_approval(
 ) -> None:
     settings = make_settings(tmp_path, budget=Budget(max_cpu_per_run=0.5))
     model = ScriptedChatModel([intake_reply("forbidden", forbidden_action="deploy"), experiment_reply()])
-    monkeypatch.setattr("agent.models.make_chat_model", lambda *a, **k: model)
+    monkeypatch.setattr("agent.chat_models.make_chat_model", lambda *a, **k: model)
     _feed(
         monkeypatch,
         ["Deploy the best model", "Train logistic regression on breast_cancer version 1", "exit"],
@@ -52,7 +52,7 @@ def test_chat_with_thread_resumes_a_pending_approval(tmp_path: Path, monkeypatch
         == "awaiting_approval"
     )
     first.close()  # the process that asked is gone
-    monkeypatch.setattr("agent.models.make_chat_model", lambda *a, **k: ScriptedChatModel([]))
+    monkeypatch.setattr("agent.chat_models.make_chat_model", lambda *a, **k: ScriptedChatModel([]))
     _feed(monkeypatch, ["exit"], [False])
     out = io.StringIO()
     chat_module.chat(settings, thread_id="chat-2", console=Console(file=out, width=120))

@@ -78,7 +78,7 @@ def test_raw_uri_is_refused_by_the_guard(tmp_path: Path) -> None:
 
 
 def test_unvalidated_registry_dataset_is_refused(tmp_path: Path) -> None:
-    from tools.registry import DatasetRegistry
+    from tools.core.registry import DatasetRegistry
 
     records = DatasetRegistry.open(make_settings(tmp_path)).list()
     raw = next(r for r in records if r.status == "raw")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Settings
 from evals.fakes.kube import FakeKube
 from tools.context import build_context
-from tools.specs import Resources, TrainingSpec
-from tools.tracking import create_run
+from tools.core.settings import Settings
+from tools.core.specs import Resources, TrainingSpec
+from tools.core.tracking import create_run
 
 
 def _spec(session_id: str, **overrides: object) -> TrainingSpec:

@@ -10,10 +10,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from agent.config import Budget, Settings
 from tools.context import ToolContext
-from tools.kubernetes import build_job, job_manifest, job_name, label_value
-from tools.specs import Resources, TrainingSpec
+from tools.core.settings import Budget, Settings
+from tools.core.specs import Resources, TrainingSpec
+from tools.runtime.job_manifest import build_job, job_manifest, job_name, label_value
 
 K8S_VERSION = "1.37.0"
 RUN_ID = "0123456789abcdef0123456789abcdef"
@@ -81,7 +81,7 @@ def test_manifest_is_a_bounded_one_shot_job_running_the_trainer(settings: Settin
     assert job_spec["ttlSecondsAfterFinished"] == settings.k8s_ttl_seconds
     assert pod["restartPolicy"] == "Never"
     assert container["image"] == settings.k8s_image
-    assert container["command"][:4] == ["python", "-m", "tools.trainer", "--spec-json"]
+    assert container["command"][:4] == ["python", "-m", "tools.training.trainer", "--spec-json"]
     assert TrainingSpec.model_validate_json(container["command"][4]) == spec
     assert container["resources"]["requests"] == {"cpu": "1500m", "memory": "3072Mi"}
     assert container["resources"]["limits"] == container["resources"]["requests"]
@@ -152,7 +152,7 @@ def test_spec_without_run_id_is_refused(settings: Settings) -> None:
 
 
 def _verdict(manifest: dict[str, Any], settings: Settings, approvals: set[str] | None = None) -> Any:
-    from tools.policy import check_manifest
+    from tools.guard.policy import check_manifest
 
     ctx = ToolContext(settings=settings, session_id="thread-1", approvals=approvals or set())
     return check_manifest(manifest, ctx)

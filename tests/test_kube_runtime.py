@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from agent.config import Settings
 from evals.fakes.kube import FakeKube
 from evals.fakes.kube_faults import Faults, PodFault
+from tools.core.settings import Settings
+from tools.core.specs import JobInfo, TrainingSpec
 from tools.runtime import kubernetes as kube_runtime
 from tools.runtime.kube_client import KubernetesConfigError, load_api_client, tracking_reachability_warning
 from tools.runtime.kubernetes import (
@@ -28,7 +29,6 @@ from tools.runtime.kubernetes import (
     KubernetesUnavailable,
     ManifestRejected,
 )
-from tools.specs import JobInfo, TrainingSpec
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,7 +38,7 @@ SLEEPY = [sys.executable, "-c", "import time; print('training started', flush=Tr
 
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Any, str]:
-    from tools.tracking import ensure_experiment, make_client
+    from tools.core.tracking import ensure_experiment, make_client
 
     settings = Settings(home=tmp_path_factory.mktemp("kube-home"))
     settings.ensure_home()
@@ -151,7 +151,7 @@ def test_resubmitting_or_resuming_never_creates_a_second_job(tracking, new_spec)
 
 
 def test_a_job_of_another_run_under_the_same_name_is_refused(tracking, new_spec) -> None:
-    from tools.kubernetes import job_manifest
+    from tools.runtime.job_manifest import job_manifest
 
     spec = new_spec()
     foreign = job_manifest(spec, tracking[0])
@@ -314,7 +314,7 @@ def test_cancel_deletes_job_and_pods_and_records_the_cancellation(tracking, new_
 
 
 def test_reconcile_adopts_running_records_failed_and_cancels_orphans(tracking, new_spec, monkeypatch) -> None:
-    from tools.kubernetes import job_manifest
+    from tools.runtime.job_manifest import job_manifest
 
     running, failing = new_spec(), new_spec()
     faults = Faults(pod_faults=[PodFault("fail", exit_code=2, match=failing.run_id or "")])
@@ -480,6 +480,6 @@ def test_a_spec_namespace_outside_the_allowlist_is_never_created_or_watched(trac
 
 
 def job_name_of(spec: TrainingSpec) -> str:
-    from tools.kubernetes import job_name
+    from tools.runtime.job_manifest import job_name
 
     return job_name(spec.run_id or "")

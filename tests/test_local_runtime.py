@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from agent.config import Settings
-from tools import tracking
 from tools.context import ToolContext, build_context
-from tools.policy import guarded_call
+from tools.core import tracking
+from tools.core.settings import Settings
+from tools.core.specs import TrainingSpec
+from tools.guard.policy import guarded_call
 from tools.runtime.local import JobOutcome, JobRecord, LocalRuntime, job_id_for, process_start
 from tools.runtime.processes import process_alive
-from tools.specs import TrainingSpec
 
 LONG_PARAMS = {"n_estimators": 1_000_000, "learning_rate": 0.0001}
 
@@ -289,7 +289,7 @@ def test_finished_job_with_a_running_run_is_reconciled(ctx: ToolContext, setting
 class _BrokenRuntime:
     name = "local"
 
-    def submit(self, spec: TrainingSpec) -> None:
+    def submit(self, spec: TrainingSpec, approvals: Any = ()) -> None:
         raise OSError("no process slots left")
 
     def list_jobs(self, session_id: str | None = None) -> list[Any]:

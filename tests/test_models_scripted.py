@@ -8,17 +8,15 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-from agent.config import Settings
-from agent.models import (
+from agent.chat_models import (
     ScriptedChatModel,
     ScriptExhausted,
-    intake_tool_schema,
     make_chat_model,
-    resolve_chat_model,
     to_ai_message,
 )
 from agent.offline import OfflineChatModel
-from agent.state import IntakeDecision
+from agent.state import IntakeDecision, intake_tool_schema
+from tools.core.settings import Settings
 
 INTAKE_ARGS = {"intent": "question", "question": "best run in smoke?"}
 GET_RUN = {
@@ -57,12 +55,6 @@ def test_openai_without_key_or_base_url_fails_clearly(monkeypatch: pytest.Monkey
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(ValueError, match="needs OPENAI_API_KEY .* or OPENAI_BASE_URL"):
         make_chat_model("openai:gpt-4o-mini")
-
-
-def test_resolve_passes_models_through() -> None:
-    model = ScriptedChatModel(["x"])
-    assert resolve_chat_model(model) is model
-    assert isinstance(resolve_chat_model("offline"), OfflineChatModel)
 
 
 def test_scripted_file_yaml_and_json(tmp_path: Path) -> None:

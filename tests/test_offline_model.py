@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from agent.models import intake_tool_schema
+from agent.grammar import parse_message, parse_question
 from agent.offline import OfflineChatModel, fit_args, intake_from_history
-from agent.offline_grammar import parse_message, parse_question
-from agent.state import IntakeDecision
+from agent.state import IntakeDecision, intake_tool_schema
 
 BC1 = {"dataset": "breast_cancer", "version": "1"}
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from agent.models import intake_tool_schema, make_chat_model
-from agent.state import IntakeDecision
+from agent.chat_models import make_chat_model
+from agent.state import IntakeDecision, intake_tool_schema
 from evals.fakes.openai_server import OpenAIReplayServer
 
 KEY = "sk-test-wire-0123456789"

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from agent.config import Budget, Settings
 from tools import toolset
-from tools.audit import AuditLog
 from tools.context import ToolContext
-from tools.policy import (
+from tools.core.audit import AuditLog
+from tools.core.settings import Budget, Settings
+from tools.core.specs import JobInfo, TrainingSpec
+from tools.guard.policy import (
     Allow,
     Halt,
     PolicyHalt,
@@ -29,7 +30,6 @@ from tools.policy import (
     parse_cpu,
     parse_memory_gb,
 )
-from tools.specs import JobInfo, TrainingSpec
 from tools.toolset import TOOLS, ToolDef
 
 FIXED_TIME = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -120,7 +120,7 @@ class FakeRuntime:
 @pytest.fixture(autouse=True)
 def test_tools(monkeypatch: pytest.MonkeyPatch) -> None:
     # Only the registry's tools plus these: the tests do not depend on other tool modules.
-    monkeypatch.setattr(toolset, "_TOOL_MODULES", ("tools.registry",))
+    monkeypatch.setattr(toolset, "_TOOL_MODULES", ("tools.datasets",))
     for tool_def in TEST_TOOLS:
         monkeypatch.setitem(TOOLS, tool_def.name, tool_def)
     CALLS.clear()
@@ -219,7 +219,7 @@ def test_a_plain_job_manifest_is_allowed(ctx: ToolContext) -> None:
 
 
 def test_the_job_builder_output_passes_the_guard(ctx: ToolContext) -> None:
-    from tools.kubernetes import job_manifest
+    from tools.runtime.job_manifest import job_manifest
 
     training = TrainingSpec.model_validate({**spec(), "run_id": "0123456789abcdef0123456789abcdef"})
     assert isinstance(check_manifest(job_manifest(training, ctx.settings), ctx), Allow)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from tools.redact import luhn_valid, redact, redact_text, redacted_paths
+from tools.core.redact import luhn_valid, redact, redact_text, redacted_paths
 
 SECRETS = [
     ("key sk-proj-abcdefghijklmnopqrstuvwxyz123456 end", "key [REDACTED:api_key] end"),

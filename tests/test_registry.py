@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Settings
 from tools.context import ToolContext
-from tools.policy import guarded_call
-from tools.registry import (
+from tools.core.registry import (
     ChecksumMismatch,
     DatasetNotFound,
     DatasetRegistry,
@@ -22,6 +20,8 @@ from tools.registry import (
     RegistryError,
     VersionExists,
 )
+from tools.core.settings import Settings
+from tools.guard.policy import guarded_call
 
 # Computed once from the demo builders; a change means the demo data is no longer reproducible.
 EXPECTED_SHA256 = {
@@ -265,7 +265,7 @@ def test_list_datasets_tool_filters_by_status(settings: Settings) -> None:
 
 def _count_hashing(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count the registry's sha256 computations (one entry per file hashed)."""
-    import tools.registry as registry_module
+    import tools.core.registry as registry_module
 
     hashed: list[int] = []
     real_sha256 = registry_module.sha256_bytes
@@ -281,7 +281,7 @@ def _count_hashing(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_verify_hashes_again_when_the_file_changes_in_place(
     registry: DatasetRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tools.registry as registry_module
+    import tools.core.registry as registry_module
 
     monkeypatch.setattr(registry_module, "_SETTLED_NS", -(10**18))  # treat every file as settled
     hashed = _count_hashing(monkeypatch)

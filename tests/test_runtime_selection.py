@@ -22,9 +22,9 @@ from agent.answer import SECTIONS, answer_problems
 from evals.fakes.kube import FakeKube
 from tools import runtime as runtime_package
 from tools.context import build_context
-from tools.policy import Reject, guarded_call
-from tools.registry import DatasetRegistry
-from tools.specs import TrainingSpec
+from tools.core.registry import DatasetRegistry
+from tools.core.specs import TrainingSpec
+from tools.guard.policy import Reject, guarded_call
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -236,9 +236,9 @@ def tuning_kube() -> Iterator[FakeKube]:
 
 
 def test_trials_run_on_the_study_runtime_and_namespace(home: Path, tuning_kube: FakeKube) -> None:
-    from tools.tuning import run_study
-    from tools.tuning_models import StudySettings
-    from tools.tuning_space import load_search_space
+    from tools.tuning.records import StudySettings
+    from tools.tuning.space import load_search_space
+    from tools.tuning.study import run_study
 
     ctx = build_context(make_settings(home, **kube_settings(home, tuning_kube)), session_id="sel-tune")
     study = StudySettings(

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from graph_support import all_runs, experiment_reply, intake_reply, make_service
 
-from agent.config import Budget
 from agent.service import ProgressEvent, ThreadBusy
+from tools.core.settings import Budget
 
 
 def test_pending_approval_waits_for_a_yes_or_no(tmp_path: Path) -> None:
@@ -53,9 +53,9 @@ def test_a_second_turn_on_a_busy_thread_is_refused(tmp_path: Path) -> None:
 
 
 def test_cancel_in_a_later_turn_ends_runs_left_running(tmp_path: Path) -> None:
-    from agent.config import Settings
     from tools.context import build_context
-    from tools.tracking import create_parent_run
+    from tools.core.settings import Settings
+    from tools.core.tracking import create_parent_run
 
     service, _ = make_service(tmp_path, [])
     settings: Settings = service.settings

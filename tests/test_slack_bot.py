@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 from slack_sdk import WebClient
 
-from agent.config import Settings
 from agent.slack import SlackBot, SlackHTTPServer, create_app, plain_text
 from agent.slack_blocks import APPROVE_ACTION, CANCEL_ACTION, REJECT_ACTION
-from agent.slack_support import SlackThread
+from agent.slack_delivery import SlackThread
 from evals.fakes.slack import (
     BOT_ID,
     BOT_USER_ID,
@@ -33,6 +32,7 @@ from evals.fakes.slack import (
     channel_message,
     direct_message,
 )
+from tools.core.settings import Settings
 
 SECRET = "test-signing-secret"
 CHANNEL = "C0EXPERIMENTS"

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from slack_sdk import WebClient
 
-from agent.config import Budget, Settings
 from agent.slack import SlackBot, SlackHTTPServer, create_app
 from agent.slack_blocks import APPROVE_ACTION
-from agent.slack_support import SlackThread
+from agent.slack_delivery import SlackThread
 from evals.fakes.slack import BOT_USER_ID, MockSlack, SlackSender, StoredMessage, app_mention
+from tools.core.settings import Budget, Settings
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def _with_buttons(slack: MockSlack, thread_ts: str) -> StoredMessage | None:
 
 
 def _runs(settings: Settings) -> list[dict[str, str]]:
-    from tools.tracking import make_client
+    from tools.core.tracking import make_client
 
     client = make_client(settings)
     experiment = client.get_experiment_by_name("slack-e2e")

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from mlflow.entities import Metric, Param
 
-from agent.config import Settings
-from tools import tracking
 from tools.context import ToolContext, build_context
-from tools.policy import guarded_call
-from tools.specs import CancellationRecord, Resources, TrainingSpec
+from tools.core import tracking
+from tools.core.settings import Settings
+from tools.core.specs import CancellationRecord, Resources, TrainingSpec
+from tools.guard.policy import guarded_call
 
 EXPERIMENT = "tracking-tests"
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from agent.config import Settings
-from tools import provenance, trainer
-from tools.registry import DatasetRegistry
-from tools.specs import TrainingSpec
+from tools.core import provenance
+from tools.core.registry import DatasetRegistry
+from tools.core.settings import Settings
+from tools.core.specs import TrainingSpec
+from tools.training import trainer
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +255,7 @@ def test_reading_the_code_version_never_locks_the_git_index(monkeypatch: pytest.
     # A job killed while `git status` held .git/index.lock would leave the lock in the user's checkout.
     import subprocess
 
-    from tools import provenance
+    from tools.core import provenance
 
     calls: list[list[str]] = []
     real_run = subprocess.run

@@ -10,11 +10,11 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from tools.tuning import study_storage
+from tools.tuning.study import study_storage
 
 _WRITER = """
 import sys, optuna
-from tools.tuning import study_storage
+from tools.tuning.study import study_storage
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 study = optuna.load_study(study_name="shared", storage=study_storage(sys.argv[1]))
 for _ in range(40):

@@ -24,11 +24,11 @@ from tuning_support import (
     study,
 )
 
-from agent.config import Settings
 from tools.context import ToolContext
-from tools.tracking import create_parent_run
-from tools.tuning import StudyConflict, run_study, study_storage
-from tools.tuning_models import StudyResult, TrialResult
+from tools.core.settings import Settings
+from tools.core.tracking import create_parent_run
+from tools.tuning.records import StudyResult, TrialResult
+from tools.tuning.study import StudyConflict, run_study, study_storage
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import optuna
 import pytest
 from tuning_support import EXPERIMENT, assert_nothing_running, make_ctx, study
 
-from tools.tuning import run_study, study_storage
+from tools.tuning.study import run_study, study_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 # ~6 s of boosting: long enough that trials 2-3 are still running once 0-1 completed, even when the
@@ -31,10 +31,10 @@ AGENT = """
 import sys
 from pathlib import Path
 sys.path.insert(0, "tests")
-from agent.config import Settings
+from tools.core.settings import Settings
 from tools.context import build_context
-from tools.tuning import run_study
-from tools.tuning_models import StudySettings
+from tools.tuning.study import run_study
+from tools.tuning.records import StudySettings
 from tuning_support import HangingRuntime
 
 home, slow = Path(sys.argv[1]), {slow!r}

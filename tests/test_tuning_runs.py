@@ -7,11 +7,11 @@ import math
 import pytest
 from mlflow.entities import Metric
 
-from agent.config import Settings
-from tools import tracking
 from tools.context import ToolContext, build_context
-from tools.specs import TrainingSpec
-from tools.tuning_runs import read_metric
+from tools.core import tracking
+from tools.core.settings import Settings
+from tools.core.specs import TrainingSpec
+from tools.tuning.runs import read_metric
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from agent.config import Budget
-from tools.budget import BudgetLedger, TrialCost, estimate_plan
-from tools.specs import Resources
-from tools.tuning_models import StudySettings, default_parallelism
-from tools.tuning_space import SearchSpaceError, load_search_space, parse_space, suggest_params
-from tools.watchdog import Watchdog
+from tools.core.settings import Budget
+from tools.core.specs import Resources
+from tools.tuning._watchdog import Watchdog
+from tools.tuning.budget import BudgetLedger, TrialCost, estimate_plan
+from tools.tuning.records import StudySettings, default_parallelism
+from tools.tuning.space import SearchSpaceError, load_search_space, parse_space, suggest_params
 
 
 def study_settings(**overrides: object) -> StudySettings:

@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from agent.config import Settings
 from tools.context import ToolContext, build_context
-from tools.policy import guarded_call
+from tools.core.settings import Settings
+from tools.core.specs import JobInfo, TrainingSpec
+from tools.guard.policy import guarded_call
 from tools.runtime.local import LocalRuntime
-from tools.specs import JobInfo, TrainingSpec
-from tools.tuning_models import StudySettings, TrialResult
-from tools.tuning_space import load_search_space
+from tools.tuning.records import StudySettings, TrialResult
+from tools.tuning.space import load_search_space
 
 EXPERIMENT = "tune-test"
 TINY = {"n_estimators": [5, 20], "num_leaves": [4, 16]}
@@ -67,10 +68,10 @@ class HangingRuntime:
         self.params = params or HANG_PARAMS
         self.name = "local"
 
-    def submit(self, spec: TrainingSpec) -> JobInfo:
+    def submit(self, spec: TrainingSpec, approvals: Collection[str] = ()) -> JobInfo:
         if spec.trial_number in self.hang:
             spec = spec.model_copy(update={"params": {**spec.params, **self.params}})
-        return self.inner.submit(spec)
+        return self.inner.submit(spec, approvals)
 
     def cancel(self, job_id: str, reason: str, cancelled_by: str, kind: Any = "cancelled") -> JobInfo:
         return self.inner.cancel(job_id, reason, cancelled_by, kind=kind)

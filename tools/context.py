@@ -10,18 +10,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from agent.config import Settings
+from tools.core.settings import Settings
 
 if TYPE_CHECKING:  # heavy imports stay lazy
     from mlflow.tracking import MlflowClient
 
-    from tools.audit import AuditLog
-    from tools.registry import DatasetRegistry
+    from tools.core.audit import AuditLog
+    from tools.core.registry import DatasetRegistry
+    from tools.core.specs import TrainingSpec
     from tools.runtime.base import Runtime
-    from tools.specs import TrainingSpec
 
-#: job ID prefix -> the runtime that issued it (``tools.runtime.job_files.job_id_for`` and
-#: ``tools.kubernetes.job_name``); a job ID names its runtime, so any process can route it.
+#: job ID prefix -> the runtime that issued it (``tools.training.job_files.job_id_for`` and
+#: ``tools.runtime.job_manifest.job_name``); a job ID names its runtime, so any process can route it.
 JOB_ID_PREFIXES: dict[str, str] = {"local-": "local", "expagent-": "kubernetes"}
 
 
@@ -35,8 +35,28 @@ def utcnow() -> datetime:
 
 
 @dataclass
+class OpenedClients:
+    """The clients a context opens on first use. Copies of a context (one per turn or session) share
+    one holder, so whatever one copy opens, every other copy and the service reuse."""
+
+    registry: DatasetRegistry | None = None
+    audit: AuditLog | None = None
+    tracking: MlflowClient | None = None
+    #: every runtime opened so far, by name.
+    runtimes: dict[str, Runtime] = field(default_factory=dict)
+    #: (tracking URI, experiment name) -> MLflow experiment ID; ``tools.core.tracking`` drops an entry
+    #: whose experiment was deleted and looks it up again.
+    experiment_ids: dict[tuple[str, str], str] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+@dataclass
 class ToolContext:
-    """Clients and session facts for tool calls. Build with :func:`build_context`."""
+    """Clients and session facts for tool calls. Build with :func:`build_context`.
+
+    Session facts (``session_id``, ``requester``, ``approvals``) are this context's own; clients are
+    opened on first use into ``clients``, which copies (``dataclasses.replace``) share.
+    """
 
     settings: Settings
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -44,48 +64,52 @@ class ToolContext:
     #: approval keys the user granted in this session (see ``policy.Reject.approval_key``).
     approvals: set[str] = field(default_factory=set)
     clock: Callable[[], datetime] = utcnow
-    _registry: DatasetRegistry | None = None
+    #: this context's default runtime when it is not ``settings.runtime`` (see ``with_runtime``).
     _runtime: Runtime | None = None
-    _audit: AuditLog | None = None
-    _tracking: MlflowClient | None = None
-    #: every runtime opened so far, by name; copies of the context (dataclasses.replace) share it.
-    runtimes: dict[str, Runtime] = field(default_factory=dict)
-    _runtimes_lock: threading.RLock = field(default_factory=threading.RLock)
-    #: (tracking URI, experiment name) -> MLflow experiment ID, looked up once per context and shared by
-    #: its copies; ``tools.tracking`` drops an entry whose experiment was deleted and looks it up again.
-    experiment_ids: dict[tuple[str, str], str] = field(default_factory=dict)
+    clients: OpenedClients = field(default_factory=OpenedClients)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def registry(self) -> DatasetRegistry:
-        if self._registry is None:
-            from tools.registry import DatasetRegistry
+    def runtimes(self) -> dict[str, Runtime]:
+        return self.clients.runtimes
 
-            self._registry = DatasetRegistry.open(self.settings)
-        return self._registry
+    @property
+    def experiment_ids(self) -> dict[tuple[str, str], str]:
+        return self.clients.experiment_ids
+
+    @property
+    def registry(self) -> DatasetRegistry:
+        with self.clients.lock:
+            if self.clients.registry is None:
+                from tools.core.registry import DatasetRegistry
+
+                self.clients.registry = DatasetRegistry.open(self.settings)
+            return self.clients.registry
 
     @property
     def audit(self) -> AuditLog:
-        if self._audit is None:
-            from tools.audit import AuditLog
+        with self.clients.lock:
+            if self.clients.audit is None:
+                from tools.core.audit import AuditLog
 
-            self._audit = AuditLog(self.settings.audit_log_path)
-        return self._audit
+                self.clients.audit = AuditLog(self.settings.audit_log_path)
+            return self.clients.audit
 
     @property
     def tracking(self) -> MlflowClient:
-        if self._tracking is None:
-            from tools.tracking import make_client
+        with self.clients.lock:
+            if self.clients.tracking is None:
+                from tools.core.tracking import make_client
 
-            self._tracking = make_client(self.settings)
-        return self._tracking
+                self.clients.tracking = make_client(self.settings)
+            return self.clients.tracking
 
     @property
     def runtime(self) -> Runtime:
         """The default runtime (``settings.runtime``, or the one this context was built with)."""
-        if self._runtime is None:
-            self._runtime = self.runtime_named(self.settings.runtime)
-        return self._bound(self._runtime)
+        if self._runtime is not None:
+            return self._runtime
+        return self.runtime_named(self.settings.runtime)
 
     def runtime_named(self, name: str) -> Runtime:
         """Return the runtime called ``name`` (``local`` or ``kubernetes``), opening it on first use.
@@ -94,13 +118,13 @@ class ToolContext:
         nothing is cached then, so a later call tries again.
         """
         if self._runtime is not None and runtime_name(self._runtime, self.settings.runtime) == name:
-            return self._bound(self._runtime)
-        with self._runtimes_lock:
+            return self._runtime
+        with self.clients.lock:
             if name not in self.runtimes:
                 from tools.runtime import make_runtime
 
                 self.runtimes[name] = make_runtime(self.settings, name)
-            return self._bound(self.runtimes[name])
+            return self.runtimes[name]
 
     def runtime_for(self, spec: TrainingSpec) -> Runtime:
         """Return the runtime ``spec`` runs on (its ``runtime``, else the configured default)."""
@@ -119,17 +143,10 @@ class ToolContext:
 
     def open_runtimes(self) -> list[Runtime]:
         """Return every runtime opened so far (each once)."""
-        with self._runtimes_lock:
+        with self.clients.lock:
             found = [self._runtime, *self.runtimes.values()]
         unique: dict[int, Runtime] = {id(r): r for r in found if r is not None}
         return list(unique.values())
-
-    def _bound(self, runtime: Runtime) -> Runtime:
-        # The Kubernetes runtime re-checks every manifest with the approvals of the session's context.
-        bind = getattr(runtime, "bind_context", None)
-        if bind is not None:
-            bind(self)
-        return runtime
 
     def close(self) -> None:
         """Release runtime resources (worker processes, watches)."""

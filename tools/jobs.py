@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, cast
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from tools import tracking
 from tools.context import ToolContext, runtime_name
-from tools.redact import redact_text
-from tools.specs import JobInfo, RuntimeName, TrainingSpec
+from tools.core import tags as tag_keys
+from tools.core import tracking
+from tools.core.redact import redact_text
+from tools.core.specs import JobInfo, RuntimeName, TrainingSpec
 from tools.toolset import tool
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def _submit(ctx: ToolContext, runtime: Runtime, spec: TrainingSpec) -> JobInfo:
     """Submit ``spec`` (its run exists); on failure end the run FAILED with the error and re-raise."""
     assert spec.run_id is not None
     try:
-        return runtime.submit(spec)
+        return runtime.submit(spec, approvals=frozenset(ctx.approvals))
     except Exception as exc:
         tracking.end_run(
             ctx, spec.run_id, "FAILED", note=f"Job submission failed: {type(exc).__name__}: {exc}",
@@ -123,7 +124,7 @@ def start_training_run(ctx: ToolContext, args: StartTrainingRunArgs) -> StartedR
     spec.run_id, experiment_id = created.info.run_id, created.info.experiment_id
     info = _submit(ctx, runtime, spec)
     # One tag write (the job's MLflow writes start now; set_tag takes one store session, log_batch two).
-    ctx.tracking.set_tag(spec.run_id, "expagent.job_id", info.job_id)
+    ctx.tracking.set_tag(spec.run_id, tag_keys.JOB_ID, info.job_id)
     return StartedRun(
         run_id=spec.run_id, job_id=info.job_id, experiment_id=experiment_id, state=info.state,
         ui_url=tracking.ui_url(ctx.settings, experiment_id, spec.run_id),

@@ -41,7 +41,7 @@ class ToolDef:
 TOOLS: dict[str, ToolDef] = {}
 
 # Modules that define tools; imported on first use so that importing the registry stays cheap.
-_TOOL_MODULES = ("tools.registry", "tools.tracking", "tools.jobs")
+_TOOL_MODULES = ("tools.datasets", "tools.runs", "tools.jobs")
 
 
 def tool(*, read_only: bool) -> Callable[[Callable[..., BaseModel]], Callable[..., BaseModel]]:

@@ -10,7 +10,7 @@ from agent.grammar.intake import parse_message
 from agent.grammar.scanner import strip_trailing_punct
 from agent.grammar.vocabulary import FLAGS, NUMBER, RESERVED, may_be_name, parse_number
 from agent.state import IntakeDecision
-from tools.specs import metric_direction
+from tools.core.specs import metric_direction
 
 QuestionKind = Literal[
     "runs", "best_run", "latest_run", "list_runs", "list_datasets", "describe_dataset", "unclear"

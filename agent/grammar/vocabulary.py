@@ -10,7 +10,7 @@ import re
 from typing import Any, get_args
 
 from agent.state import ForbiddenAction
-from tools.specs import ModelFamily
+from tools.core.specs import ModelFamily
 
 FLAGS = re.IGNORECASE
 

@@ -12,10 +12,10 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.runtime import Runtime
 
 from agent.prompts import render_prompt
-from agent.runctx import TurnContext, turn_context
 from agent.state import AgentState, ToolCallRecord, Usage
 from agent.tokens import trim_history, usage_of
-from agent.toolcalls import call_tool
+from agent.tool_calls import call_tool
+from agent.turn_context import TurnContext, turn_context
 from tools.toolset import get_tool
 
 READ_ONLY_TOOLS = ("search_runs", "get_run", "list_datasets", "lookup_dataset")

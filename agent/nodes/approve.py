@@ -11,8 +11,8 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
-from agent.runctx import TurnContext, turn_context
 from agent.state import AgentState, ApprovalRequest, PolicyEvent, RunRecord
+from agent.turn_context import TurnContext, turn_context
 
 Route = Literal["execute", "respond"]
 

@@ -13,14 +13,15 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
+from agent.experiment_plan import ExperimentPlan, RollbackRecord
 from agent.nodes.plan import training_args
-from agent.plan import ExperimentPlan, RollbackRecord
-from agent.runctx import TurnContext, turn_context
 from agent.state import AgentState, RunRecord
-from agent.toolcalls import call_tool
-from tools.specs import JobInfo
-from tools.tracking import end_run
-from tools.tuning_models import StudyResult, TrialResult
+from agent.tool_calls import call_tool
+from agent.turn_context import TurnContext, turn_context
+from tools.core import tags as tag_keys
+from tools.core.specs import JobInfo
+from tools.core.tracking import end_run
+from tools.tuning.records import StudyResult, TrialResult
 
 POLL_SECONDS = 0.25
 Route = Literal["verify", "rollback"]
@@ -74,11 +75,11 @@ def adopt_baseline(ctx: TurnContext, plan: ExperimentPlan) -> tuple[str, str] | 
     if experiment is None:
         return None
     query = (
-        f"tags.`expagent.session` = '{ctx.thread_id}' and tags.`expagent.role` = 'baseline' "
+        f"tags.`{tag_keys.SESSION}` = '{ctx.thread_id}' and tags.`{tag_keys.ROLE}` = 'baseline' "
         f"and tags.`mlflow.parentRunId` = '{plan.session_run_id}'"
     )
     for run in client.search_runs([experiment.experiment_id], filter_string=query, max_results=1):
-        job_id = run.data.tags.get("expagent.job_id")
+        job_id = run.data.tags.get(tag_keys.JOB_ID)
         if job_id:
             return run.info.run_id, job_id
     return None
@@ -124,9 +125,9 @@ StudyRunner = Callable[..., StudyResult]
 
 
 def study_runner() -> StudyRunner | None:
-    """Return ``tools.tuning.run_study`` when the tuning loop is installed, else None."""
+    """Return ``tools.tuning.study.run_study`` when the tuning loop is installed, else None."""
     try:
-        from tools.tuning import run_study
+        from tools.tuning.study import run_study
     except ImportError:
         return None
     return run_study  # type: ignore[no-any-return]

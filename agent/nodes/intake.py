@@ -17,22 +17,21 @@ from pydantic import ValidationError
 
 from agent.prompts import render_prompt
 from agent.request import complete_request, merge_drafts, metric_problem, missing_inputs
-from agent.runctx import TurnContext, turn_context
-from agent.state import AgentState, ExperimentRequestDraft, IntakeDecision, Refusal, Usage
+from agent.state import (
+    RECORD_INTAKE,
+    AgentState,
+    ExperimentRequestDraft,
+    IntakeDecision,
+    Refusal,
+    Usage,
+    intake_tool_schema,
+)
 from agent.tokens import trim_history, usage_of
-from agent.toolcalls import call_tool, check_data
-from tools.specs import CLASSIFICATION_METRICS, REGRESSION_METRICS
-from tools.tuning_models import StudySettings
+from agent.tool_calls import call_tool, check_data
+from agent.turn_context import TurnContext, turn_context
+from tools.core.specs import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from tools.tuning.records import StudySettings
 
-RECORD_INTAKE = "record_intake"
-RECORD_INTAKE_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": RECORD_INTAKE,
-        "description": (IntakeDecision.__doc__ or "").strip(),
-        "parameters": IntakeDecision.model_json_schema(),
-    },
-}
 _MAX_ATTEMPTS = 2
 Route = Literal["plan", "answer_question", "refuse", "rollback", "respond"]
 
@@ -91,7 +90,7 @@ def classify(ctx: TurnContext, state: AgentState) -> tuple[IntakeDecision, Usage
     prompt: list[BaseMessage] = trim_history(
         [system, *state.get("messages", [])], settings.context_token_budget, settings.model
     )
-    model = ctx.model.bind_tools([RECORD_INTAKE_TOOL], tool_choice=RECORD_INTAKE)
+    model = ctx.model.bind_tools([intake_tool_schema()], tool_choice=RECORD_INTAKE)
     usage = Usage()
     problem = "the model did not call record_intake"
     for _ in range(_MAX_ATTEMPTS):

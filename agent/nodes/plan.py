@@ -19,18 +19,24 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from agent.plan import BaselineConfig, ComputeEstimate, ExperimentPlan, ExperimentRequest, TuningPlan
-from agent.runctx import TurnContext, turn_context
+from agent.experiment_plan import (
+    BaselineConfig,
+    ComputeEstimate,
+    ExperimentPlan,
+    ExperimentRequest,
+    TuningPlan,
+)
 from agent.state import AgentState, Refusal, RunRecord
-from agent.toolcalls import audit_refusal
-from tools.budget import DEFAULT_RUN_SECONDS, TrialCost, estimate_plan
-from tools.cost_history import typical_baseline_cost
-from tools.policy import Halt, Reject, evaluate
-from tools.redact import redact_text
+from agent.tool_calls import audit_refusal
+from agent.turn_context import TurnContext, turn_context
+from tools.core.redact import redact_text
+from tools.core.tracking import create_parent_run
+from tools.guard.policy import Halt, Reject, evaluate
 from tools.toolset import get_tool
-from tools.tracking import create_parent_run
-from tools.tuning_models import StudySettings, default_parallelism
-from tools.tuning_space import SEARCH_SPACES_FILE, SearchSpaceError, load_search_space
+from tools.tuning.budget import DEFAULT_RUN_SECONDS, TrialCost, estimate_plan
+from tools.tuning.cost_history import typical_baseline_cost
+from tools.tuning.records import StudySettings, default_parallelism
+from tools.tuning.space import SEARCH_SPACES_FILE, SearchSpaceError, load_search_space
 
 DEFAULT_TIMEOUT_SECONDS = 600
 Route = Literal["approve", "execute", "respond"]
@@ -93,14 +99,10 @@ def _tuning_plan(
         settings.budget.max_concurrent_jobs, request.resources.cpu, request.trials
     )
     study = StudySettings(
+        **request.run_template().model_dump(),
         study_name=f"{ctx.thread_id}-{request.experiment}-{request.model_family}",
         session_id=ctx.thread_id,
-        dataset=request.dataset,
-        version=request.version,
-        model_family=request.model_family,
-        metric=request.metric,
         direction=request.direction,
-        experiment=request.experiment,
         search_space=space,
         n_trials=request.trials,
         parallelism=parallelism,
@@ -109,11 +111,7 @@ def _tuning_plan(
         gpu_hours=request.gpu_hours or None,
         patience=request.patience,
         target=request.target,
-        seed=request.seed,
-        resources=request.resources,
         trial_timeout_seconds=timeout,
-        runtime=request.runtime,
-        namespace=request.namespace,
     )
     source = "your overrides on " if request.search_space else ""
     estimate = estimate_plan(None, study, settings.budget, prior=prior)
@@ -148,22 +146,16 @@ def training_args(
     The session and requester are not arguments: the tool takes them from the ToolContext. The
     runtime and namespace are the request's, so the guard judges where the run would really go.
     """
-    r, b = plan.request, plan.baseline
+    b = plan.baseline
+    template = plan.request.run_template(model_family=b.model_family, seed=b.seed)
+    template.resources = b.resources
     return {
-        "dataset": r.dataset,
-        "version": r.version,
-        "model_family": b.model_family,
-        "metric": r.metric,
-        "experiment": r.experiment,
+        **template.model_dump(mode="json"),
         "params": b.params,
-        "seed": b.seed,
         "role": role,
         "run_name": f"{role}-{b.model_family}",
         "parent_run_id": parent_run_id or plan.session_run_id,
-        "resources": b.resources.model_dump(),
         "timeout_seconds": b.timeout_seconds,
-        "runtime": r.runtime,
-        "namespace": r.namespace if r.runtime == "kubernetes" else None,
     }
 
 

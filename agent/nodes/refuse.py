@@ -8,9 +8,9 @@ from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 
 from agent.nodes.intake import data_alternatives
-from agent.runctx import TurnContext, turn_context
 from agent.state import AgentState, ForbiddenAction, IntakeDecision, Refusal
-from agent.toolcalls import audit_refusal, check_data
+from agent.tool_calls import audit_refusal, check_data
+from agent.turn_context import TurnContext, turn_context
 
 DEPLOYMENT_POLICY = (
     "I am the experimentation agent: I train, tune and compare models and log every run to MLflow, but I "

@@ -12,10 +12,10 @@ from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 
 from agent.answer import render_answer
-from agent.runctx import TurnContext, turn_context
 from agent.sections import compose_sections
 from agent.state import AgentState, RunRecord, Usage
-from tools.tracking import end_run, ui_url
+from agent.turn_context import TurnContext, turn_context
+from tools.core.tracking import end_run, ui_url
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

@@ -12,11 +12,18 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from agent.plan import ExperimentRequest, RollbackRecord, RunCheck, RunVerification, VerificationReport
-from agent.runctx import TurnContext, turn_context
+from agent.experiment_plan import (
+    ExperimentRequest,
+    RollbackRecord,
+    RunCheck,
+    RunVerification,
+    VerificationReport,
+)
 from agent.sections import primary_value
 from agent.state import AgentState, RunRecord, RunRole
-from tools.tracking import model_uri
+from agent.turn_context import TurnContext, turn_context
+from tools.core import tags as tag_keys
+from tools.core.tracking import model_uri
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -63,9 +70,9 @@ def session_runs(
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         since = int(state.get("turn_started_at", 0) * 1000)
-        query = f"tags.`expagent.session` = '{session_id}' and attributes.start_time >= {since}"
+        query = f"tags.`{tag_keys.SESSION}` = '{session_id}' and attributes.start_time >= {since}"
         for run in client.search_runs([found.experiment_id], filter_string=query, max_results=1000):
-            role = run.data.tags.get("expagent.role", "single")
+            role = run.data.tags.get(tag_keys.ROLE, "single")
             if run.info.run_id not in records and role in get_args(RunRole):
                 record = {"run_id": run.info.run_id, "role": role, "status": run.info.status}
                 records[run.info.run_id] = RunRecord.model_validate(record)
@@ -91,7 +98,7 @@ def refresh(record: RunRecord, run: Run) -> RunRecord:
             "status": run.info.status,
             "params": dict(run.data.params) or record.params,
             "metrics": dict(run.data.metrics) or record.metrics,
-            "job_id": record.job_id or run.data.tags.get("expagent.job_id"),
+            "job_id": record.job_id or run.data.tags.get(tag_keys.JOB_ID),
             "note": note,
         }
     )
@@ -109,7 +116,7 @@ def training_checks(client: MlflowClient, run: Run, request: ExperimentRequest) 
     """Check params, the primary metric, the model, the dataset tags and the git SHA of a run."""
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     value = primary_value(metrics, request.metric)
-    uri = tags.get("expagent.model_uri") or model_uri(client, run)
+    uri = tags.get(tag_keys.MODEL_URI) or model_uri(client, run)
     expected = {"dataset.name": request.dataset, "dataset.version": request.version}
     if request.dataset_sha256:
         expected["dataset.sha256"] = request.dataset_sha256

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
-from tools.specs import JobInfo, TrainingSpec
+from tools.core.specs import JobInfo, TrainingSpec
 
 
 class Runtime(Protocol):
@@ -12,8 +13,12 @@ class Runtime(Protocol):
 
     name: str
 
-    def submit(self, spec: TrainingSpec) -> JobInfo:
-        """Start a job for ``spec``; idempotent per ``spec.run_id`` (never starts it twice)."""
+    def submit(self, spec: TrainingSpec, approvals: Collection[str] = ()) -> JobInfo:
+        """Start a job for ``spec``; idempotent per ``spec.run_id`` (never starts it twice).
+
+        ``approvals`` are the keys the user granted this session (a runtime that re-checks what it
+        creates, like the Kubernetes one, applies them).
+        """
         ...
 
     def status(self, job_id: str) -> JobInfo:

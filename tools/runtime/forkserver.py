@@ -4,12 +4,12 @@ A fresh Python process pays ~2.5 s importing mlflow, scikit-learn, LightGBM and 
 ~0.3 s more of first-use work on its first run. The fork server (one per agent process) imports
 ``WARM_MODULES`` once; importing this module there also opens the workspace's tracking store and, for
 fork-per-job launches, rehearses a tiny training in a throwaway workspace (``rehearse``), then reads and
-verifies the workspace's small datasets (``tools.dataset_cache``), so every process forked from it
+verifies the workspace's small datasets (``tools.training.dataset_cache``), so every process forked from it
 starts hot. The local runtime starts the server when it is constructed; it warms up in the background
 and the first job launched waits for it.
 
 ``launch_job`` starts one job as a fresh process in its own session (a crash kills only that job); the
-caller watches the returned process and the job's files. ``tools.runtime.workers`` forks longer-lived
+caller watches the returned process and the job's files. ``tools.runtime._workers`` forks longer-lived
 workers from the same server.
 """
 
@@ -30,12 +30,12 @@ from multiprocessing.context import ForkServerProcess, set_spawning_popen
 from pathlib import Path
 from typing import Any
 
-from agent.config import Settings
-from tools.specs import TrainingSpec
+from tools.core.settings import Settings
+from tools.core.specs import TrainingSpec
 
 #: imported once by the fork server; every job forked from it starts with these loaded (the trainer
 #: warms MLflow's caches on import).
-WARM_MODULES = ["tools.trainer", "tools.runtime.forkserver", "tools.runtime.workers"]
+WARM_MODULES = ["tools.training.trainer", "tools.runtime.forkserver", "tools.runtime._workers"]
 #: set only in the fork server's environment: importing this module there rehearses a training and
 #: opens the workspace's tracking store, so jobs fork with hot caches (see ``rehearse``).
 REHEARSE_ENV = "EXPAGENT_FORKSERVER_REHEARSE"
@@ -87,7 +87,7 @@ def redirect_output(log_path: Path) -> None:
 
 def run_job_here(spec_json: str, settings: Settings, directory: Path, job_id: str) -> int:
     """Run one job in this (forked) process: output to its log, the trainer charged from now on."""
-    from tools import trainer  # preloaded by the fork server: no import cost here
+    from tools.training import trainer  # preloaded by the fork server: no import cost here
 
     redirect_output(directory / "output.log")
     os.environ["EXPAGENT_JOB_ID"] = job_id
@@ -149,8 +149,8 @@ def start_fork_server(
     ``rehearse`` trains a tiny run there first: worth it when every job is forked from the server, not
     for workers that each warm up on their first job (it would only delay that job). With
     ``catalog_path`` and ``data_dir`` the server also preloads that workspace's small datasets
-    (``tools.dataset_cache``). Its environment (inherited by every job) also disables MLflow telemetry,
-    whose threads must not be running across fork(). Only the first call's arguments count.
+    (``tools.training.dataset_cache``). Its environment (inherited by every job) also disables MLflow
+    telemetry, whose threads must not be running across fork(). Only the first call's arguments count.
     """
     server_env = {
         REHEARSE_ENV: "train" if rehearse else "open", STORE_ENV: tracking_uri,
@@ -181,8 +181,8 @@ def rehearse(tracking_uri: str | None, train: bool = True) -> None:
     agent creating it). LightGBM uses one thread here: a fork after an OpenMP thread pool exists is
     unsafe. Every database connection is closed before any fork, so jobs open their own.
     """
-    from agent.config import load_settings
-    from tools.tracking import make_client
+    from tools.core.settings import load_settings
+    from tools.core.tracking import make_client
 
     engines = _mlflow_engines()
     if engines is None:  # pooled connections could not be closed before forking: rather not rehearse
@@ -249,8 +249,8 @@ def _train_tiny_runs(home: Path) -> None:
     What it warms is shared by every model family (MLflow's logging and model-saving paths); a second,
     logistic-regression rehearsal took as long as a warm run of its own (measured), so it is not done.
     """
-    from agent.config import load_settings
-    from tools.trainer import run_training
+    from tools.core.settings import load_settings
+    from tools.training.trainer import run_training
 
     settings = load_settings(home=home, tracking_uri=f"sqlite:///{home}/mlflow.db")
     base = {"dataset": "breast_cancer", "version": "1", "metric": "roc_auc", "experiment": "rehearsal"}
@@ -294,7 +294,7 @@ if _REHEARSAL in ("train", "open") and multiprocessing.process.current_process()
         with _silenced():
             rehearse(os.environ.get(STORE_ENV), train=_REHEARSAL == "train")
             if os.environ.get(CATALOG_ENV) and os.environ.get(DATA_ENV):
-                from tools.dataset_cache import preload_workspace
+                from tools.training.dataset_cache import preload_workspace
 
                 preload_workspace(Path(os.environ[CATALOG_ENV]), Path(os.environ[DATA_ENV]))
     except Exception:  # a failed rehearsal or preload only costs speed; jobs still work

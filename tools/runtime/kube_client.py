@@ -15,7 +15,7 @@ from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
 if TYPE_CHECKING:
-    from agent.config import Settings
+    from tools.core.settings import Settings
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 

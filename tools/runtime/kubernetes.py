@@ -14,13 +14,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -28,7 +27,17 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tools.kubernetes import (
+from tools.core.specs import CancellationRecord, JobInfo, Resources, TrainingSpec
+from tools.core.verdicts import unapproved
+from tools.runtime._kube_finalizer import JobFinalizer
+from tools.runtime._kube_runs import RunRecorder
+from tools.runtime._kube_status import (
+    job_info,
+    latest_pod,
+    session_of,
+)
+from tools.runtime._kube_watch import JobWatches
+from tools.runtime.job_manifest import (
     CONTAINER_NAME,
     MANAGED_SELECTOR,
     RUN_ID_ANNOTATION,
@@ -37,21 +46,11 @@ from tools.kubernetes import (
     label_value,
 )
 from tools.runtime.kube_client import load_api_client, tracking_reachability_warning
-from tools.runtime.kube_runs import RunRecorder
-from tools.runtime.kube_status import (
-    FATAL_WAITING_REASONS,
-    is_finished,
-    job_info,
-    latest_pod,
-    pod_waiting,
-    session_of,
-)
-from tools.runtime.kube_watch import JobWatches
-from tools.specs import CancellationRecord, JobInfo, Resources, TrainingSpec
+from tools.runtime.kube_errors import KubernetesSubmitError, KubernetesUnavailable, ManifestRejected, describe
+from tools.runtime.manifest_checks import manifest_findings
 
 if TYPE_CHECKING:
-    from agent.config import Settings
-    from tools.context import ToolContext
+    from tools.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -59,35 +58,9 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 ORPHAN_GRACE_SECONDS = 60.0
 #: how long status() waits for the finalizer to record a Job that vanished before reporting it anyway.
 VANISHED_WAIT_SECONDS = 30.0
-_MAX_CAPTURED_LOG = 64_000
 
 
-class KubernetesSubmitError(RuntimeError):
-    """The Job could not be created (the message says why; the run was ended FAILED)."""
-
-
-class KubernetesUnavailable(RuntimeError):
-    """The API server cannot be reached, or this identity may not list/watch Jobs and pods."""
-
-
-class ManifestRejected(KubernetesSubmitError):
-    """The policy guard rejected the Job manifest."""
-
-    def __init__(self, rule: str, reason: str) -> None:
-        super().__init__(f"the policy guard rejected the Job manifest ({rule}): {reason}")
-        self.rule, self.reason = rule, reason
-
-
-def describe(err: ApiException) -> str:
-    """Return ``"<code> <reason>: <message>"`` from an API error's Status body."""
-    try:
-        message = json.loads(err.body or "{}").get("message", "")
-    except (TypeError, ValueError):
-        message = ""
-    return f"{err.status} {err.reason}" + (f": {message}" if message else "")
-
-
-class KubernetesRuntime:
+class KubernetesRuntime(JobFinalizer):
     """Runs trainer jobs as Kubernetes Jobs in ``spec.namespace`` (default ``settings.k8s_namespace``).
 
     Args:
@@ -130,7 +103,6 @@ class KubernetesRuntime:
         self._last_seen: dict[str, Any] = {}
         #: why this runtime deleted a Job itself (start grace, cancel), set before the delete is sent.
         self._deleted_by_us: dict[str, JobInfo] = {}
-        self._contexts: dict[str, ToolContext] = {}
         self._tasks: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="k8s-finalizer", daemon=True)
         self._watches = JobWatches(
@@ -154,11 +126,6 @@ class KubernetesRuntime:
         """Connect with the configured kubeconfig/context (or in-cluster config) and start watching."""
         return cls(settings, load_api_client(settings))
 
-    def bind_context(self, ctx: ToolContext) -> None:
-        """Use ``ctx`` (its approvals) when the guard checks the manifests of ``ctx.session_id``'s jobs."""
-        with self._changed:
-            self._contexts[ctx.session_id] = ctx
-
     def _watch_namespace(self, namespace: str) -> None:
         """Watch ``namespace``'s expagent Jobs and pods from now on (KubernetesUnavailable if it cannot)."""
         try:
@@ -172,8 +139,11 @@ class KubernetesRuntime:
 
     # ---- submit -------------------------------------------------------------------------------
 
-    def submit(self, spec: TrainingSpec) -> JobInfo:
-        """Create the Job for ``spec`` (once per run: an existing Job for the run is adopted)."""
+    def submit(self, spec: TrainingSpec, approvals: Collection[str] = ()) -> JobInfo:
+        """Create the Job for ``spec`` (once per run: an existing Job for the run is adopted).
+
+        The manifest is checked first (``manifest_checks``); ``approvals`` are the keys the user granted.
+        """
         if not spec.run_id:
             raise ValueError("spec.run_id is not set: create the MLflow run before submitting the job")
         name = job_name(spec.run_id)
@@ -184,7 +154,7 @@ class KubernetesRuntime:
             if existing is not None:
                 return self._adopt(existing, spec.run_id)
             manifest = job_manifest(spec, self.settings)
-            self._check_policy(manifest, spec)  # before anything is watched or created in its namespace
+            self._check_policy(manifest, approvals)  # before anything is watched or created in its namespace
             self._watch_for_submit(manifest["metadata"]["namespace"])
             job = self._create(manifest, spec.run_id)
         except KubernetesSubmitError as err:
@@ -201,26 +171,10 @@ class KubernetesRuntime:
         except KubernetesUnavailable as err:
             raise KubernetesSubmitError(str(err)) from err
 
-    def _check_policy(self, manifest: dict[str, Any], spec: TrainingSpec) -> None:
-        from tools.policy import check_manifest
-
-        verdict = check_manifest(manifest, self._guard_context(spec))
-        if verdict.verdict != "allow":
-            raise ManifestRejected(verdict.rule, verdict.reason)
-
-    def _guard_context(self, spec: TrainingSpec) -> ToolContext:
-        with self._changed:
-            bound = self._contexts.get(spec.session_id or "")
-        if bound is not None:
-            return bound
-        from tools.context import ToolContext
-
-        return ToolContext(
-            settings=self.settings,
-            session_id=spec.session_id or "unknown",
-            requester=spec.requester or "unknown",
-            _runtime=self,
-        )
+    def _check_policy(self, manifest: dict[str, Any], approvals: Collection[str]) -> None:
+        left = unapproved(manifest_findings(manifest, self.settings), approvals)
+        if left:
+            raise ManifestRejected(left[0].rule, left[0].reason)
 
     def _create(self, manifest: dict[str, Any], run_id: str) -> Any:
         name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
@@ -512,160 +466,6 @@ class KubernetesRuntime:
 
     def _reconcile_all(self) -> None:
         self.reconcile()
-
-    # ---- watch events and finalization ----------------------------------------------------------
-
-    def _on_job(self, event_type: str, job: Any) -> None:
-        name = job.metadata.name
-        with self._changed:
-            self._sessions[name] = session_of(job)
-            self._last_seen[name] = job
-            known = name in self._outcomes or name in self._finalizing or name in self._cancelling
-            if not known and event_type == "DELETED" and not is_finished(job):
-                self._finalizing.add(name)
-                self._tasks.put(lambda: self._finalize_lost(job))
-            elif not known and is_finished(job):
-                info = job_info(job, self._job_pods(name))
-                if info.state == "succeeded":
-                    self._outcomes[name] = info  # the trainer ended its run FINISHED itself
-                else:
-                    self._finalizing.add(name)
-                    self._tasks.put(lambda: self._finalize_failed(job))
-            self._bump()
-
-    def _on_pod(self, event_type: str, pod: Any) -> None:
-        job = (pod.metadata.labels or {}).get("job-name")
-        if job is None:
-            return
-        waiting, _ = pod_waiting(pod)
-        with self._changed:
-            if event_type != "DELETED" and waiting in FATAL_WAITING_REASONS:
-                self._stuck_since.setdefault(job, time.monotonic())
-            else:
-                self._stuck_since.pop(job, None)
-            self._bump()
-
-    def _finalize_failed(self, job: Any) -> None:
-        name = job.metadata.name
-        pods = self._fresh_pods(name, job.metadata.namespace)
-        info = job_info(job, pods)
-        try:
-            if self._tracked(job) and info.run_id:
-                logs = self._collect_logs(name, pods)
-                self.runs.record_failure(info.run_id, name, info.reason or "failed", logs)
-        finally:
-            self._record_outcome(info)
-
-    def _fresh_pods(self, name: str, namespace: str) -> list[Any]:
-        """List the Job's pods from the API (the pod watch may lag the Job's); the cache on error."""
-        try:
-            pods: list[Any] = self.core.list_namespaced_pod(
-                namespace, label_selector=f"job-name={name}", _request_timeout=self.request_timeout
-            ).items
-            return pods or self._job_pods(name)
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:
-            log.warning("listing pods of Job %s failed: %s", name, err)
-            return self._job_pods(name)
-
-    def _collect_logs(self, name: str, pods: list[Any]) -> dict[str, str]:
-        logs: dict[str, str] = {}
-        for pod in pods:
-            try:
-                logs[pod.metadata.name] = self._read_log(pod)
-            except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:
-                logs[pod.metadata.name] = f"(could not read the pod log: {err})\n"
-        if not logs:
-            logs = {name: "(no pod logs: the pods were deleted before they could be read)\n"}
-        self._captured_logs[name] = "\n".join(logs.values())[-_MAX_CAPTURED_LOG:]
-        return logs
-
-    def _finalize_lost(self, job: Any) -> None:
-        name = job.metadata.name
-        reason = "the Job was deleted outside expagent before it finished"
-        info = job_info(job, []).model_copy(
-            update={"state": "cancelled", "reason": reason, "finished_at": datetime.now(UTC)}
-        )
-        try:
-            if self._tracked(job) and info.run_id:
-                self.runs.record_lost(info.run_id, name, reason)
-                if self.runs.run_status(info.run_id) == "FINISHED":  # it had finished: the trainer said so
-                    info = info.model_copy(update={"state": "succeeded", "reason": None})
-        finally:
-            self._record_outcome(info)
-
-    def _fail_stuck(self, name: str) -> None:
-        job = self._watches.job(name)
-        if job is None:
-            return
-        info = job_info(job, self._job_pods(name))
-        grace = self.settings.k8s_start_grace_seconds
-        reason = f"{info.reason} (the pod did not start within {grace:g} s)"
-        final = info.model_copy(
-            update={"state": "failed", "reason": reason, "finished_at": datetime.now(UTC)}
-        )
-        with self._changed:
-            self._finalizing.add(name)
-            self._deleted_by_us[name] = final  # what status() reports until the outcome is recorded
-        try:
-            self._delete_job(name, job.metadata.namespace, "Background")
-            if self._tracked(job) and info.run_id:
-                self.runs.record_failure(info.run_id, name, reason, {})
-        finally:
-            self._record_outcome(final)
-
-    def _sweep_stuck(self) -> None:
-        limit = time.monotonic() - self.settings.k8s_start_grace_seconds
-        with self._changed:
-            stuck = [
-                n
-                for n, since in self._stuck_since.items()
-                if since <= limit
-                and n not in self._outcomes
-                and n not in self._finalizing
-                and n not in self._cancelling
-            ]
-        for name in stuck:
-            self._fail_stuck(name)
-
-    def _tracked(self, job: Any) -> bool:
-        """Return whether the Job logs to our tracking store (only then do we write to its run)."""
-        containers = job.spec.template.spec.containers if job.spec else []
-        env = {e.name: e.value for c in containers for e in (c.env or [])}
-        return env.get("MLFLOW_TRACKING_URI") == self.settings.resolved_tracking_uri
-
-    def _record_outcome(self, info: JobInfo) -> None:
-        with self._changed:
-            self._outcomes[info.job_id] = info
-            self._finalizing.discard(info.job_id)
-            self._stuck_since.pop(info.job_id, None)
-            self._bump()
-
-    def _bump(self) -> None:
-        # Callers hold self._changed.
-        self._version += 1
-        self._changed.notify_all()
-
-    def _notify(self) -> None:
-        with self._changed:
-            self._bump()
-
-    def _work(self) -> None:
-        while True:
-            try:
-                task = self._tasks.get(timeout=1.0)
-            except queue.Empty:
-                self._run_task(self._sweep_stuck)
-                continue
-            if task is None:
-                return
-            self._run_task(task)
-
-    @staticmethod
-    def _run_task(task: Callable[[], None]) -> None:
-        try:
-            task()
-        except Exception:  # noqa: BLE001 - the worker must survive one bad job; the error is logged
-            log.exception("Kubernetes runtime background task failed")
 
     def close(self) -> None:
         """Stop the watches and the finalizer (pending finalizations finish first)."""

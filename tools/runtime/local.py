@@ -2,13 +2,13 @@
 
 Launch modes (``settings.local_launch`` or the constructor's ``mode``):
 - ``worker`` (default): warm worker processes, forked once from the fork server, run jobs one at a time
-  (``tools.runtime.workers``). A job runs outside the agent in the worker's process group; a worker is
+  (``tools.runtime._workers``). A job runs outside the agent in the worker's process group; a worker is
   reused only after a clean job, so a crash or a cancel costs only that job and its worker.
 - ``forkserver``: each job is a fresh process forked from a warm fork server that has already imported
   mlflow, scikit-learn, LightGBM and the trainer (``tools.runtime.forkserver``); ~60 ms slower per job.
-- ``subprocess``: ``python -m tools.trainer --spec spec.json`` — slower to start, no shared parent.
+- ``subprocess``: ``python -m tools.training.trainer --spec spec.json`` — slower to start, no shared parent.
 
-State lives in ``settings.jobs_dir/<job_id>/`` (``tools.runtime.job_files``) so any process can observe
+State lives in ``settings.jobs_dir/<job_id>/`` (``tools.training.job_files``) so any process can observe
 a job, e.g. after the agent restarts: ``spec.json``, ``job.json`` (pid and its start time, deadline),
 ``output.log`` (combined stdout/stderr), ``status.json`` (outcome: state, exit code, wall and CPU
 seconds; written by the job itself on exit, or by whoever observes it die), ``cancel_request.json`` (who
@@ -24,14 +24,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.config import Settings
+from tools.core.settings import Settings
+from tools.core.specs import CancellationRecord, JobInfo, JobState, TrainingSpec
 from tools.runtime import forkserver
-from tools.runtime.job_files import (  # JobOutcome, JobRecord, job_id_for: also imported from here
+from tools.runtime._workers import Worker, WorkerPool
+from tools.runtime.processes import (
+    POLL_SECONDS,
+    process_alive,
+    process_cpu_seconds,
+    process_start,
+    terminate_group,
+)
+from tools.training.job_files import (  # JobOutcome, JobRecord, job_id_for: also imported from here
     CancelKind,
     CancelRequest,
     JobOutcome,
@@ -43,15 +52,6 @@ from tools.runtime.job_files import (  # JobOutcome, JobRecord, job_id_for: also
     write_json,
     write_outcome,
 )
-from tools.runtime.processes import (
-    POLL_SECONDS,
-    process_alive,
-    process_cpu_seconds,
-    process_start,
-    terminate_group,
-)
-from tools.runtime.workers import Worker, WorkerPool
-from tools.specs import CancellationRecord, JobInfo, JobState, TrainingSpec
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -120,7 +120,7 @@ class LocalRuntime:
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            from tools.tracking import make_client
+            from tools.core.tracking import make_client
 
             self._client = make_client(self.settings)
         return self._client
@@ -146,7 +146,7 @@ class LocalRuntime:
 
     # -- submit --
 
-    def submit(self, spec: TrainingSpec) -> JobInfo:
+    def submit(self, spec: TrainingSpec, approvals: Collection[str] = ()) -> JobInfo:
         """Start a job for ``spec`` (whose MLflow run exists); a second submit returns the same job."""
         if not spec.run_id:
             raise ValueError("spec.run_id is not set: create the MLflow run before submitting the job")
@@ -214,7 +214,7 @@ class LocalRuntime:
             "PYTHONUNBUFFERED": "1",
         }
         command = [
-            sys.executable, "-m", "tools.trainer", "--spec", str(spec_path),
+            sys.executable, "-m", "tools.training.trainer", "--spec", str(spec_path),
             "--status-file", str(directory / "status.json"), "--job-id", job_id,
         ]  # fmt: skip
         with open(directory / "output.log", "ab") as log:
@@ -340,7 +340,7 @@ class LocalRuntime:
 
     def _settle_cancelled(self, record: JobRecord, request: CancelRequest, outcome: JobOutcome | None,
                           exit_code: int | None, cpu_seconds: float | None) -> JobOutcome:  # fmt: skip
-        from tools.tracking import write_cancellation
+        from tools.core.tracking import write_cancellation
 
         if outcome is not None and outcome.cancellation_recorded:
             return outcome
@@ -365,7 +365,7 @@ class LocalRuntime:
     def _settle_vanished(
         self, record: JobRecord, exit_code: int | None, cpu_seconds: float | None
     ) -> JobOutcome:
-        from tools.tracking import end_run
+        from tools.core.tracking import end_run
 
         if exit_code is None:
             reason = "process vanished"

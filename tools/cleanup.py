@@ -1,0 +1,87 @@
+"""Stop what is still RUNNING: the one way rollback, a failed turn and tuning recovery end runs.
+
+Every stop of a run that has a job goes through the guard's ``cancel_job`` (audited); a run with no
+job to stop, or whose cancel failed, or whose job ended without closing it, is ended KILLED with an
+``orphan`` cancellation record. No run passed in is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from tools.context import ToolContext
+from tools.core.specs import CancellationRecord
+from tools.core.tracking import end_run, write_cancellation
+from tools.guard.policy import guarded_call
+
+#: ``cancel_job``'s reason field takes at most this many characters.
+_MAX_REASON = 500
+
+
+@dataclass(frozen=True)
+class RunToStop:
+    """A run that may still be RUNNING, and the job that trains it (None: no job known)."""
+
+    run_id: str
+    role: str
+    job_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StoppedRun:
+    """What stopping one run did."""
+
+    run_id: str
+    role: str
+    job_id: str | None
+    action: Literal["cancelled_job", "ended_run", "already_ended"]
+    final_status: str
+    note: str
+
+
+def stop_runs(
+    ctx: ToolContext, runs: Iterable[RunToStop], reason: str, requested_by: str
+) -> list[StoppedRun]:
+    """Stop every run in ``runs`` still RUNNING (cancelling its job through the guard); report each."""
+    canceller = dataclasses.replace(ctx, requester=requested_by)  # the record names who asked
+    return [_stop(canceller, run, reason) for run in runs]
+
+
+def _stop(ctx: ToolContext, run: RunToStop, reason: str) -> StoppedRun:
+    client = ctx.tracking
+    status = str(client.get_run(run.run_id).info.status)
+    if status != "RUNNING":
+        note = "finished normally" if status == "FINISHED" else "already ended"
+        return StoppedRun(run.run_id, run.role, run.job_id, "already_ended", status, note)
+    if run.job_id:
+        args = {"job_id": run.job_id, "reason": reason[:_MAX_REASON]}
+        outcome = guarded_call("cancel_job", args, ctx)
+        if not outcome.ok:
+            problem = outcome.error or getattr(outcome.verdict, "reason", "refused")
+            _end_orphan(ctx, run, reason, f"cancel_job failed ({problem})")
+    else:
+        _end_orphan(ctx, run, reason, "no job to stop")
+    final = str(client.get_run(run.run_id).info.status)
+    if final == "RUNNING":  # the job is gone but nobody closed the run
+        final = _end_orphan(ctx, run, reason, "the job ended without closing its run")
+    action: Literal["cancelled_job", "ended_run"] = "cancelled_job" if run.job_id else "ended_run"
+    return StoppedRun(
+        run.run_id, run.role, run.job_id, action, final, f"cancellation.json written ({reason})"
+    )
+
+
+def _end_orphan(ctx: ToolContext, run: RunToStop, reason: str, why: str) -> str:
+    """End a run no job will close: KILLED with a cancellation record (kind ``orphan``)."""
+    client = ctx.tracking
+    record = CancellationRecord(
+        run_id=run.run_id, job_id=run.job_id or "none", cancelled_by=ctx.requester,
+        reason=f"{reason}; {why}", cancelled_at=ctx.clock(), kind="orphan",
+    )  # fmt: skip
+    try:
+        write_cancellation(client, record)
+    except Exception as exc:  # noqa: BLE001 - never leave it RUNNING: end it with a plain note instead
+        end_run(client, run.run_id, "KILLED", note=f"{record.reason} (record not written: {exc})")
+    return str(client.get_run(run.run_id).info.status)

@@ -1,0 +1,9 @@
+"""The bottom layer: settings, domain records and the libraries every layer above uses.
+
+Public modules: ``settings`` (``Settings``, ``Budget``), ``specs`` (``TrainingSpec``, ``RunTemplate``,
+``JobInfo``, ``Resources``, ``CancellationRecord``), ``verdicts`` (``Allow``/``Reject``/``Halt``),
+``tracking`` (MLflow client, run lifecycle, cancellation records), ``tags`` (the ``expagent.*`` tag
+keys and the searches over them), ``registry`` (the versioned dataset registry), ``demo_catalog``,
+``redact`` (secrets and personal data), ``audit`` (the append-only audit log), ``provenance`` (code
+version, pinned packages). Nothing here imports a layer above it.
+"""

@@ -1,0 +1,128 @@
+"""Shared data models: what a training job is, and what a runtime reports about it.
+
+These are the contract between the agent, the guard, the runtimes (local and Kubernetes) and the
+trainer program. Keep this module import-light (pydantic only): the trainer imports it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+ModelFamily = Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "lightgbm"]
+Metric = Literal["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"]
+RunRole = Literal["baseline", "trial", "single"]
+JobState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+RuntimeName = Literal["local", "kubernetes"]
+
+#: metrics where larger is better; everything else is minimised.
+MAXIMIZE: frozenset[str] = frozenset({"roc_auc", "accuracy", "f1", "r2"})
+CLASSIFICATION_METRICS: frozenset[str] = frozenset({"roc_auc", "accuracy", "f1", "log_loss"})
+REGRESSION_METRICS: frozenset[str] = frozenset({"rmse", "mae", "r2"})
+
+
+def metric_direction(metric: str) -> Literal["maximize", "minimize"]:
+    """Return whether a larger value of ``metric`` is better."""
+    return "maximize" if metric in MAXIMIZE else "minimize"
+
+
+class Resources(BaseModel):
+    """Compute one run requests; the guard compares it with the budget."""
+
+    cpu: float = Field(1.0, gt=0, description="CPU cores for the run.")
+    memory_gb: float = Field(2.0, gt=0, description="Memory in GiB for the run.")
+    gpu: int = Field(0, ge=0, description="GPUs for the run (nvidia.com/gpu).")
+
+
+class RunTemplate(BaseModel):
+    """What every run of one request shares: data, model family, metric, experiment, seed, where it runs.
+
+    ``TrainingSpec`` (one run, and the ``start_training_run`` arguments) and the tuning study's
+    ``StudySettings`` extend it; the agent's ``ExperimentRequest.run_template()`` fills it once.
+    """
+
+    dataset: str = Field(description="Registered dataset name, e.g. 'breast_cancer'.")
+    version: str = Field(description="Explicit registered dataset version, e.g. '1'.")
+    model_family: ModelFamily = Field(description="Model family to train.")
+    metric: Metric = Field(description="Primary metric to optimise and report.")
+    experiment: str = Field(description="MLflow experiment name.")
+    seed: int = Field(42, description="Random seed for the split and the model.")
+    test_size: float = Field(0.25, gt=0, lt=1, description="Held-out fraction for evaluation.")
+    resources: Resources = Field(default_factory=Resources)
+    runtime: RuntimeName | None = Field(
+        None,
+        description="Where the run executes: 'local' (a process on this machine) or 'kubernetes' (a batch "
+        "Job). Null = the configured default runtime.",
+    )
+    namespace: str | None = Field(
+        None,
+        description="Kubernetes namespace of the Job (must be an allowed namespace); only used when the "
+        "runtime is 'kubernetes'. Null = the configured default namespace.",
+    )
+
+    @classmethod
+    def fields_of(cls, model: BaseModel) -> dict[str, Any]:
+        """Return the template's fields of ``model`` (any model that has them), as JSON-ready values."""
+        return model.model_dump(mode="json", include=set(cls.model_fields))
+
+
+class TrainingSpec(RunTemplate):
+    """Everything the trainer needs to run one reproducible, fully logged training run."""
+
+    params: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="Model hyperparameters (family-specific)."
+    )
+    role: RunRole = Field("single", description="baseline, trial (of a tuning study) or single.")
+    run_name: str | None = Field(None, description="MLflow run name.")
+    parent_run_id: str | None = Field(None, description="Parent MLflow run (tuning or session run).")
+    trial_number: int | None = Field(None, description="Optuna trial number when role is 'trial'.")
+    timeout_seconds: int = Field(600, gt=0, description="Wall-clock deadline for the run.")
+    report_intermediate: bool = Field(
+        False, description="Log per-iteration validation metrics as step metrics (for pruning)."
+    )
+    intermediate_every: int = Field(
+        1, ge=1, le=1000, description="With report_intermediate: log every this many rounds (and the last)."
+    )
+    session_id: str | None = Field(None, description="Agent session (graph thread) that launched it.")
+    requester: str | None = Field(None, description="Who asked for the run.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra MLflow tags.")
+    # Filled by the launcher, not the model: the MLflow run the trainer attaches to.
+    run_id: str | None = Field(None, description="Pre-created MLflow run ID the trainer attaches to.")
+
+
+class JobInfo(BaseModel):
+    """A runtime's view of one training job."""
+
+    job_id: str = Field(description="Runtime job identifier (process or Kubernetes Job name).")
+    run_id: str = Field(description="MLflow run the job logs to.")
+    runtime: RuntimeName
+    state: JobState
+    namespace: str | None = None
+    exit_code: int | None = None
+    reason: str | None = Field(None, description="Why the job failed or was cancelled, if it did.")
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    wall_seconds: float | None = None
+    cpu_seconds: float | None = None
+    trial_number: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("succeeded", "failed", "cancelled")
+
+
+class CancellationRecord(BaseModel):
+    """What is written as ``cancellation.json`` onto a run that was stopped."""
+
+    run_id: str
+    job_id: str
+    cancelled_by: str = Field(description="User, watchdog, pruner or budget rule that stopped it.")
+    reason: str
+    cancelled_at: datetime
+    wall_seconds: float | None = None
+    cpu_seconds: float | None = None
+    resources: Resources | None = None
+    kind: Literal["cancelled", "pruned", "timeout", "budget", "orphan"] = "cancelled"

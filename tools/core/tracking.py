@@ -1,0 +1,364 @@
+"""MLflow tracking: the client, run creation and closing, cancellation records, and the run tools.
+
+Every text expagent writes to MLflow (params, tags, notes, error logs) passes ``tools.core.redact`` first.
+mlflow is imported inside functions so that listing tools stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+from urllib.parse import unquote, urlparse
+
+from tools.core import provenance
+from tools.core import tags as tag_keys
+from tools.core.redact import redact, redact_text
+from tools.core.settings import Settings
+from tools.core.specs import CancellationRecord, TrainingSpec
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+    from tools.core.registry import DatasetRegistry
+
+MANAGED_TAG = tag_keys.MANAGED
+NOTE_TAG = "mlflow.note.content"
+RunRole = Literal["baseline", "trial", "single", "tuning", "session"]
+TerminalStatus = Literal["FINISHED", "FAILED", "KILLED"]
+#: user-supplied tag keys may not start with these (they carry expagent's and MLflow's own meaning).
+RESERVED_TAG_PREFIXES = ("mlflow.", "expagent.")
+_RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+METRIC_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-/ ]+$")
+#: MLflow limits (param values 6000 chars, tag values 8000); longer text is cut with a marker.
+_MAX_PARAM_CHARS = 6000
+_MAX_TAG_CHARS = 5000
+#: what MLflow answers when a run is created in a deleted (not active) or purged experiment.
+_EXPERIMENT_GONE_CODES = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"})
+
+
+class RunOwner(Protocol):
+    """Who creates runs and with what: a tracking client, the workspace and the session's facts.
+
+    ``tools.context.ToolContext`` is one; the trainer, which has no tool context, builds a
+    :class:`RunOwnerRecord`.
+    """
+
+    settings: Settings
+    session_id: str
+    requester: str
+
+    @property
+    def experiment_ids(self) -> dict[tuple[str, str], str]:
+        """(tracking URI, experiment name) -> experiment ID, shared by whoever creates runs for the owner."""
+        ...
+
+    @property
+    def tracking(self) -> MlflowClient: ...
+
+    @property
+    def registry(self) -> DatasetRegistry: ...
+
+
+class RunOwnerRecord:
+    """A plain :class:`RunOwner`: the given client, settings and session facts."""
+
+    def __init__(self, settings: Settings, client: MlflowClient, session_id: str, requester: str) -> None:
+        self.settings, self.session_id, self.requester = settings, session_id, requester
+        self._experiment_ids: dict[tuple[str, str], str] = {}
+        self._client = client
+        self._registry: DatasetRegistry | None = None
+
+    @property
+    def experiment_ids(self) -> dict[tuple[str, str], str]:
+        return self._experiment_ids
+
+    @property
+    def tracking(self) -> MlflowClient:
+        return self._client
+
+    @property
+    def registry(self) -> DatasetRegistry:
+        if self._registry is None:
+            from tools.core.registry import DatasetRegistry
+
+            self._registry = DatasetRegistry.open(self.settings)
+        return self._registry
+
+
+# ---- client and experiments -----------------------------------------------------------------------
+
+
+def make_client(settings: Settings) -> MlflowClient:
+    """Return an MLflow client for the workspace's tracking store."""
+    from mlflow.tracking import MlflowClient
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=settings.resolved_tracking_uri)
+
+
+def _default_artifact_root(client: MlflowClient) -> Path | None:
+    """Return ``<dir of the sqlite file>/artifacts`` for a sqlite store (``settings.artifact_root``)."""
+    uri = client.tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return None  # a tracking server chooses its own artifact store
+    return Path(unquote(urlparse(uri).path)).resolve().parent / "artifacts"
+
+
+def _artifact_location(root: Path, name: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:60] or "experiment"
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+    return (root / f"{slug}-{digest}").as_uri()
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None = None) -> str:
+    """Return the ID of experiment ``name``, creating it with artifacts under the workspace.
+
+    Args:
+        client: MLflow client.
+        name: Experiment name.
+        artifact_root: Directory for the experiment's artifacts; defaults to ``artifacts/`` next to a
+            sqlite store (which is ``settings.artifact_root`` for the default workspace layout).
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not name or not name.strip():
+        raise ValueError("experiment name must not be empty")
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        root = artifact_root or _default_artifact_root(client)
+        location = _artifact_location(root, name) if root else None
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # another process created it first
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise ValueError(f"experiment {name!r} was deleted in MLflow; restore it or choose another name")
+    return str(experiment.experiment_id)
+
+
+def cached_experiment_id(ctx: RunOwner, name: str) -> str:
+    """Return the ID of experiment ``name`` (created if needed), looked up once per context."""
+    key = (ctx.tracking.tracking_uri, name)
+    found = ctx.experiment_ids.get(key)
+    if found is None:
+        found = ensure_experiment(ctx.tracking, name, ctx.settings.artifact_root)
+        ctx.experiment_ids[key] = found
+    return found
+
+
+def _create_in_experiment(ctx: RunOwner, experiment: str, tags: dict[str, str], run_name: str | None) -> Run:
+    """Create a RUNNING run in ``experiment``; a cached experiment deleted since is looked up again."""
+    from mlflow.exceptions import MlflowException
+
+    key = (ctx.tracking.tracking_uri, experiment)
+    cached = key in ctx.experiment_ids
+    try:
+        return ctx.tracking.create_run(cached_experiment_id(ctx, experiment), tags=tags, run_name=run_name)
+    except MlflowException as exc:
+        if not cached or exc.error_code not in _EXPERIMENT_GONE_CODES:
+            raise
+    # The cached experiment was deleted (not active) or purged: look it up afresh, so a deleted one gets
+    # ensure_experiment's clear error and a purged one is created again.
+    ctx.experiment_ids.pop(key, None)
+    return ctx.tracking.create_run(cached_experiment_id(ctx, experiment), tags=tags, run_name=run_name)
+
+
+def ui_url(settings: Settings, experiment_id: str, run_id: str | None = None) -> str:
+    """Return the MLflow UI link of an experiment, or of one of its runs."""
+    base = settings.mlflow_ui_base.rstrip("/")
+    if run_id is None:
+        return f"{base}/#/experiments/{experiment_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+# ---- writing runs ---------------------------------------------------------------------------------
+
+
+def clip(text: str, limit: int) -> str:
+    """Return ``text`` cut to ``limit`` characters with a visible marker."""
+    return text if len(text) <= limit else text[: limit - 14] + " …[truncated]"
+
+
+def clean_param(value: object) -> str:
+    """Return a param value as redacted text within MLflow's length limit."""
+    return clip(redact_text(str(value)), _MAX_PARAM_CHARS)
+
+
+def clean_tags(tags: Mapping[str, object]) -> dict[str, str]:
+    """Return tags as redacted strings within MLflow's length limit."""
+    return {key: clip(redact_text(str(value)), _MAX_TAG_CHARS) for key, value in tags.items()}
+
+
+def check_user_tags(tags: Mapping[str, str]) -> None:
+    """Raise ValueError if a user-supplied tag key is reserved for MLflow or expagent."""
+    reserved = sorted(k for k in tags if k.startswith(RESERVED_TAG_PREFIXES))
+    if reserved:
+        raise ValueError(
+            f"tag keys starting with 'mlflow.' or 'expagent.' are reserved: {', '.join(reserved)}; "
+            "choose other keys"
+        )
+
+
+def run_tags(spec: TrainingSpec, role: str, session_id: str, requester: str) -> dict[str, str]:
+    """Return the tags every run expagent launches carries (see ARCHITECTURE.md, "Runs and jobs")."""
+    check_user_tags(spec.tags)
+    tags: dict[str, object] = {
+        **spec.tags,
+        MANAGED_TAG: "true",
+        tag_keys.SESSION: session_id,
+        tag_keys.ROLE: role,
+        tag_keys.REQUESTER: requester,
+        "mlflow.user": requester,
+        "dataset.name": spec.dataset,
+        "dataset.version": spec.version,
+        "model_family": spec.model_family,
+        "seed": spec.seed,
+        "python_version": provenance.python_version(),
+        **provenance.code_version().tags(),
+    }
+    if spec.trial_number is not None:
+        tags[tag_keys.TRIAL_NUMBER] = spec.trial_number
+    if spec.parent_run_id:
+        tags["mlflow.parentRunId"] = spec.parent_run_id
+    return clean_tags(tags)
+
+
+def create_mlflow_run(ctx: RunOwner, spec: TrainingSpec, role: RunRole | None = None) -> Run:
+    """Create the MLflow run for ``spec`` (status RUNNING, expagent tags, nested under its parent)."""
+    from tools.core.registry import RegistryError
+
+    tags = run_tags(
+        spec, role or spec.role, spec.session_id or ctx.session_id, spec.requester or ctx.requester
+    )
+    try:
+        tags["dataset.sha256"] = ctx.registry.get(spec.dataset, spec.version).sha256
+    except RegistryError:
+        pass  # the guard rejects unknown datasets; the trainer reports it clearly if one gets here
+    return _create_in_experiment(ctx, spec.experiment, tags, spec.run_name)
+
+
+def create_run(ctx: RunOwner, spec: TrainingSpec, role: RunRole | None = None) -> str:
+    """Create the MLflow run for ``spec`` (see :func:`create_mlflow_run`); return its run ID."""
+    return str(create_mlflow_run(ctx, spec, role).info.run_id)
+
+
+def create_parent_run(
+    ctx: RunOwner,
+    experiment: str,
+    role: RunRole,
+    run_name: str | None = None,
+    params: Mapping[str, object] | None = None,
+    tags: Mapping[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> str:
+    """Create a RUNNING run that groups others (a tuning study or an agent session)."""
+    from mlflow.entities import Param
+
+    check_user_tags(tags or {})
+    all_tags: dict[str, object] = {
+        **(tags or {}),
+        MANAGED_TAG: "true",
+        tag_keys.SESSION: ctx.session_id,
+        tag_keys.ROLE: role,
+        tag_keys.REQUESTER: ctx.requester,
+        "mlflow.user": ctx.requester,
+        "python_version": provenance.python_version(),
+        **provenance.code_version().tags(),
+    }
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = _create_in_experiment(ctx, experiment, clean_tags(all_tags), run_name)
+    if params:
+        batch = [Param(k, clean_param(v)) for k, v in params.items()]
+        ctx.tracking.log_batch(run.info.run_id, params=batch)
+    return str(run.info.run_id)
+
+
+def _client_of(target: RunOwner | MlflowClient) -> MlflowClient:
+    owner = getattr(target, "tracking", None)
+    return owner if owner is not None else target  # type: ignore[return-value]
+
+
+def end_run(
+    target: RunOwner | MlflowClient,
+    run_id: str,
+    status: TerminalStatus,
+    note: str | None = None,
+    artifacts: Mapping[str, str] | None = None,
+    only_if_running: bool = True,
+) -> bool:
+    """End a run with ``status``, first attaching a note and text artifacts (all redacted).
+
+    Returns False (and writes nothing) when ``only_if_running`` and the run has already ended, so an
+    observer never overwrites the trainer's own outcome.
+    """
+    from mlflow.entities import RunTag
+
+    client = _client_of(target)
+    if only_if_running and client.get_run(run_id).info.status != "RUNNING":
+        return False
+    for name, text in (artifacts or {}).items():
+        client.log_text(run_id, redact_text(text), name)
+    if note:
+        client.log_batch(run_id, tags=[RunTag(NOTE_TAG, clip(redact_text(note), _MAX_TAG_CHARS))])
+    client.set_terminated(run_id, status)
+    return True
+
+
+def write_cancellation(client: MlflowClient, record: CancellationRecord) -> None:
+    """Attach ``cancellation.json`` to the run, tag who stopped it and why, and end it KILLED."""
+    from mlflow.entities import RunTag
+
+    payload = redact(record.model_dump(mode="json"))
+    client.log_text(record.run_id, json.dumps(payload, indent=2) + "\n", "cancellation.json")
+    note = f"{record.kind.capitalize()} by {record.cancelled_by}: {record.reason}"
+    tags = clean_tags(
+        {
+            tag_keys.CANCELLED_BY: record.cancelled_by,
+            tag_keys.CANCEL_KIND: record.kind,
+            tag_keys.CANCEL_REASON: record.reason,
+            NOTE_TAG: note,
+        }
+    )
+    client.log_batch(record.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    if client.get_run(record.run_id).info.status == "RUNNING":
+        client.set_terminated(record.run_id, "KILLED")
+
+
+def get_run_or_error(client: MlflowClient, run_id: str) -> Run:
+    """Return the run, or raise LookupError with a message the model can act on."""
+    from mlflow.exceptions import MlflowException
+
+    if not _RUN_ID_RE.match(run_id or ""):
+        raise LookupError(f"{run_id!r} is not an MLflow run ID (32 lowercase hex characters)")
+    try:
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise LookupError(f"no MLflow run with ID {run_id!r} exists in this tracking store") from exc
+        raise
+
+
+def list_artifacts(client: MlflowClient, run_id: str, limit: int = 100) -> list[str]:
+    """Return the run's artifact file paths (breadth first, at most ``limit``)."""
+    found: list[str] = []
+    pending: list[str | None] = [None]
+    while pending and len(found) < limit:
+        for item in client.list_artifacts(run_id, pending.pop(0)):
+            (pending.append(item.path) if item.is_dir else found.append(item.path))
+    return found[:limit]
+
+
+def model_uri(client: MlflowClient, run: Run) -> str | None:
+    """Return ``models:/<model_id>`` of the model the run logged, or None."""
+    models = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
+    return f"models:/{models[0].model_id}" if models else None

@@ -1,0 +1,7 @@
+"""The job program: ``trainer`` runs one training run for a ``TrainingSpec`` and logs it to MLflow.
+
+Public: ``trainer`` (``run_training``, ``python -m tools.training.trainer``), ``job_files`` (a job's files
+on disk, shared with the local runtime), ``dataset_cache`` (verified frames a warm process preloads).
+Internals: ``_modeling`` (what is trained and scored), ``_run_logging`` (what a run logs),
+``_stop_signals`` (SIGTERM and deadlines), ``_output_tee`` (the output tail of a failed run).
+"""

@@ -1,0 +1,346 @@
+"""The training job program: one reproducible, fully logged training run for a ``TrainingSpec``.
+
+Entry points:
+- ``run_training(spec, settings)`` in-process (the local runtime's warm workers fork and call it);
+- ``python -m tools.training.trainer --spec FILE.json | --spec-json '{...}'`` — the job program (local
+  process and Kubernetes container). Exit 0 success, 1 failure (run FAILED with ``traceback.txt`` and
+  ``output.log``), 143 when stopped by SIGTERM or its own deadline (run KILLED with a note).
+
+This module attaches to the run, runs the steps and ends the run; the steps live in
+``tools.training._modeling`` (what is trained and how it is scored), ``tools.training._run_logging``
+(what is logged, including the per-round ``val_<metric>`` step metrics for pruning),
+``tools.training._stop_signals`` (SIGTERM and the deadline) and ``tools.training._output_tee`` (the output
+tail of a failed run).
+
+Heavy imports (mlflow, scikit-learn, LightGBM) happen at import on purpose: the local runtime
+preloads this module into its fork server so each job starts warm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+from sklearn.model_selection import train_test_split
+
+from tools.core import provenance, tracking
+from tools.core.redact import redact_text
+from tools.core.registry import DatasetRegistry
+from tools.core.settings import Settings, load_settings
+from tools.core.specs import CancellationRecord, TrainingSpec
+
+# tools.training._modeling (LightGBM, scikit-learn) is imported before anything imports MLflow: the other
+# order made importing this module 0.3-0.4 s slower in every fresh job process (measured).
+from tools.training._modeling import build_model, check_spec, evaluate, fit
+from tools.training._modeling import round_score as round_score  # re-exported: tests compare it with score
+from tools.training._modeling import score as score
+from tools.training._output_tee import maybe_tee
+from tools.training._run_logging import IntermediateReporter, RunTarget, log_model, log_results, log_setup
+from tools.training._stop_signals import STOP, Interrupted, stop_signals
+from tools.training.dataset_cache import load_verified_frame
+from tools.training.job_files import JobOutcome, TrainingResult, write_outcome
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+EXIT_OK, EXIT_FAILED, EXIT_TERMINATED = 0, 1, 143
+#: known, harmless warnings of MLflow that would only clutter every job log.
+_QUIET_WARNINGS = (
+    "The specified dataset source can be interpreted in multiple ways",
+    "Hint: Inferred schema contains integer column",
+)
+
+
+# ---- the run ---------------------------------------------------------------------------------------
+
+
+def _train_and_log(
+    spec: TrainingSpec, settings: Settings, client: MlflowClient, run: RunTarget
+) -> TrainingResult:
+    begun = time.monotonic()
+    registry = DatasetRegistry.open(settings)
+    record = registry.get(spec.dataset, spec.version)
+    task = check_spec(spec, record)
+    frame = load_verified_frame(registry, record)  # sha256 verified when read (see dataset_cache)
+    target = record.schema.target
+    x, y = frame.drop(columns=[target]), frame[target]
+    stratify = y if task == "classification" else None
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=spec.test_size, random_state=spec.seed, stratify=stratify
+    )
+    model = build_model(spec, task, x_train)
+    params = log_setup(client, run.run_id, spec, record, model, frame)
+    reporter = None
+    if spec.report_intermediate:
+        classes = int(y.nunique()) if task == "classification" else 0
+        reporter = IntermediateReporter(
+            client, run.run_id, spec.metric, task, classes, spec.intermediate_every
+        )
+    started = time.monotonic()
+    fit(model, spec, x_train, y_train, reporter, x_test, y_test)
+    metrics = {**evaluate(model, task, x_test, y_test), "fit_seconds": time.monotonic() - started}
+    uri = log_model(run, spec, model, x_test, params)
+    # What the run took, loading to logging (plans estimate later runs from it: tools.tuning.cost_history).
+    metrics["run_seconds"] = time.monotonic() - begun
+    log_results(client, run.run_id, metrics, uri)
+    return TrainingResult(
+        run_id=run.run_id, status="FINISHED", metric=spec.metric, value=metrics[spec.metric],
+        metrics=metrics, model_uri=uri,
+    )  # fmt: skip
+
+
+def _attach(spec: TrainingSpec, settings: Settings, client: MlflowClient) -> RunTarget:
+    """Return the run to log to: ``spec.run_id`` (which must be RUNNING) or a new run."""
+    run_id = spec.run_id
+    if run_id is None:
+        owner = tracking.RunOwnerRecord(
+            settings, client, spec.session_id or "trainer", spec.requester or settings.requester
+        )
+        run_id = tracking.create_run(owner, spec)
+    info = client.get_run(run_id).info
+    if info.status != "RUNNING":
+        raise RuntimeError(f"run {run_id} has already ended ({info.status}); a run is never trained twice")
+    return RunTarget(run_id=run_id, experiment_id=str(info.experiment_id))
+
+
+@contextmanager
+def _fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (used by the flavors' log_model) at ``uri`` for the block only.
+
+    ``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in the environment; both are restored
+    so an in-process caller's later settings do not silently resolve to this run's store.
+    """
+    # Private MLflow API, used only here. Why: log_model and initialize_logged_model take no tracking
+    # URI, and the public set_tracking_uri cannot restore "not set" (get_tracking_uri() returns the
+    # resolved default). _use_tracking_uri restores the exact previous global. If MLflow renames it,
+    # every run ends FAILED with the ImportError as its traceback.txt (and tests/test_trainer.py
+    # fails); if its behaviour changes, test_in_process_training_leaves_the_global_tracking_uri_alone
+    # fails.
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
+def _end_failed(client: MlflowClient, run_id: str, error: BaseException, trace: str, output: str) -> str:
+    message = f"{type(error).__name__}: {error}"
+    artifacts = {"traceback.txt": trace}
+    if output:
+        artifacts["output.log"] = output
+    tracking.end_run(client, run_id, "FAILED", note=f"Training failed: {message}", artifacts=artifacts)
+    return redact_text(message)
+
+
+def run_training(spec: TrainingSpec, settings: Settings, capture_output: bool = False) -> TrainingResult:
+    """Train and log one run for ``spec`` and end its MLflow run (never left RUNNING).
+
+    Args:
+        spec: The run to train; ``spec.run_id`` is the pre-created run to attach to (None: create one).
+        settings: Workspace settings (tracking store, registry).
+        capture_output: Tee fds 1/2 so a failed run gets its ``output.log`` artifact (job processes only:
+            it captures every thread of the calling process).
+    """
+    started = time.monotonic()
+    client = tracking.make_client(settings)
+    run = _attach(spec, settings, client)
+    run_id = run.run_id
+    result: TrainingResult | None = None
+    failure: tuple[BaseException, str] | None = None
+    uri = settings.resolved_tracking_uri
+    with maybe_tee(capture_output) as tee, warnings.catch_warnings():
+        for message in _QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        try:
+            with _fluent_tracking_uri(uri), STOP.armed_block():
+                result = _train_and_log(spec, settings, client, run)
+        except Interrupted as stop:
+            failure = (stop, "")
+        except Exception as exc:
+            failure = (exc, traceback.format_exc())
+    if result is not None:
+        client.set_terminated(run_id, "FINISHED")
+        return result.model_copy(update={"wall_seconds": time.monotonic() - started})
+    assert failure is not None
+    error, trace = failure
+    wall = time.monotonic() - started
+    if isinstance(error, Interrupted):
+        tracking.end_run(client, run_id, "KILLED", note=f"Training stopped: {error}")
+        return TrainingResult(
+            run_id=run_id, status="KILLED", metric=spec.metric, wall_seconds=wall, error=str(error),
+            stopped_by=error.kind,
+        )  # fmt: skip
+    message = _end_failed(client, run_id, error, trace, tee.text() if tee else "")
+    return TrainingResult(
+        run_id=run_id, status="FAILED", metric=spec.metric, wall_seconds=wall, error=message
+    )
+
+
+# ---- the job program -------------------------------------------------------------------------------
+
+#: modules MLflow imports lazily during a run (found by profiling a first run in a fresh process).
+_LAZY_MODULES = (
+    "alembic.command", "alembic.config", "git", "netrc", "sqlalchemy.dialects.sqlite",
+    "narwhals._pandas_like.dataframe", "narwhals._pandas_like.namespace",
+    "narwhals._interchange.dataframe", "pyarrow.pandas_compat", "pyarrow.vendored.version",
+    "opentelemetry.sdk.metrics", "mlflow.pyfunc.scoring_server", "mlflow.models.display_utils",
+    "mlflow.tracing.export", "mlflow.tracing.processor", "mlflow.store.workspace_aware_mixin",
+    "mlflow.store.tracking.sqlalchemy_store",
+)  # fmt: skip
+
+
+def warm_caches() -> None:
+    """Do the per-process setup every job needs anyway, so a fork server does it once for all jobs.
+
+    Without it each job pays ~0.5-3 s: MLflow maps every installed distribution to its modules on the
+    first log_model, and imports a dozen modules lazily.
+    """
+    from sqlalchemy.orm import configure_mappers
+
+    for name in _LAZY_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    _warm_mlflow_package_map()
+    configure_mappers()  # SQLAlchemy sets up MLflow's ORM classes on first use otherwise
+    provenance.locked_versions()
+
+
+def _warm_mlflow_package_map() -> None:
+    """Build MLflow's distribution -> module map now instead of in the first log_model."""
+    # Private MLflow API, used only here. Why: log_model with pip_requirements checks each requirement
+    # against the installed packages, and the first check maps every installed distribution to its
+    # modules (measured 0.3 s, 0.85 s on a loaded machine). The fork server's rehearsal pays that anyway;
+    # this call is what warms processes that only import the trainer before forking (the eval pod pool).
+    # If MLflow renames it, the warm-up is skipped and each such job pays it again; nothing fails.
+    from mlflow.utils import requirements_utils
+
+    build_map = getattr(requirements_utils, "_init_packages_to_modules_map", None)
+    if build_map is not None:
+        build_map()
+
+
+def cpu_seconds() -> float:
+    """Return this process's CPU seconds so far (its own and its reaped children's)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def exit_code(result: TrainingResult) -> int:
+    """Return the job's exit code for ``result``: 0 finished, 143 stopped, 1 failed."""
+    return {"FINISHED": EXIT_OK, "KILLED": EXIT_TERMINATED}.get(result.status, EXIT_FAILED)
+
+
+def run_job(
+    spec: TrainingSpec,
+    settings: Settings,
+    status_file: Path | None = None,
+    job_id: str | None = None,
+    cpu_offset: float = 0.0,
+) -> int:
+    """Run ``spec`` as a job (signal handlers, own deadline, output capture); return the exit code.
+
+    When ``status_file`` is given, the job's outcome (state, exit code, wall and CPU seconds) is written
+    there atomically for the local runtime. ``cpu_offset`` is the process's CPU time before the job (a
+    warm worker runs several jobs); the job is charged what it used beyond it.
+    """
+    started = time.monotonic()
+    with stop_signals(spec.timeout_seconds):
+        try:
+            result = run_training(spec, settings, capture_output=True)
+        except Exception as exc:  # the run could not even be attached (store unreachable, ended run)
+            traceback.print_exc()
+            error = redact_text(f"{type(exc).__name__}: {exc}")
+            result = TrainingResult(
+                run_id=spec.run_id or "", status="FAILED", metric=spec.metric, error=error
+            )
+    if result.stopped_by == "timeout":
+        _record_timeout(spec, settings, result, job_id, cpu_seconds() - cpu_offset)
+    code = exit_code(result)
+    print(result.model_dump_json(), flush=True)
+    if status_file is not None:
+        outcome = JobOutcome.from_result(result, code, time.monotonic() - started, cpu_seconds() - cpu_offset)
+        write_outcome(status_file, outcome)
+    return code
+
+
+def _record_timeout(spec: TrainingSpec, settings: Settings, result: TrainingResult, job_id: str | None,
+                    cpu_seconds: float) -> None:  # fmt: skip
+    record = CancellationRecord(
+        run_id=result.run_id, job_id=job_id or os.environ.get("EXPAGENT_JOB_ID", "unknown"),
+        cancelled_by="trainer deadline", reason=f"exceeded timeout_seconds={spec.timeout_seconds}",
+        cancelled_at=datetime.now(UTC), wall_seconds=result.wall_seconds, cpu_seconds=cpu_seconds,
+        resources=spec.resources, kind="timeout",
+    )  # fmt: skip
+    try:
+        tracking.write_cancellation(tracking.make_client(settings), record)
+    except Exception:  # the runtime's observer records it instead
+        traceback.print_exc()
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.training.trainer", description="Run one training job."
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--spec", type=Path, help="TrainingSpec JSON file.")
+    source.add_argument("--spec-json", help="TrainingSpec as a JSON string.")
+    parser.add_argument("--status-file", type=Path, help="Where to write the job outcome (local runtime).")
+    parser.add_argument("--job-id", help="Runtime job ID (for cancellation records).")
+    return parser.parse_args(argv)
+
+
+def _load_spec(args: argparse.Namespace) -> TrainingSpec:
+    text = args.spec.read_text(encoding="utf-8") if args.spec else args.spec_json
+    return TrainingSpec.model_validate_json(text)
+
+
+def _fail_unparsable(args: argparse.Namespace, error: Exception) -> int:
+    """End the pre-created run FAILED when the spec itself is unusable."""
+    print(f"error: invalid training spec: {error}", file=sys.stderr, flush=True)
+    try:
+        raw = json.loads(args.spec.read_text(encoding="utf-8") if args.spec else args.spec_json)
+        run_id = raw.get("run_id") if isinstance(raw, dict) else None
+    except (OSError, ValueError):
+        run_id = None
+    if run_id:
+        client = tracking.make_client(load_settings())
+        tracking.end_run(client, run_id, "FAILED", note=f"Invalid training spec: {error}",
+                         artifacts={"traceback.txt": traceback.format_exc()})  # fmt: skip
+    return EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job program; return its exit code."""
+    args = _parse_args(argv)
+    try:
+        spec = _load_spec(args)
+    except (OSError, ValidationError, ValueError) as exc:
+        return _fail_unparsable(args, exc)
+    return run_job(spec, load_settings(), args.status_file, args.job_id)
+
+
+warm_caches()  # at import: the job program needs it anyway, and the fork server preloads this module
+
+if __name__ == "__main__":
+    sys.exit(main())
