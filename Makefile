@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck bench bench-tuning bench-k8s bench-cli bench-agent eval lock clean
+.PHONY: venv demo test lint typecheck bench bench-tuning bench-k8s bench-cli bench-agent eval lock clean hyperparameters
 
 venv: $(STAMP)
 
@@ -46,6 +46,10 @@ bench-agent: venv
 	$(BIN)/python benchmarks/bench_agent.py
 
 bench: bench-cli bench-agent bench-tuning bench-k8s
+
+# Regenerate the guard's hyperparameter allowlist from the pinned libraries (a test checks it is current).
+hyperparameters: venv
+	$(BIN)/python -m tools.training.hyperparameters
 
 # Re-pin after editing pyproject.toml dependencies (no index URLs are written into the lock).
 lock: venv

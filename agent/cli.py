@@ -6,7 +6,10 @@ Keep imports of mlflow, sklearn, lightgbm and langchain inside command bodies so
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,10 +45,30 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _fail(message: str, code: int = 1) -> None:
-    from rich.console import Console
+@contextmanager
+def _one_line_errors(settings: Any, debug: bool) -> Iterator[None]:
+    """Turn any error into one line on stderr and exit 1; the traceback goes to the workspace log."""
+    from agent.logs import log_to_file
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    log_path = log_to_file(settings, debug)
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the one place errors become a message and an exit code
+        from tools.core.redact import redact_text
+        from tools.core.workspace import WorkspaceError
+
+        logging.getLogger("expagent").exception("command failed")
+        known = (WorkspaceError, ValueError, FileNotFoundError, UnicodeError)
+        what = str(exc) if isinstance(exc, known) else f"internal error ({type(exc).__name__}: {exc})"
+        where = f" Details: {log_path}" if log_path else ""
+        _fail(redact_text(" ".join(what.split()))[:1000] + "." * (not what.endswith(".")) + where)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    # Plain text on one line: a terminal's width must not break the message (scripts grep it).
+    sys.stderr.write(f"error: {message}\n")
     raise typer.Exit(code)
 
 
@@ -258,6 +281,7 @@ ModelOption = Annotated[
     str | None, typer.Option("--model", help="Chat model: offline | openai:<model> | scripted:<file>.")
 ]
 ThreadOption = Annotated[str | None, typer.Option("--thread", help="Continue this conversation thread.")]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Also print tracebacks on the terminal.")]
 
 
 @app.command("run")
@@ -266,31 +290,40 @@ def run_command(
     yes: Annotated[bool, typer.Option("--yes", help="Approve what the plan needs approval for.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the turn as JSON.")] = False,
     thread: ThreadOption = None,
+    new_thread: Annotated[
+        bool, typer.Option("--new-thread", help="Start a new conversation with the --thread ID.")
+    ] = False,
     model: ModelOption = None,
+    debug: DebugOption = False,
 ) -> None:
-    """Run one turn non-interactively; exit 4 when a plan waits for approval."""
+    """Run one turn non-interactively. Exit codes: 0 answered, 1 error, 2 usage, 4 approval pending,
+    5 the turn failed, 130/143/129 cancelled by SIGINT/SIGTERM/SIGHUP."""
     _quiet_mlflow()
-    from agent.runner import run_request
+    from agent.runner import EXIT_USAGE, UnknownThread, run_request
 
-    try:
-        code = run_request(
-            _settings(model=model), request, yes=yes, as_json=as_json, thread_id=thread, model=model
-        )
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+    settings = _settings(model=model)
+    # Bytes that are not UTF-8 arrive as lone surrogates; they become U+FFFD, never an encoding crash.
+    request = request.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    with _one_line_errors(settings, debug):
+        try:
+            code = run_request(
+                settings, request, yes=yes, as_json=as_json, thread_id=thread, model=model,
+                new_thread=new_thread,
+            )  # fmt: skip
+        except UnknownThread as exc:
+            _fail(str(exc), EXIT_USAGE)
     raise typer.Exit(code)
 
 
 @app.command("chat")
-def chat_command(thread: ThreadOption = None, model: ModelOption = None) -> None:
+def chat_command(thread: ThreadOption = None, model: ModelOption = None, debug: DebugOption = False) -> None:
     """Talk to expagent in the terminal (Ctrl-C cancels running work; 'exit' leaves)."""
     _quiet_mlflow()
     from agent.chat import chat
 
-    try:
-        chat(_settings(model=model), thread_id=thread, model=model)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+    settings = _settings(model=model)
+    with _one_line_errors(settings, debug):
+        chat(settings, thread_id=thread, model=model)
 
 
 @app.command("ui")

@@ -1,13 +1,19 @@
 """``expagent run``: one non-interactive turn over ``AgentService``, for scripts and CI.
 
-Exit codes: 0 answered (a refusal or a question for missing inputs is an answer), 4 a plan waits for
-approval (run again with ``--yes`` on the same thread, or use ``expagent chat --thread``), 1 error.
+Exit codes (also in the README):
+- 0 answered (a refusal or a question for missing inputs is an answer);
+- 1 error before or outside a turn (a store that cannot be opened, bad input), one line on stderr;
+- 2 usage error (e.g. an unknown ``--thread`` without ``--new-thread``);
+- 4 a plan waits for approval (the command that approves is printed);
+- 5 the turn failed: its runs were stopped and the answer says what finished and what did not;
+- 130 / 143 / 129 the turn was cancelled by SIGINT (Ctrl-C) / SIGTERM / SIGHUP and answered.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from contextlib import redirect_stdout
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -19,34 +25,63 @@ if TYPE_CHECKING:
     from agent.service import AgentService, ProgressEvent, TurnResult
 
 EXIT_OK = 0
+EXIT_USAGE = 2
 EXIT_AWAITING_APPROVAL = 4
+EXIT_TURN_FAILED = 5
+
+
+class UnknownThread(ValueError):
+    """``--thread`` names a thread this workspace has never seen."""
+
+
 _DENY_WORDS = frozenset({"no", "n", "deny", "reject"})
 
 
 def run_request(
     settings: Settings, text: str, yes: bool = False, as_json: bool = False, thread_id: str | None = None,
-    model: str | None = None,
+    model: str | None = None, new_thread: bool = False,
 ) -> int:  # fmt: skip
-    """Run one turn and print it (Markdown, or JSON with ``as_json``); return the exit code."""
+    """Run one turn and print it (Markdown, or JSON with ``as_json``); return the exit code.
+
+    Nothing but the answer reaches stdout: whatever a library prints while the turn runs goes to
+    stderr, so ``--json`` output is always one JSON document.
+    """
     from agent.chat import run_cancellable
     from agent.service import AgentService, new_thread_id
+    from agent.turns import signals_cancel_turns
 
     err = Console(stderr=True)
     service = AgentService(settings, model=model, on_progress=lambda e: _progress(err, e))
-    thread = thread_id or new_thread_id()
-    if not as_json:
-        err.print(f"[dim]thread {thread}[/]", highlight=False)
+    signals: list[int] = []
     try:
-        result = run_cancellable(
-            service,
-            thread,
-            lambda: one_turn(service, thread, text, yes, settings.requester),
-            settings.requester,
-            err,
-        )
+        if thread_id and not new_thread and not service.thread_exists(thread_id):
+            raise UnknownThread(
+                f"unknown thread {thread_id!r} in workspace {settings.home}; leave out --thread to start "
+                "a new conversation, or add --new-thread to start one with this ID"
+            )
+        thread = thread_id or new_thread_id()
+        err.print(f"[dim]thread {thread}[/]", highlight=False)  # before any work: a kill still leaves it
+        with redirect_stdout(sys.stderr), signals_cancel_turns(signals):
+            result = run_cancellable(
+                service,
+                thread,
+                lambda: one_turn(service, thread, text, yes, settings.requester),
+                settings.requester,
+                err,
+            )
     finally:
         service.close()
+    if result.resumed is not None:
+        err.print(f"[yellow]Finished the interrupted turn first:[/] {result.resumed!r}", highlight=False)
     _print(result, as_json)
+    return _exit_code(result, signals, thread, err)
+
+
+def _exit_code(result: TurnResult, signals: list[int], thread: str, err: Console) -> int:
+    if signals:
+        return 128 + signals[0]
+    if result.status == "failed":
+        return EXIT_TURN_FAILED
     if result.status == "awaiting_approval":
         approve = f'expagent run --thread {thread} --yes "approve"'
         deny = f'expagent run --thread {thread} "deny"'

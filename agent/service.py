@@ -49,7 +49,13 @@ class TurnResult(BaseModel):
     """What one turn produced, as every front end shows it."""
 
     thread_id: str
-    status: Literal["answered", "awaiting_approval"]
+    status: Literal["answered", "awaiting_approval", "failed"] = Field(
+        description="answered; awaiting_approval (a plan waits); failed (the turn stopped with an error: "
+        "its runs were stopped and the answer says what finished and what did not)."
+    )
+    resumed: str | None = Field(
+        None, description="The message of an interrupted turn that was finished before this one."
+    )
     answer: str = Field(description="Markdown with the five sections.")
     sections: dict[str, str] = Field(description="Plan, Changes, Verification, Rollback, Summary.")
     approval: ApprovalRequest | None = None
@@ -65,6 +71,7 @@ class TurnResult(BaseModel):
         return {
             "thread_id": self.thread_id,
             "status": self.status,
+            "resumed": self.resumed,
             "answer": self.answer,
             "sections": self.sections,
             "runs": [
@@ -86,6 +93,10 @@ class ThreadBusy(RuntimeError):
 
 class NoPendingApproval(LookupError):
     """``resume`` was called on a thread that is not waiting for approval."""
+
+
+def _same_words(a: str, b: str) -> bool:
+    return " ".join(a.lower().split()) == " ".join(b.lower().split())
 
 
 def new_thread_id() -> str:
@@ -120,8 +131,13 @@ class AgentService:
             if model is not None and not isinstance(model, str)
             else make_chat_model(model or settings.model, settings)
         )
+        from tools.core.workspace import open_workspace
+
+        checkpointers: list[Any] = []
+        open_workspace(settings, lambda: checkpointers.append(open_checkpointer(settings.checkpoint_path)))
         self._tools = build_context(settings)
-        self._checkpointer = open_checkpointer(settings.checkpoint_path)
+        self._checkpointer = checkpointers[0]
+        self._end_orphans()
         self._graph: CompiledStateGraph[AgentState, TurnContext, AgentState, AgentState] = build_graph(
             self._checkpointer
         )
@@ -143,7 +159,12 @@ class AgentService:
         from langchain_core.messages import HumanMessage
 
         thread_id = thread_id or new_thread_id()
-        self.resume_interrupted(thread_id)
+        interrupted = self._interrupted_message(thread_id)
+        finished = self.resume_interrupted(thread_id)
+        if finished is not None and interrupted is not None and _same_words(interrupted, text):
+            # The same request again after a crash: finishing the interrupted turn is the answer; running
+            # it once more would repeat its baseline and study.
+            return finished.model_copy(update={"resumed": interrupted})
         if self.pending_approval(thread_id) is not None:
             word = " ".join(text.lower().strip(" .!").split())
             if word in _APPROVE_WORDS or word in _DENY_WORDS:
@@ -151,7 +172,22 @@ class AgentService:
             return self._result(thread_id)
         requester = requester or self.settings.requester
         turn_input = {"messages": [HumanMessage(text)], "directive": None, "requester": requester}
-        return self._run(thread_id, turn_input, requester)
+        result = self._run(thread_id, turn_input, requester)
+        return result.model_copy(update={"resumed": interrupted}) if finished is not None else result
+
+    def thread_exists(self, thread_id: str) -> bool:
+        """Return whether ``thread_id`` has any checkpointed turn."""
+        return bool(self._snapshot(thread_id).values)
+
+    def _interrupted_message(self, thread_id: str) -> str | None:
+        """Return the user message of the turn a crashed process left half done, if there is one."""
+        snapshot = self._snapshot(thread_id)
+        if not snapshot.next or snapshot.interrupts:
+            return None
+        for message in reversed(snapshot.values.get("messages", [])):
+            if getattr(message, "type", "") == "human":
+                return str(message.content)
+        return ""
 
     def resume(self, thread_id: str, approve: bool, approver: str | None = None) -> TurnResult:
         """Approve or deny the thread's pending approval and finish the turn."""
@@ -191,6 +227,12 @@ class AgentService:
         with self._lock:
             if thread_id in self._active:
                 return None
+        plan = snapshot.values.get("plan")
+        if plan is not None and plan.session_run_id:
+            # The orphan check at start-up ended the session run of the dead process; the turn goes on.
+            from tools.tuning.runs import reopen_if_ended
+
+            reopen_if_ended(self._tools.tracking, plan.session_run_id)
         return self._run(thread_id, None, None)
 
     def pending_approval(self, thread_id: str) -> ApprovalRequest | None:
@@ -211,6 +253,18 @@ class AgentService:
 
     # ---- internals -------------------------------------------------------------------------------
 
+    def _end_orphans(self) -> None:
+        """End the runs that dead agent processes left RUNNING (a start-up chore; never fatal)."""
+        from tools.cleanup import reconcile_orphans
+
+        try:
+            ended = reconcile_orphans(self._tools)
+        except Exception:  # noqa: BLE001 - an unreachable store is reported by the turn itself
+            log.exception("the orphan check at start-up failed")
+            return
+        for run in ended:
+            log.warning("ended orphaned run %s (%s): %s", run.run_id, run.role, run.final_status)
+
     def _config(self, thread_id: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": thread_id}, "recursion_limit": 40}
 
@@ -229,15 +283,19 @@ class AgentService:
                 raise ThreadBusy(f"thread {thread_id} is already running a turn; wait for it or cancel it")
             self._active[thread_id] = active
         try:
-            self._invoke(thread_id, turn_input, active.turn)
+            failed = self._invoke(thread_id, turn_input, active.turn)
         finally:
             with self._lock:
                 self._active.pop(thread_id, None)
             active.done.set()
-        return self._result(thread_id)
+        result = self._result(thread_id)
+        return result.model_copy(update={"status": "failed"}) if failed else result
 
-    def _invoke(self, thread_id: str, turn_input: Any, turn: TurnContext) -> None:
-        """Run the graph; if a node raises, end the turn cleanly (no run left RUNNING, an answer)."""
+    def _invoke(self, thread_id: str, turn_input: Any, turn: TurnContext) -> bool:
+        """Run the graph; if a node raises, end the turn cleanly (no run left RUNNING, an answer).
+
+        Returns True when the turn failed (and was ended by ``fail_turn``).
+        """
         from agent.turn_failure import fail_turn
 
         config = self._config(thread_id)
@@ -249,6 +307,8 @@ class AgentService:
                 fail_turn(self._graph, config, turn.tools, exc)
             except Exception as cleanup:
                 raise cleanup from exc  # the thread could not even be closed: the caller must know
+            return True
+        return False
 
     def _turn_tools(self, thread_id: str, requester: str | None) -> ToolContext:
         # The copy shares the service's clients (``ToolContext.clients``); session facts are per turn.

@@ -43,6 +43,10 @@ class TurnFailure(BaseModel):
     error: str = Field(description="Exception type and message, redacted.")
     session_run_id: str | None = Field(None, description="The turn's session run, ended FAILED.")
     stopped: list[RunRecord] = Field(default_factory=list, description="Runs that were still RUNNING.")
+    still_running: list[str] = Field(
+        default_factory=list, description="Runs of the thread that could not be stopped (still RUNNING)."
+    )
+    trace_kept: bool = Field(True, description="Whether the traceback was attached to the session run.")
 
 
 def fail_turn(
@@ -61,6 +65,7 @@ def fail_turn(
     trace = redact_text("".join(traceback.format_exception(exc)))
     if session_run_id is not None and _end_session_run(tools.tracking, session_run_id, failure, trace):
         failure.session_run_id = session_run_id
+    failure.still_running = _still_running(tools, thread_id)
     answer = render_answer(failure_sections(state, failure))
     update = {"answer": answer, "messages": [AIMessage(answer)], "runs": _records(failure)}
     graph.update_state(config, update, as_node="respond")  # type: ignore[arg-type]
@@ -97,17 +102,31 @@ def stop_running_runs(
     return stopped
 
 
+def _still_running(tools: ToolContext, thread_id: str) -> list[str]:
+    """Return the thread's runs that are RUNNING after the cleanup (each is named in the answer)."""
+    try:
+        return [r.info.run_id for r in running_session_runs(tools.tracking, thread_id)]
+    except Exception:  # noqa: BLE001 - the store cannot say: claim nothing
+        log.exception("could not check the runs of thread %s after the turn failed", thread_id)
+        return ["(unknown: the tracking store could not be read)"]
+
+
 def _end_session_run(client: MlflowClient, run_id: str, failure: TurnFailure, trace: str) -> bool:
     """End the session run FAILED with the traceback (unless it already ended); False if it cannot."""
     try:
         if client.get_run(run_id).info.status not in ("RUNNING", "SCHEDULED"):
             return False
-        note = f"The turn failed in {failure.node}: {failure.error}"
-        end_run(client, run_id, "FAILED", note=note, artifacts={ERROR_ARTIFACT: trace}, only_if_running=False)
-        return True
+        # Status first: an artifact store that fails must not leave the run RUNNING.
+        end_run(client, run_id, "FAILED", note=f"The turn failed in {failure.node}: {failure.error}")
     except Exception:  # noqa: BLE001 - the answer still has to be written
         log.exception("could not end session run %s after the turn failed", run_id)
         return False
+    try:
+        client.log_text(run_id, trace, ERROR_ARTIFACT)
+    except Exception:  # noqa: BLE001 - the traceback stays in the agent's log
+        log.exception("could not attach %s to session run %s", ERROR_ARTIFACT, run_id)
+        failure.trace_kept = False
+    return True
 
 
 # ---- the answer ------------------------------------------------------------------------------------
@@ -116,15 +135,20 @@ def _end_session_run(client: MlflowClient, run_id: str, failure: TurnFailure, tr
 def failure_sections(state: dict[str, Any], failure: TurnFailure) -> dict[str, str]:
     """Return the five sections describing a turn that stopped with an error."""
     session = f"session run `{failure.session_run_id}`" if failure.session_run_id else None
-    where = f"the traceback is on the {session} (`{ERROR_ARTIFACT}`)" if session else "see the agent's log"
+    kept = session is not None and failure.trace_kept
+    where = f"the traceback is on the {session} (`{ERROR_ARTIFACT}`)" if kept else "see the agent's log"
+    if failure.still_running:
+        left = "Still RUNNING (could not be stopped): " + ", ".join(f"`{r}`" for r in failure.still_running)
+    else:
+        left = "Nothing of this turn is left running"
     return {
         "Plan": _plan_text(state, failure),
         "Changes": _changes_text(state, failure),
         "Verification": f"Not verified: the turn stopped with an error in {failure.node} before "
         "verification.",
         "Rollback": _rollback_text(failure),
-        "Summary": f"The turn stopped with an internal error in {failure.node}: {failure.error}. Nothing "
-        f"of this turn is left running; {where}. You can ask again.",
+        "Summary": f"The turn stopped with an internal error in {failure.node}: {failure.error}. "
+        f"{left}; {where}. You can ask again.",
     }
 
 
@@ -142,8 +166,12 @@ def _changes_text(state: dict[str, Any], failure: TurnFailure) -> str:
     lines = [f"- {r.role} run `{r.run_id}`: {r.status}" for r in final.values() if r.role != "session"]
     if failure.session_run_id:
         lines.append(
-            f"- The session run `{failure.session_run_id}` ended FAILED; the traceback is attached as "
-            f"`{ERROR_ARTIFACT}`."
+            f"- The session run `{failure.session_run_id}` ended FAILED; "
+            + (
+                f"the traceback is attached as `{ERROR_ARTIFACT}`."
+                if failure.trace_kept
+                else "the traceback could not be attached (it is in the agent's log)."
+            )
         )
     return "\n".join(lines) or "None. Nothing was launched or changed in MLflow."
 

@@ -8,8 +8,10 @@ cancellation record).
 
 from __future__ import annotations
 
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -83,3 +85,34 @@ def run_until_interrupted(
             on_cancel()
         return turn.cancel(by)
     return turn.result()
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP arrived: the turn is cancelled and answered."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def signals_cancel_turns(received: list[int]) -> Iterator[None]:
+    """Turn SIGINT, SIGTERM and SIGHUP into :class:`Stopped` in the main thread for the block.
+
+    ``received`` collects the signal numbers, so the caller can exit with 128 + the signal number
+    after the cancelled turn has been answered.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -40,7 +40,7 @@ def test_run_yes_json_trains_a_baseline_and_cites_it(tmp_path: Path) -> None:
 def test_run_without_yes_exits_4_and_resumes_on_the_thread(tmp_path: Path) -> None:
     make_settings(tmp_path)
     cap = {"EXPAGENT_BUDGET_MAX_CPU_PER_RUN": "0.5"}
-    waiting = _run(tmp_path, "--json", "--thread", "cli-approval", DONE_WHEN, **cap)
+    waiting = _run(tmp_path, "--json", "--thread", "cli-approval", "--new-thread", DONE_WHEN, **cap)
     assert waiting.returncode == 4, waiting.stderr
     assert "expagent run --thread cli-approval --yes" in waiting.stderr
     assert json.loads(waiting.stdout)["approval"]["approval_keys"] == ["budget:cpu"]

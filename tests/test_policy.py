@@ -340,7 +340,7 @@ def test_registered_validated_versions_are_allowed(ctx: ToolContext, args: dict[
 
 
 def test_paths_under_non_data_keys_are_not_data(ctx: ToolContext) -> None:
-    tags = {"mlflow.source.name": "/src/train.py", "notes_file": "notes/summary.txt"}
+    tags = {"team.source": "/src/train.py", "note.file": "notes/summary.txt"}  # (allowlisted tag keys)
     assert guarded_call("launch", spec(tags=tags), ctx).ok
 
 
@@ -434,13 +434,14 @@ def test_a_rule_that_cannot_be_checked_rejects(ctx: ToolContext, runtime: FakeRu
 
 
 def test_secrets_and_pii_in_arguments_are_redacted_before_the_tool_runs(ctx: ToolContext) -> None:
-    args = spec(params={"api_key": SECRET, "num_leaves": 15}, tags={"owner": "bob@corp.example.com"})
+    # (hyperparameters and tag keys are allowlisted: a secret can only ride in an allowed one's value)
+    args = spec(params={"boosting": SECRET, "num_leaves": 15}, tags={"team.owner": "bob@corp.example.com"})
     outcome = guarded_call("launch", args, ctx)
     assert outcome.ok and outcome.result is not None
     received = outcome.result["received"]
-    assert received["params"] == {"api_key": "[REDACTED:secret]", "num_leaves": 15}
-    assert received["tags"] == {"owner": "[REDACTED:email]"}
-    assert outcome.redacted_fields == ["params.api_key", "tags.owner"]
+    assert received["params"] == {"boosting": "[REDACTED:api_key]", "num_leaves": 15}
+    assert received["tags"] == {"team.owner": "[REDACTED:email]"}
+    assert outcome.redacted_fields == ["params.boosting", "tags.team.owner"]
     log = ctx.settings.audit_log_path.read_text()
     assert SECRET not in log and "bob@corp" not in log
 
@@ -474,7 +475,7 @@ def test_unknown_tools_and_non_object_arguments_are_rejected(ctx: ToolContext) -
 def test_every_verdict_is_audited(ctx: ToolContext) -> None:
     guarded_call("inspect_data", {"dataset": "wine", "version": "1"}, ctx)
     guarded_call("launch", spec(tags={"alias": "champion"}), ctx)
-    guarded_call("launch", spec(resources={"cpu": 99}, params={"token": SECRET}), ctx)
+    guarded_call("launch", spec(resources={"cpu": 99}, params={"boosting": SECRET}), ctx)
     entries = ctx.audit.read()
     assert [(e["tool"], e["verdict"], e["rule"]) for e in entries] == [
         ("inspect_data", "allow", None),
@@ -487,7 +488,7 @@ def test_every_verdict_is_audited(ctx: ToolContext) -> None:
     assert first["args"] == {"dataset": "wine", "version": "1"}
     assert (
         entries[2]["approval_key"] == "budget:cpu"
-        and entries[2]["args"]["params"]["token"] == "[REDACTED:secret]"
+        and entries[2]["args"]["params"]["boosting"] == "[REDACTED:api_key]"
     )
 
 

@@ -214,7 +214,7 @@ def test_a_node_that_raises_ends_the_turn_with_no_run_left_running(home: Path, m
         finally:
             service.close()
         assert kube.requests["delete jobs"] == 1  # the orphaned job was stopped
-    assert result.status == "answered" and list(result.sections) == list(SECTIONS)
+    assert result.status == "failed" and list(result.sections) == list(SECTIONS)  # (exit 5 in `run`)
     assert answer_problems(result.answer) == []
     assert "KeyError" in result.sections["Summary"] and "execute" in result.sections["Summary"]
     by_role = {r.data.tags["expagent.role"]: r for r in all_runs(service.settings)}

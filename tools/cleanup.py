@@ -13,12 +13,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tools.context import ToolContext
+from tools.core import tags as tag_keys
+from tools.core.liveness import owner_alive
 from tools.core.specs import CancellationRecord
 from tools.core.tracking import end_run, write_cancellation
 from tools.guard.policy import guarded_call
 
 #: ``cancel_job``'s reason field takes at most this many characters.
 _MAX_REASON = 500
+#: who the cancellation records of orphans name.
+_ORPHAN_CHECK = "expagent (orphan check)"
 
 
 @dataclass(frozen=True)
@@ -85,3 +89,34 @@ def _end_orphan(ctx: ToolContext, run: RunToStop, reason: str, why: str) -> str:
     except Exception as exc:  # noqa: BLE001 - never leave it RUNNING: end it with a plain note instead
         end_run(client, run.run_id, "KILLED", note=f"{record.reason} (record not written: {exc})")
     return str(client.get_run(run.run_id).info.status)
+
+
+def reconcile_orphans(ctx: ToolContext, limit: int = 1000) -> list[StoppedRun]:
+    """End the RUNNING runs whose agent process is gone and whose job (if any) is not running.
+
+    Runs record their owner (host, pid, process start time). A run owned by a live process, by another
+    host, or whose job is still running (it will close its run itself) is left alone; the rest are
+    ended KILLED with an ``orphan`` cancellation record. Any command that opens a workspace calls this.
+    """
+    client = ctx.tracking
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    query = f"attributes.status = 'RUNNING' and tags.`{tag_keys.MANAGED}` = 'true'"
+    orphans: list[RunToStop] = []
+    for run in client.search_runs(experiments, filter_string=query, max_results=limit):
+        if owner_alive(dict(run.data.tags)) is not False:
+            continue
+        job_id = tag_keys.job_id_of(run)
+        if job_id and _job_running(ctx, job_id):
+            continue  # adopted: the job ends its own run
+        orphans.append(RunToStop(run.info.run_id, tag_keys.role_of(run)))
+    reason = "orphan: the agent process that owned this run is gone and no job is running for it"
+    return stop_runs(ctx, orphans, reason, _ORPHAN_CHECK)
+
+
+def _job_running(ctx: ToolContext, job_id: str) -> bool:
+    try:
+        return not ctx.runtime_for_job(job_id).status(job_id).done
+    except Exception:  # noqa: BLE001 - unknown to the runtime, or the runtime is unreachable: not running here
+        return False

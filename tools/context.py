@@ -30,6 +30,12 @@ def runtime_of_job(job_id: str) -> str | None:
     return next((name for prefix, name in JOB_ID_PREFIXES.items() if job_id.startswith(prefix)), None)
 
 
+def job_id_of_run(runtime: str | None, run_id: str) -> str:
+    """Return the ID the runtime called ``runtime`` gives the job of ``run_id`` (before it exists)."""
+    prefix = next((p for p, name in JOB_ID_PREFIXES.items() if name == runtime), "local-")
+    return f"{prefix}{run_id}"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

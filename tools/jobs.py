@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from tools.context import ToolContext, runtime_name
+from tools.context import ToolContext, job_id_of_run, runtime_name
 from tools.core import tags as tag_keys
 from tools.core import tracking
 from tools.core.redact import redact_text
@@ -122,9 +122,17 @@ def start_training_run(ctx: ToolContext, args: StartTrainingRunArgs) -> StartedR
         spec.namespace = spec.namespace or ctx.settings.k8s_namespace
     created = tracking.create_mlflow_run(ctx, spec)  # checks the tags before creating anything
     spec.run_id, experiment_id = created.info.run_id, created.info.experiment_id
+    # The job's ID is known before it exists (job IDs are derived from the run ID): record it first, so
+    # a crash or an outage between submit and tag never leaves a job that no run points to.
+    expected = job_id_of_run(spec.runtime, spec.run_id)
+    try:
+        ctx.tracking.set_tag(spec.run_id, tag_keys.JOB_ID, expected)
+    except Exception as exc:
+        tracking.end_run(ctx, spec.run_id, "FAILED", note=f"The job was not submitted: {exc}")
+        raise
     info = _submit(ctx, runtime, spec)
-    # One tag write (the job's MLflow writes start now; set_tag takes one store session, log_batch two).
-    ctx.tracking.set_tag(spec.run_id, tag_keys.JOB_ID, info.job_id)
+    if info.job_id != expected:  # a runtime that names its jobs otherwise (a test double)
+        ctx.tracking.set_tag(spec.run_id, tag_keys.JOB_ID, info.job_id)
     return StartedRun(
         run_id=spec.run_id, job_id=info.job_id, experiment_id=experiment_id, state=info.state,
         ui_url=tracking.ui_url(ctx.settings, experiment_id, spec.run_id),

@@ -1,8 +1,13 @@
 """Redaction of secrets and personal data from any text or JSON-able value before it is written or shown.
 
-Patterns are data (``PATTERNS``), applied in order; each match becomes ``[REDACTED:<kind>]`` (a password
-inside a URI becomes ``***`` so the URI stays readable). They are written so that run IDs (32 hex),
-sha256 hashes, floats, timestamps, dataset refs like ``breast_cancer@1`` and file paths pass unchanged.
+Token formats come from a maintained engine: the token-format plugins of ``detect-secrets`` (AWS, GitLab,
+GitHub, Slack, Stripe, Twilio, npm, PyPI, SendGrid, Azure storage, JWT, private keys, …; its
+``KeywordDetector`` finds ``password = "…"`` assignments). Our own patterns cover what it has no plugin
+for (Google and Hugging Face keys, Azure connection strings, HTTP Basic headers, PEM blocks in any
+layout, "my password is …", and personal data: e-mail, Luhn-valid card numbers, IBANs, national IDs,
+phones). Every match becomes ``[REDACTED:<kind>]`` (a password inside a URI becomes ``***`` so the URI
+stays readable). Run IDs (32 hex), sha256 hashes, floats, timestamps, dataset refs like
+``breast_cancer@1`` and file paths pass unchanged; the corpus test holds both promises.
 """
 
 from __future__ import annotations
@@ -30,6 +35,20 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+def iban_valid(text: str) -> bool:
+    """Return whether ``text`` (spaces allowed) passes the IBAN mod-97 check."""
+    compact = text.replace(" ", "")
+    if not 15 <= len(compact) <= 34:
+        return False
+    moved = compact[4:] + compact[:4]
+    digits = "".join(str(int(c, 36)) for c in moved)
+    return int(digits) % 97 == 1
+
+
+def _iban(match: re.Match[str]) -> str:
+    return placeholder("iban") if iban_valid(match.group(0)) else match.group(0)
+
+
 def _card(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group(0))
     return placeholder("card_number") if 13 <= len(digits) <= 19 and luhn_valid(digits) else match.group(0)
@@ -54,7 +73,9 @@ PATTERNS: tuple[Pattern, ...] = (
     Pattern(
         "private_key",
         re.compile(
-            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S
+            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?"
+            r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+            re.S,
         ),
         placeholder("private_key"),
     ),
@@ -82,6 +103,37 @@ PATTERNS: tuple[Pattern, ...] = (
         re.compile(rf"(?i)\b({_SECRET_KEY})([\"']?\s*[=:]\s*[\"']?)(?!\[REDACTED)(?!\*\*\*)([^\s\"',;&}}]+)"),
         r"\1\2" + placeholder("secret"),
     ),
+    # HTTP Basic credentials in a header ("Authorization: Basic dXNlcjpwYXNz")
+    Pattern(
+        "basic_auth", re.compile(r"(?i)\b(basic)\s+[A-Za-z0-9+/]{8,}={0,2}"), r"\1 " + placeholder("token")
+    ),
+    Pattern("google_api_key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), placeholder("api_key")),
+    Pattern("hugging_face_token", re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"), placeholder("api_key")),
+    Pattern(
+        "stripe_key", re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}\b"), placeholder("api_key")
+    ),
+    Pattern(
+        "slack_webhook",
+        re.compile(r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/]+"),
+        placeholder("slack_webhook"),
+    ),
+    # Azure storage / service bus connection strings: AccountKey=…, SharedAccessKey=…, sig=…
+    Pattern(
+        "azure_key",
+        re.compile(r"(?i)\b(AccountKey|SharedAccessKey|SharedAccessSignature|sig)=([A-Za-z0-9+/%=]{16,})"),
+        r"\1=" + placeholder("secret"),
+    ),
+    # "my password is hunter2", "the api key is: abc123", "passcode: 1234"
+    Pattern(
+        "said_secret",
+        re.compile(
+            r"(?i)\b((?:password|passwd|passphrase|passcode|pin|secret|api key|token)"
+            r"\s+(?:is|was|=|:)\s*:?\s*)"
+            r"(?!\[REDACTED)[\"']?([^\s\"',;]{3,})"
+        ),
+        r"\1" + placeholder("secret"),
+    ),
+    Pattern("iban", re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"), _iban),
     Pattern(
         "email",
         re.compile(
@@ -130,9 +182,66 @@ def redact_text(text: str) -> str:
 
 
 def _apply_patterns(text: str) -> str:
-    for pattern in PATTERNS:
+    for pattern in PATTERNS:  # ours first: they take whole tokens (PEM blocks, JWT signatures) and keep URIs
         text = pattern.regex.sub(pattern.replace, text)
+    for kind, regex in _engine_patterns():
+        text = regex.sub(placeholder(kind), text)
+    for value in _keyword_values(text):
+        text = text.replace(value, placeholder("secret"))
     return text
+
+
+#: detect-secrets plugins that are not token formats (entropy guesses flag run IDs and hashes; a public
+#: IP is not a secret; keywords are handled by ``_keyword_values``; Basic auth by our URI rule).
+_ENGINE_SKIP = frozenset({
+    "Base64 High Entropy String", "Hex High Entropy String", "Public IP (ipv4)", "Secret Keyword",
+    "Basic Auth Credentials",
+})  # fmt: skip
+
+
+#: detect-secrets types named as the rest of expagent names them (placeholders are part of the output).
+_ENGINE_KINDS = {
+    "JSON Web Token": "token", "AWS Access Key": "aws_access_key", "GitHub Token": "github_token",
+    "Slack Token": "slack_token", "OpenAI Token": "api_key", "Private Key": "private_key",
+    "Stripe Access Key": "api_key",
+}  # fmt: skip
+
+
+@functools.cache
+def _engine_patterns() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """Return the token-format regexes of detect-secrets' plugins, as (kind, regex)."""
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+
+    found: list[tuple[str, re.Pattern[str]]] = []
+    for secret_type, plugin in sorted(get_mapping_from_secret_type_to_class().items()):
+        if secret_type in _ENGINE_SKIP:
+            continue
+        kind = _ENGINE_KINDS.get(secret_type) or re.sub(r"[^a-z0-9]+", "_", secret_type.lower()).strip("_")
+        found += [(kind, regex) for regex in getattr(plugin, "denylist", ())]
+    return tuple(found)
+
+
+@functools.cache
+def _keyword_detector() -> Any:
+    from detect_secrets.plugins.keyword import KeywordDetector
+
+    return KeywordDetector()
+
+
+def _keyword_values(text: str) -> set[str]:
+    """Return the values detect-secrets' keyword detector sees assigned to secret-sounding names."""
+    if not _KEYWORD_HINT.search(text):
+        return set()
+    values: set[str] = set()
+    for line in text.splitlines():
+        for secret in _keyword_detector().analyze_line(filename="config.env", line=line):
+            value = secret.secret_value or ""
+            if len(value) >= 3 and not value.startswith("[REDACTED"):
+                values.add(value)
+    return values
+
+
+_KEYWORD_HINT = re.compile(r"(?i)pass|secret|token|key|pwd|auth|cred")
 
 
 # A pure function of its argument (the patterns are constants), so a cached answer is always the answer.

@@ -77,7 +77,21 @@ class Settings(BaseSettings):
     agent_experiment: str = "expagent-agent"
     trace: bool = True
     context_token_budget: int = 12000
-    mlflow_ui_base: str = "http://127.0.0.1:5000"
+    mlflow_ui_base: str | None = Field(
+        None,
+        description="Base URL of the MLflow UI in answer links; default the tracking URI when it is "
+        "http(s), else http://127.0.0.1:5000 (what `expagent ui` serves).",
+    )
+    user_tag_prefixes: list[str] = Field(
+        default_factory=lambda: ["team.", "project.", "user.", "note.", "ticket."],
+        description="The only key prefixes a request may use for its own MLflow tags.",
+    )
+    mlflow_http_timeout: float = Field(
+        15.0, gt=0, description="Seconds one MLflow HTTP request may take (MLFLOW_HTTP_REQUEST_TIMEOUT)."
+    )
+    mlflow_http_retries: int = Field(
+        2, ge=0, description="Retries of a failing MLflow HTTP request (MLFLOW_HTTP_REQUEST_MAX_RETRIES)."
+    )
     requester: str = Field(default_factory=lambda: os.environ.get("USER", "unknown"))
     # --- Slack bot (issue #7); tokens come from SLACK_BOT_TOKEN / SLACK_APP_TOKEN /
     # SLACK_SIGNING_SECRET and are deliberately not settings, so they never appear in a dump ---
@@ -112,6 +126,23 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return (self.home / "artifacts").resolve()
+
+    @property
+    def remote_tracking(self) -> bool:
+        """Whether runs are tracked by an MLflow server (which then also stores the artifacts)."""
+        return self.resolved_tracking_uri.startswith(("http://", "https://"))
+
+    @property
+    def ui_base(self) -> str:
+        """The MLflow UI base URL for links (``mlflow_ui_base``, else the server, else a local UI)."""
+        if self.mlflow_ui_base:
+            return self.mlflow_ui_base
+        return self.resolved_tracking_uri if self.remote_tracking else "http://127.0.0.1:5000"
+
+    @property
+    def log_path(self) -> Path:
+        """The agent's log file: tracebacks and details that the terminal only summarises."""
+        return (self.home / "logs" / "expagent.log").resolve()
 
     @property
     def resolved_catalog_path(self) -> Path:

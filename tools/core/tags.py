@@ -28,6 +28,9 @@ CANCEL_REASON = "expagent.cancel_reason"
 NOTE = "mlflow.note.content"
 PARENT_RUN_ID = "mlflow.parentRunId"
 
+#: the one reserved key a request may set: the run's description (MLflow shows it as the run's note).
+USER_SETTABLE_RESERVED = frozenset({NOTE})
+
 #: the roles of runs that train (and so have a job to stop); "session" runs hold a turn's plan/answer.
 TRAINING_ROLES = ("baseline", "trial", "single", "tuning")
 

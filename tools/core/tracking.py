@@ -16,9 +16,11 @@ from urllib.parse import unquote, urlparse
 
 from tools.core import provenance
 from tools.core import tags as tag_keys
+from tools.core.liveness import owner_tags
 from tools.core.redact import redact, redact_text
 from tools.core.settings import Settings
 from tools.core.specs import CancellationRecord, TrainingSpec
+from tools.core.text import normalize
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -97,8 +99,22 @@ def make_client(settings: Settings) -> MlflowClient:
     """Return an MLflow client for the workspace's tracking store."""
     from mlflow.tracking import MlflowClient
 
+    bound_mlflow_http(settings)
     settings.home.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=settings.resolved_tracking_uri)
+
+
+def bound_mlflow_http(settings: Settings) -> None:
+    """Bound MLflow's HTTP retries (its defaults wait ~4 minutes per failing call); env wins if set.
+
+    Set in the environment, so job processes started from here inherit the same bounds.
+    """
+    import os
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", f"{settings.mlflow_http_timeout:g}")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_http_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
 
 
 def _default_artifact_root(client: MlflowClient) -> Path | None:
@@ -140,7 +156,24 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
                 raise
     if experiment.lifecycle_stage == "deleted":
         raise ValueError(f"experiment {name!r} was deleted in MLflow; restore it or choose another name")
+    root = artifact_root or _default_artifact_root(client)
+    if root is not None and not _inside(experiment.artifact_location, root):
+        raise ValueError(
+            f"experiment {name!r} keeps its artifacts at {experiment.artifact_location}, outside the "
+            "workspace; choose another experiment name (expagent creates experiments inside it)"
+        )
     return str(experiment.experiment_id)
+
+
+def _inside(location: str, root: Path) -> bool:
+    """Whether an artifact location is a local path under ``root`` (remote stores are not judged)."""
+    parsed = urlparse(location)
+    if parsed.scheme not in ("", "file"):
+        return True
+    path = Path(unquote(parsed.path) if parsed.scheme == "file" else location)
+    if not path.is_absolute():
+        return False  # e.g. ./mlruns: relative to whatever directory a process runs in
+    return path.resolve().is_relative_to(root.resolve())
 
 
 def cached_experiment_id(ctx: RunOwner, name: str) -> str:
@@ -148,7 +181,10 @@ def cached_experiment_id(ctx: RunOwner, name: str) -> str:
     key = (ctx.tracking.tracking_uri, name)
     found = ctx.experiment_ids.get(key)
     if found is None:
-        found = ensure_experiment(ctx.tracking, name, ctx.settings.artifact_root)
+        # A tracking server keeps the artifacts in its own store (proxied mlflow-artifacts:); a local
+        # store keeps them under the workspace, never ./mlruns of the working directory.
+        root = None if ctx.settings.remote_tracking else ctx.settings.artifact_root
+        found = ensure_experiment(ctx.tracking, name, root)
         ctx.experiment_ids[key] = found
     return found
 
@@ -172,7 +208,7 @@ def _create_in_experiment(ctx: RunOwner, experiment: str, tags: dict[str, str], 
 
 def ui_url(settings: Settings, experiment_id: str, run_id: str | None = None) -> str:
     """Return the MLflow UI link of an experiment, or of one of its runs."""
-    base = settings.mlflow_ui_base.rstrip("/")
+    base = settings.ui_base.rstrip("/")
     if run_id is None:
         return f"{base}/#/experiments/{experiment_id}"
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
@@ -198,7 +234,11 @@ def clean_tags(tags: Mapping[str, object]) -> dict[str, str]:
 
 def check_user_tags(tags: Mapping[str, str]) -> None:
     """Raise ValueError if a user-supplied tag key is reserved for MLflow or expagent."""
-    reserved = sorted(k for k in tags if k.startswith(RESERVED_TAG_PREFIXES))
+    reserved = sorted(
+        k
+        for k in tags
+        if normalize(k).startswith(RESERVED_TAG_PREFIXES) and k not in tag_keys.USER_SETTABLE_RESERVED
+    )
     if reserved:
         raise ValueError(
             f"tag keys starting with 'mlflow.' or 'expagent.' are reserved: {', '.join(reserved)}; "
@@ -216,6 +256,7 @@ def run_tags(spec: TrainingSpec, role: str, session_id: str, requester: str) -> 
         tag_keys.ROLE: role,
         tag_keys.REQUESTER: requester,
         "mlflow.user": requester,
+        **owner_tags(),
         "dataset.name": spec.dataset,
         "dataset.version": spec.version,
         "model_family": spec.model_family,
@@ -234,14 +275,32 @@ def create_mlflow_run(ctx: RunOwner, spec: TrainingSpec, role: RunRole | None = 
     """Create the MLflow run for ``spec`` (status RUNNING, expagent tags, nested under its parent)."""
     from tools.core.registry import RegistryError
 
-    tags = run_tags(
-        spec, role or spec.role, spec.session_id or ctx.session_id, spec.requester or ctx.requester
-    )
+    session = spec.session_id or ctx.session_id
+    if spec.parent_run_id:
+        check_parent(ctx.tracking, spec.parent_run_id, session)
+    tags = run_tags(spec, role or spec.role, session, spec.requester or ctx.requester)
     try:
         tags["dataset.sha256"] = ctx.registry.get(spec.dataset, spec.version).sha256
     except RegistryError:
         pass  # the guard rejects unknown datasets; the trainer reports it clearly if one gets here
     return _create_in_experiment(ctx, spec.experiment, tags, spec.run_name)
+
+
+def check_parent(client: MlflowClient, parent_run_id: str, session_id: str) -> None:
+    """Raise ValueError unless ``parent_run_id`` is a run of this session (its session or tuning run).
+
+    ``mlflow.parentRunId`` is provenance: a made-up or foreign parent would file a run under someone
+    else's work.
+    """
+    try:
+        parent = get_run_or_error(client, parent_run_id)
+    except LookupError as exc:
+        raise ValueError(f"parent_run_id: {exc}") from None
+    if parent.data.tags.get(tag_keys.SESSION) != session_id:
+        raise ValueError(
+            f"parent_run_id {parent_run_id} is not a run of this session; a run can only be nested under "
+            "this conversation's own session or tuning run"
+        )
 
 
 def create_run(ctx: RunOwner, spec: TrainingSpec, role: RunRole | None = None) -> str:
@@ -268,6 +327,7 @@ def create_parent_run(
         tag_keys.SESSION: ctx.session_id,
         tag_keys.ROLE: role,
         tag_keys.REQUESTER: ctx.requester,
+        **owner_tags(),
         "mlflow.user": ctx.requester,
         "python_version": provenance.python_version(),
         **provenance.code_version().tags(),

@@ -36,6 +36,7 @@ from tools.core.verdicts import Halt as Halt
 from tools.core.verdicts import Reject as Reject
 from tools.core.verdicts import Verdict as Verdict
 from tools.core.verdicts import unapproved
+from tools.guard.allowlists import allowlist
 from tools.guard.rules import kubernetes, no_deployment, resources, versioned_data
 from tools.runtime.manifest_checks import manifest_findings
 from tools.runtime.manifest_checks import parse_cpu as parse_cpu  # re-exported: part of the guard's API
@@ -97,6 +98,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("no_deployment", no_deployment),
     ("versioned_data", versioned_data),
     ("kubernetes", kubernetes),
+    ("allowlist", allowlist),
     ("resources", resources),
 )
 
@@ -147,11 +149,23 @@ def check_manifest(manifest: dict[str, Any], ctx: ToolContext) -> Verdict:
 # ---- the guarded call -----------------------------------------------------------------------------
 
 
+#: the member types pydantic names at the end of a location when a value matches no type of a union.
+_UNION_MEMBERS = frozenset({"float", "int", "str", "bool", "none", "list", "dict"})
+
+
 def _format_validation_error(exc: ValidationError, tool: str) -> str:
-    problems = [
-        f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in exc.errors()
-    ]
-    return redact_text(f"invalid arguments for {tool}: " + "; ".join(problems))
+    """Return one short line per wrong argument (a union's per-type complaints become one)."""
+    problems: dict[str, str] = {}
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        union = len(loc) > 1 and loc[-1] in _UNION_MEMBERS
+        where = ".".join(loc[:-1] if union else loc) or "arguments"
+        if union:
+            problems[where] = "must be a single number, string or boolean"
+        else:
+            problems.setdefault(where, str(err["msg"]))
+    text = "; ".join(f"{where}: {msg}" for where, msg in list(problems.items())[:8])
+    return redact_text(f"invalid arguments for {tool}: {text}")
 
 
 def _lookup(name: str) -> ToolDef | Reject:

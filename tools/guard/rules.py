@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from tools.core.registry import FLOATING_VERSIONS, DatasetNotFound, DatasetRecord
+from tools.core.text import normalize, strip_invisible
 from tools.core.verdicts import Finding, Reject, budget_findings, deploy_reject, namespace_reject, over_cap
 from tools.runtime.manifest_checks import manifest_findings
 
@@ -68,13 +69,16 @@ def no_deployment(tool: ToolDef, args: dict[str, Any], ctx: ToolContext) -> list
             findings += manifest_findings(mapping, ctx.settings)
             continue
         for key, value in mapping.items():
-            words = _key_tokens(str(key)) & DEPLOY_KEY_WORDS
+            # What a person (or a CD pipeline) reads: no invisible characters, look-alike letters folded.
+            words = (
+                _key_tokens(strip_invisible(str(key))) | _key_tokens(normalize(str(key)))
+            ) & DEPLOY_KEY_WORDS
             if words:
                 findings.append(deploy_reject(f"the argument/tag key {key!r} ({', '.join(sorted(words))})"))
             elif (
                 isinstance(value, str)
                 and key not in STAGE_CHECK_EXEMPT_KEYS
-                and value.strip().lower() in DEPLOY_STAGE_VALUES
+                and normalize(value).strip() in DEPLOY_STAGE_VALUES
             ):
                 findings.append(deploy_reject(f"the value {value!r} of {key!r} (a model-registry stage)"))
     return findings

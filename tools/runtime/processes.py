@@ -9,41 +9,13 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
+
+from tools.core.liveness import _proc_stat, process_alive, process_start
+
+__all__ = ["process_alive", "process_start", "process_cpu_seconds", "signal_group", "terminate_group"]
 
 #: seconds between liveness checks while waiting for a process to go.
 POLL_SECONDS = 0.05
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Return /proc/<pid>/stat fields after the command name, or None if there is no such process."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def process_start(pid: int) -> int | None:
-    """Return the process's start time in clock ticks since boot (None when unknown)."""
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields else None
-
-
-def process_alive(pid: int, start: int | None) -> bool:
-    """Return whether ``pid`` is the same, still running (not zombie) process."""
-    fields = _proc_stat(pid)
-    if fields is None:
-        if Path("/proc/self/stat").exists():
-            return False
-        try:  # no /proc (not Linux): fall back to a signal-0 probe
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return fields[0] not in ("Z", "X") and (start is None or int(fields[19]) == start)
 
 
 def process_cpu_seconds(pid: int) -> float | None:

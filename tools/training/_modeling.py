@@ -73,8 +73,11 @@ def check_spec(spec: TrainingSpec, record: DatasetRecord) -> Task:
             f"logistic_regression is a classifier and {record.ref} is a regression dataset; use "
             "random_forest, hist_gradient_boosting or lightgbm"
         )
-    for reserved in ("random_state", "seed", "n_jobs"):
-        if reserved in spec.params:
+    # The seed and every thread-count alias belong to the trainer and the runtime (the guard rejects them
+    # too; this holds for a spec that reaches the trainer some other way).
+    reserved_params = ("random_state", "seed", "n_jobs", "num_threads", "num_thread", "nthread", "nthreads")
+    for reserved in reserved_params:
+        if reserved in {str(k).strip().lower() for k in spec.params}:
             raise ValueError(
                 f"param {reserved!r} is set by the trainer (from 'seed' and 'resources.cpu'); remove it"
             )
@@ -219,12 +222,19 @@ def round_score(metric: str, y_true: np.ndarray, y_pred: np.ndarray, task: Task)
 
 def fit(model: Any, spec: TrainingSpec, x: pd.DataFrame, y: pd.Series, reporter: RoundReporter | None,
         x_val: pd.DataFrame, y_val: pd.Series) -> None:  # fmt: skip
-    """Fit ``model``; LightGBM reports ``val_<metric>`` per round when a reporter is given."""
-    if reporter is None or spec.model_family != "lightgbm" or isinstance(model, Pipeline):
-        model.fit(x, y)
-        return
-    model.fit(x, y, eval_X=(x_val,), eval_y=(y_val,), eval_names=["val"],
-              eval_metric=reporter.lightgbm_metric, callbacks=[reporter])  # fmt: skip
+    """Fit ``model``; LightGBM reports ``val_<metric>`` per round when a reporter is given.
+
+    Every native thread pool (OpenMP, BLAS) is capped at the run's CPU count for the fit, whatever a
+    library would pick by itself: the plan's ``resources.cpu`` is what the run may use.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=max(1, int(spec.resources.cpu))):
+        if reporter is None or spec.model_family != "lightgbm" or isinstance(model, Pipeline):
+            model.fit(x, y)
+            return
+        model.fit(x, y, eval_X=(x_val,), eval_y=(y_val,), eval_names=["val"],
+                  eval_metric=reporter.lightgbm_metric, callbacks=[reporter])  # fmt: skip
     reporter.flush()
     _drop_eval_history(model)
 

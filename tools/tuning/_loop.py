@@ -313,7 +313,10 @@ class StudyLoop:
             except Exception as inner:  # noqa: BLE001 - keep stopping the others
                 self.note(f"could not stop trial {flight.number}: {inner}")
         if self.pending is not None:
-            self.abandon(self.pending[0], reason)
+            try:
+                self.abandon(self.pending[0], reason)
+            except Exception as inner:  # noqa: BLE001 - e.g. the journal is gone: still close the runs
+                self.note(f"could not record trial {self.pending[0].number} as not launched: {inner}")
         self.set_stop("cancelled", reason, hard=True)
         self._close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
 
@@ -330,7 +333,10 @@ class StudyLoop:
         return self._close(status)
 
     def _close(self, status: str) -> StudyResult:
-        self._save_elapsed(force=True)
+        try:
+            self._save_elapsed(force=True)
+        except Exception as exc:  # noqa: BLE001 - the study storage failed: the MLflow runs still close
+            self.note(f"the study's active time could not be saved: {exc}")
         recovery.end_stray_trial_runs(self, keep=set())
         result = self.result().model_copy(update={"tuning_run_status": status})
         finish_tuning_run(self.ctx, result, status)  # type: ignore[arg-type]

@@ -50,7 +50,18 @@ def open_study(settings: StudySettings, storage_url: str) -> optuna.Study:
         study_name=settings.study_name, direction=settings.direction, load_if_exists=True,
     )  # fmt: skip
     _check_same_study(study, settings)
+    done = len(study.get_trials(deepcopy=False))
+    if done:
+        # A resumed study: a sampler seeded as before would replay its first random draws, so trials
+        # after the restart would repeat the settings of the first ones. Seed it from the study's seed
+        # and how far the study got: still reproducible, never a replay.
+        study.sampler = optuna.samplers.TPESampler(seed=resumed_seed(settings.seed, done))
     return study
+
+
+def resumed_seed(seed: int, trials_so_far: int) -> int:
+    """Return the sampler seed of a study resumed after ``trials_so_far`` trials (never ``seed``)."""
+    return (seed * 1_000_003 + trials_so_far * 7919 + 1) % (2**31 - 1)
 
 
 def study_storage(location: str) -> optuna.storages.BaseStorage:

@@ -1,0 +1,40 @@
+"""Where the agent's details go: a log file under the workspace (and the terminal with ``--debug``).
+
+The terminal gets one line per problem; the log keeps the traceback. A workspace whose log cannot be
+written still works: the details then go nowhere but ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from tools.core.settings import Settings
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
+
+
+def log_to_file(settings: Settings, debug: bool = False) -> Path | None:
+    """Send INFO and above to ``settings.log_path`` (or, if it cannot be written, a log in the system's
+    temp directory); with ``debug`` also to stderr. Return the path, or None when no file works."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    if debug and not any(getattr(h, "_expagent_console", False) for h in root.handlers):
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter(_FORMAT))
+        console._expagent_console = True  # type: ignore[attr-defined]
+        root.addHandler(console)
+    for path in (settings.log_path, Path(tempfile.gettempdir()) / "expagent.log"):
+        if any(getattr(h, "baseFilename", None) == str(path) for h in root.handlers):
+            return path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(path, encoding="utf-8")
+        except OSError:
+            continue
+        handler.setFormatter(logging.Formatter(_FORMAT))
+        root.addHandler(handler)
+        return path
+    root.addHandler(logging.NullHandler())  # never fall back to printing tracebacks on the terminal
+    return None
