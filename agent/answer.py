@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from tools.core.redact import redact_text
+
 SECTIONS: tuple[str, ...] = ("Plan", "Changes", "Verification", "Rollback", "Summary")
 
 #: what a section says when there is nothing to report.
@@ -39,7 +41,7 @@ def render_answer(sections: dict[str, str]) -> str:
     for name in SECTIONS:
         body = (sections.get(name) or "").strip() or NOTHING[name]
         parts.append(f"### {name}\n{body}")
-    return "\n\n".join(parts) + "\n"
+    return redact_text("\n\n".join(parts) + "\n")  # the answer is a sink: shown, stored, posted
 
 
 def parse_sections(markdown: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from agent.answer import parse_sections, render_answer
 from agent.state import AgentState, ApprovalRequest, PolicyEvent, ProgressEvent, RunRecord, Usage
+from tools.core.redact import redact_text
 from tools.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -171,7 +172,12 @@ class AgentService:
                 return self.resume(thread_id, word in _APPROVE_WORDS, requester)
             return self._result(thread_id)
         requester = requester or self.settings.requester
-        turn_input = {"messages": [HumanMessage(text)], "directive": None, "requester": requester}
+        # The user's words are redacted before anything stores them or sends them to a model.
+        turn_input = {
+            "messages": [HumanMessage(redact_text(text))],
+            "directive": None,
+            "requester": requester,
+        }
         result = self._run(thread_id, turn_input, requester)
         return result.model_copy(update={"resumed": interrupted}) if finished is not None else result
 

@@ -45,6 +45,19 @@ def iban_valid(text: str) -> bool:
     return int(digits) % 97 == 1
 
 
+def _basic_auth(match: re.Match[str]) -> str:
+    """Redact ``Basic <base64>`` only when the value decodes to ``user:password`` (not "basic baseline")."""
+    import base64
+    import binascii
+
+    encoded = match.group(2)
+    try:
+        decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return match.group(0)
+    return f"{match.group(1)} {placeholder('token')}" if ":" in decoded else match.group(0)
+
+
 def _iban(match: re.Match[str]) -> str:
     return placeholder("iban") if iban_valid(match.group(0)) else match.group(0)
 
@@ -104,9 +117,10 @@ PATTERNS: tuple[Pattern, ...] = (
         r"\1\2" + placeholder("secret"),
     ),
     # HTTP Basic credentials in a header ("Authorization: Basic dXNlcjpwYXNz")
-    Pattern(
-        "basic_auth", re.compile(r"(?i)\b(basic)\s+[A-Za-z0-9+/]{8,}={0,2}"), r"\1 " + placeholder("token")
-    ),
+    Pattern("basic_auth", re.compile(r"(?i)\b(basic)\s+([A-Za-z0-9+/]{8,}={0,2})"), _basic_auth),
+    Pattern("npm_token", re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"), placeholder("api_key")),
+    Pattern("pypi_token", re.compile(r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{30,}"), placeholder("api_key")),
+    Pattern("square_token", re.compile(r"\bsq0(?:csp|atp)-[0-9A-Za-z_-]{22,50}"), placeholder("api_key")),
     Pattern("google_api_key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), placeholder("api_key")),
     Pattern("hugging_face_token", re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"), placeholder("api_key")),
     Pattern(
@@ -262,7 +276,16 @@ def redact(value: Any) -> Any:
         return {redact_text(str(k)): _redact_item(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [redact(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and _identifier_number(value):
+        return placeholder("card_number")
     return value
+
+
+def _identifier_number(value: int) -> bool:
+    """Whether an integer is a payment card number (13-19 digits, Luhn-valid): sent as a JSON number, it
+    would otherwise pass every text rule."""
+    digits = str(abs(value))
+    return 13 <= len(digits) <= 19 and luhn_valid(digits)
 
 
 def _redact_item(key: str, value: Any) -> Any:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tools.core.redact import redact_text
 from tools.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -335,7 +336,12 @@ class DatasetRegistry:
         description: str = "",
         task: Task | None = None,
     ) -> DatasetRecord:
-        """Copy a CSV file into the registry as ``name@version``; refuse to overwrite a version."""
+        """Copy a CSV file into the registry as ``name@version``; refuse to overwrite a version.
+
+        The description and owner are redacted before the catalog stores them (the catalog is read back
+        into answers and tool results).
+        """
+        description, owner = redact_text(description), redact_text(owner)
         source = Path(file)
         _check_identifier("name", name)
         _check_identifier("version", version)

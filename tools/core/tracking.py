@@ -96,12 +96,12 @@ class RunOwnerRecord:
 
 
 def make_client(settings: Settings) -> MlflowClient:
-    """Return an MLflow client for the workspace's tracking store."""
-    from mlflow.tracking import MlflowClient
+    """Return an MLflow client for the workspace's tracking store; every text it writes is redacted."""
+    from tools.core._redacting_client import RedactingMlflowClient
 
     bound_mlflow_http(settings)
     settings.home.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=settings.resolved_tracking_uri)
+    return RedactingMlflowClient(tracking_uri=settings.resolved_tracking_uri)
 
 
 def bound_mlflow_http(settings: Settings) -> None:

@@ -28,7 +28,7 @@ ALLOWLIST_FILE = "prompts/hyperparameters.yaml"
 THREAD_PARAMS = frozenset({"num_threads", "num_thread", "nthread", "nthreads", "n_jobs", "thread_count"})
 RESERVED_PREFIXES = ("mlflow.", "expagent.")
 #: whole words that give a tag deployment meaning for a CD pipeline that watches tags.
-DEPLOY_WORDS = frozenset({"prod", "stage", "stages", "serve", "served", "release", "canary", "alias"})
+DEPLOY_WORDS = frozenset({"prod", "stage", "stages", "serve", "served", "alias"})
 #: stems that mean it anywhere in a word ('modelalias', 'autodeploy', 'production_ready').
 DEPLOY_STEMS = ("alias", "champion", "challenger", "deploy", "promot", "staging", "production", "serving",
                 "endpoint", "registered", "register")  # fmt: skip
@@ -91,7 +91,7 @@ def tag_findings(tags: dict[str, Any], prefixes: list[str]) -> list[Finding]:
             continue
         what = deploy_words(f"{key} {value}")
         if what:
-            findings.append(deploy_reject(f"the tag {raw_key!r}={str(raw_value)!r} ({', '.join(what)})"))
+            findings.append(deploy_reject(f"the tag {raw_key!r} ({', '.join(what)})"))
         elif not _under(key, prefixes):
             findings.append(_reject(
                 f"tag key {raw_key!r} is outside the allowed prefixes ({', '.join(prefixes)}; "

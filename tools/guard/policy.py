@@ -225,6 +225,8 @@ def _decide(
     keys = {f.approval_key for f in findings if isinstance(f, Reject) and f.approval_key}
     used = sorted(keys & ctx.approvals)
     verdict = _first(_unapproved(findings, ctx))
+    if not isinstance(verdict, Allow):  # a reason may quote the offending value: it leaves redacted
+        verdict = verdict.model_copy(update={"reason": redact_text(verdict.reason)})
     if isinstance(verdict, Allow):
         cleaned, paths, shown = _redact_args(tool, args)
     else:
@@ -238,7 +240,8 @@ def _decide(
 def _early_reject(name: str, raw_args: Any, reject: Reject) -> ToolOutcome:
     """Return the outcome of a call rejected before its arguments were validated (shown redacted)."""
     shown = redact(raw_args) if isinstance(raw_args, dict) else {"raw": redact(repr(raw_args))}
-    return ToolOutcome(tool=name, args=shown, verdict=reject)
+    verdict = reject.model_copy(update={"reason": redact_text(reject.reason)})
+    return ToolOutcome(tool=redact_text(name), args=shown, verdict=verdict)
 
 
 def guarded_call(name: str, raw_args: dict[str, Any], ctx: ToolContext) -> ToolOutcome:

@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from tools.core.redact import redact_text
 from tools.core.specs import JobState, Resources
 
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
@@ -53,7 +54,7 @@ def write_json(path: Path, data: str) -> None:
     """Write ``data`` to ``path`` atomically (temp file + rename): readers never see half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(data)
+        handle.write(redact_text(data))  # job files are a sink too: never a secret on disk
     os.replace(tmp, path)
 
 

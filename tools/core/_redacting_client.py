@@ -1,0 +1,58 @@
+"""The MLflow client every expagent process writes through: redaction at the sink.
+
+Whatever code path writes to MLflow (a tool, a node, the trainer, the tuning loop, a future feature),
+params, tags, run names, notes and text artifacts pass ``tools.core.redact`` on their way out, so no
+caller can forget it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from tools.core.redact import redact, redact_text
+
+
+def _text(value: Any) -> Any:
+    return redact_text(value) if isinstance(value, str) else redact(value)
+
+
+class RedactingMlflowClient(MlflowClient):
+    """``MlflowClient`` whose writes of text are redacted (metrics are numbers and pass unchanged)."""
+
+    def create_run(
+        self,
+        experiment_id: str,
+        start_time: int | None = None,
+        tags: dict[str, Any] | None = None,
+        run_name: str | None = None,
+    ) -> Any:
+        clean = {redact_text(str(k)): _text(v) for k, v in (tags or {}).items()}
+        return super().create_run(experiment_id, start_time, clean, _text(run_name) if run_name else run_name)
+
+    def set_tag(self, run_id: str, key: str, value: Any, synchronous: bool | None = None) -> Any:
+        return super().set_tag(run_id, redact_text(key), _text(str(value)), synchronous=synchronous)
+
+    def log_param(self, run_id: str, key: str, value: Any, synchronous: bool | None = None) -> Any:
+        return super().log_param(run_id, redact_text(key), _text(value), synchronous=synchronous)
+
+    def log_batch(self, run_id: str, metrics: Sequence[Metric] = (), params: Sequence[Param] = (),
+                  tags: Sequence[RunTag] = (), synchronous: bool | None = None) -> Any:  # fmt: skip
+        params = [Param(redact_text(p.key), redact_text(str(p.value))) for p in params]
+        tags = [RunTag(redact_text(t.key), redact_text(str(t.value))) for t in tags]
+        return super().log_batch(run_id, metrics, params, tags, synchronous=synchronous)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        super().log_text(run_id, redact_text(text), artifact_file)
+
+    def log_dict(self, run_id: str, dictionary: dict[str, Any], artifact_file: str) -> None:
+        super().log_dict(run_id, redact(dictionary), artifact_file)
+
+    def update_run(self, run_id: str, status: str | None = None, name: str | None = None) -> None:
+        super().update_run(run_id, status, redact_text(name) if name else name)
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: Any) -> None:
+        super().set_experiment_tag(experiment_id, redact_text(key), _text(str(value)))
