@@ -78,7 +78,6 @@ def quote_prose(
 def quote_line(text: str, limit: int = MAX_LINE_CHARS) -> str:
     """Return ``text`` as one redacted line without headings, capped at ``limit`` characters."""
     line = " ".join(_HEADING.sub("", strip_invisible(text)).split())
-    line = line.replace("`", "'")
     if len(line) > limit:
         line = line[:limit].rstrip() + " …truncated"
     return redact_text(line)

@@ -97,10 +97,16 @@ def question_sections(state: AgentState) -> Sections:
 
 def unknown_sections(intake: IntakeDecision | None) -> Sections:
     """Say what was not understood and how to phrase a request."""
-    missed = [quote_line(m) for m in intake.not_understood] if intake is not None else []
+    missed = [quote_line(m, limit=600) for m in intake.not_understood] if intake is not None else []
     what = "\n".join(f"- {m}" for m in missed) or "- the request as a whole"
+    cannot = bool(missed) and all("I can't do that" in m for m in missed)
+    opening = (
+        "your message asks for something I have no tool for"
+        if cannot
+        else "I did not understand this part of your message"
+    )
     return {
-        "Plan": f"No plan: I did not understand this part of your message:\n{what}",
+        "Plan": f"No plan: {opening}:\n{what}",
         "Changes": "None. Nothing was launched or changed.",
         "Verification": "Nothing to verify: no runs were launched.",
         "Rollback": "Nothing to roll back.",

@@ -401,11 +401,11 @@ def test_hard_rejections_come_before_approvable_ones(ctx: ToolContext) -> None:
 def test_concurrent_jobs_beyond_the_cap_need_approval(ctx: ToolContext, runtime: FakeRuntime) -> None:
     runtime.add("running")
     runtime.add("succeeded")
-    runtime.add("running", session="other-session")
-    assert guarded_call("launch", spec(), ctx).ok  # 1 active in this session, cap 2
-    runtime.add("pending")
+    assert guarded_call("launch", spec(), ctx).ok  # 1 active in the workspace, cap 2
+    runtime.add("pending", session="other-session")  # the cap is the workspace's, not the session's
     verdict = rejected(guarded_call("launch", spec(), ctx))
-    assert verdict.approval_key == "concurrency" and "2 jobs of this session" in verdict.reason
+    assert verdict.approval_key == "concurrency"
+    assert "2 jobs of this workspace" in verdict.reason and "1 of this session" in verdict.reason
     assert guarded_call("inspect_data", {"dataset": "wine", "version": "1"}, ctx).ok  # read-only: no job
     ctx.approvals.add("concurrency")
     assert guarded_call("launch", spec(), ctx).ok
@@ -590,6 +590,6 @@ def test_concurrency_counts_the_session_jobs_on_the_launch_runtime(ctx: ToolCont
     cluster.add("pending")
     ctx.runtimes["kubernetes"] = cluster  # type: ignore[assignment]
     verdict = rejected(guarded_call("launch", spec(runtime="kubernetes"), ctx))
-    assert verdict.approval_key == "concurrency" and "2 jobs of this session" in verdict.reason
+    assert verdict.approval_key == "concurrency" and "2 jobs of this workspace" in verdict.reason
     # the local launch still sees them: the session's cap spans every runtime it has opened
     assert rejected(guarded_call("launch", spec(), ctx)).approval_key == "concurrency"

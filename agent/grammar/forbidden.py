@@ -16,11 +16,13 @@ This detector runs on every turn, whatever the chat model classified (two opinio
 from __future__ import annotations
 
 import re
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, TypeVar
 
 from tools.core.text import normalize
 
 ForbiddenVerb = Literal["deploy", "promote", "stage", "serve", "register_model"]
+A = TypeVar("A", bound=str)
 
 # The English verbs (and verb phrases) of each forbidden action, as the start of an instruction.
 _OBJ = r"(?:it|them|this|that|the|our|my|a|an|run|model|best|champion|\w{32})"
@@ -85,18 +87,27 @@ def requested_forbidden_action(text: str) -> ForbiddenVerb | None:
     clean = normalize(text)
     if _FOREIGN.search(clean):
         return "deploy"
-    for clause in (c.strip(" ,") for c in _CLAUSES.split(clean)):
-        action = _clause_request(clause)
+    return requested_action(clean, _VERBS)
+
+
+def requested_action(text: str, verbs: Sequence[tuple[A, str]]) -> A | None:
+    """Return the first action of ``verbs`` (action, verb regex) that ``text`` asks the agent to take.
+
+    Read clause by clause: an imperative, a request put as a question or an instruction inside a
+    sentence counts; a question about the action, the user's own plan or a negation does not.
+    """
+    for clause in (c.strip(" ,") for c in _CLAUSES.split(normalize(text))):
+        action = _clause_request(clause, verbs)
         if action is not None:
             return action
     return None
 
 
-def _clause_request(clause: str) -> ForbiddenVerb | None:
+def _clause_request(clause: str, verbs: Sequence[tuple[A, str]]) -> A | None:
     if not clause:
         return None
     asked_as_question = _QUESTION_OPENING.match(clause) is not None
-    for action, verb in _VERBS:
+    for action, verb in verbs:
         for match in re.finditer(rf"(?:^{_LEAD}|{_ASK})(?:{verb})\b", clause):
             said = match.group(0)
             told = "you" in said or any(

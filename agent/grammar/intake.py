@@ -21,6 +21,7 @@ from agent.grammar.fields import (
 from agent.grammar.intent import Reading, classify
 from agent.grammar.locations import take_paths, take_uris
 from agent.grammar.scanner import Findings, Rule, Scanner, redacted
+from agent.grammar.unsupported import unsupported_note
 from agent.state import ExperimentRequestDraft, IntakeDecision
 
 # The order matters: each rule consumes what it matched, so an earlier rule wins a phrase.
@@ -57,6 +58,9 @@ def parse_message(text: str) -> tuple[IntakeDecision, bool]:
         rule(sc, p)
     baseline_means_no_tuning(sc, p)
     intent = classify(sc, p)
+    if intent not in ("forbidden", "cancel") and (note := unsupported_note(text)) is not None:
+        # Never act on half an understanding: a change expagent has no tool for stops the whole message.
+        return IntakeDecision(intent="unknown", not_understood=[note]), False
     if p.draft.get("namespace") and p.draft.get("runtime") is None:
         p.draft["runtime"] = "kubernetes"
     return _decision(text, sc, p, intent), intent == "fields_only"

@@ -17,6 +17,7 @@ from langgraph.types import Command, Overwrite
 from pydantic import ValidationError
 
 from agent.grammar.forbidden import requested_forbidden_action
+from agent.grammar.unsupported import unsupported_note
 from agent.model_wire import endpoint_of, invoke_model
 from agent.prompts import render_prompt
 from agent.request import complete_request, merge_drafts, metric_problem, missing_inputs
@@ -67,13 +68,18 @@ def second_opinion(decision: IntakeDecision, text: str) -> IntakeDecision:
 
     The chat model's classification is one opinion; ``grammar.forbidden`` reading the sentence is the
     other. Either one seeing a request to deploy, promote, stage, register or serve makes it a refusal.
+    A request for a change expagent has no tool for (``grammar.unsupported``: deleting runs, editing
+    data, ...) is never taken as an experiment or a cancel, whatever the model classified.
     """
     if decision.intent == "forbidden":
         return decision
     action = requested_forbidden_action(text)
-    if action is None:
-        return decision
-    return decision.model_copy(update={"intent": "forbidden", "forbidden_action": action})
+    if action is not None:
+        return decision.model_copy(update={"intent": "forbidden", "forbidden_action": action})
+    note = unsupported_note(text) if decision.intent in ("experiment", "cancel") else None
+    if note is not None:  # a change there is no tool for: nothing of the message is acted on
+        return IntakeDecision(intent="unknown", not_understood=[note])
+    return decision
 
 
 def _last_user_text(state: AgentState) -> str:

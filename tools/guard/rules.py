@@ -234,20 +234,24 @@ def _launch_runtimes(args: dict[str, Any], default: str) -> set[str]:
 
 
 def _concurrency(ctx: ToolContext, runtimes: set[str]) -> list[Finding]:
-    # Jobs of this session on the launch's runtimes and on every other runtime it has opened. A runtime
-    # that cannot be opened raises: the guard then rejects (it never allows what it could not count).
+    # Every active job of the workspace, whichever session or process started it (the local runtime
+    # reads the workspace's job directories; Kubernetes lists the Jobs with expagent labels), on the
+    # launch's runtimes and on every other runtime opened. A runtime that cannot be opened raises: the
+    # guard then rejects (it never allows what it could not count).
     opened = [ctx.runtime_named(name) for name in sorted(runtimes)] + ctx.open_runtimes()
-    jobs = {j.job_id: j for r in {id(r): r for r in opened}.values() for j in r.list_jobs(ctx.session_id)}
+    jobs = {j.job_id: j for r in {id(r): r for r in opened}.values() for j in r.list_jobs(None)}
     active = [j for j in jobs.values() if j.state in ("running", "pending")]
     cap = ctx.settings.budget.max_concurrent_jobs
     if len(active) < cap:
         return []
+    ours = {j.job_id for r in {id(r): r for r in opened}.values() for j in r.list_jobs(ctx.session_id)}
+    mine = sum(1 for j in active if j.job_id in ours)
     return [
         Reject(
             rule="resources",
-            reason=f"{len(active)} jobs of this session are already running or pending (cap "
-            f"{cap}, EXPAGENT_BUDGET_MAX_CONCURRENT_JOBS); wait for one to finish, or ask the user to "
-            "approve 'concurrency'.",
+            reason=f"{len(active)} jobs of this workspace are already running or pending ({mine} of this "
+            f"session; cap {cap}, EXPAGENT_BUDGET_MAX_CONCURRENT_JOBS); wait for one to finish, or ask "
+            "the user to approve 'concurrency'.",
             approval_key="concurrency",
         )
     ]
