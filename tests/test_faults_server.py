@@ -1,0 +1,180 @@
+"""Faults against a real ``mlflow server`` subprocess (issue #12): the agent as a real subprocess on it.
+
+One server (SQLite backend, ``--serve-artifacts``) is shared by the module; the outage cases stop and
+restart it on the same port and store. Judged by the world afterwards: MLflow's runs, the artifact
+store, exit codes, stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(400)
+
+EXPAGENT = str(Path(sys.executable).with_name("expagent"))
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on 127.0.0.1 that can be stopped and started again on the same port."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [
+            MLFLOW, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}", "--serve-artifacts",
+            "--artifacts-destination", str(self.root / "server-artifacts"),
+        ]  # fmt: skip
+        log = (self.root / "server.log").open("ab")
+        self.proc = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.root / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+        raise RuntimeError("mlflow server did not answer /health in 90 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def _env(home: Path, server: MlflowServer, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ, "EXPAGENT_HOME": str(home), "EXPAGENT_TRACE": "false",
+        "MLFLOW_TRACKING_URI": server.uri, **extra,
+    }  # fmt: skip
+
+
+def _client(server: MlflowServer):  # type: ignore[no-untyped-def]
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(server.uri)
+
+
+def _runs(server: MlflowServer, experiment: str) -> list:  # type: ignore[type-arg]
+    client = _client(server)
+    found = client.get_experiment_by_name(experiment)
+    return list(client.search_runs([found.experiment_id], max_results=500)) if found else []
+
+
+def _no_traceback(text: str) -> None:
+    assert "Traceback (most recent call last)" not in text, text[-3000:]
+
+
+def test_a_tuning_request_against_the_server_keeps_json_clean_and_models_on_the_server(
+    tmp_path: Path, server: MlflowServer
+) -> None:
+    request = (
+        "Train a logistic_regression baseline on breast_cancer version 1 optimizing roc_auc, then tune "
+        "2 trials, experiment srv-json"
+    )
+    done = subprocess.run(
+        [EXPAGENT, "run", "--yes", "--json", request], capture_output=True, text=True, timeout=300,
+        env=_env(tmp_path, server), check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    _no_traceback(done.stderr)
+    result = json.loads(done.stdout)  # stdout is one JSON document: nothing MLflow prints reaches it
+    assert result["status"] == "answered" and result["best_run_id"]
+    runs = _runs(server, "srv-json")
+    assert runs and all(r.info.status == "FINISHED" for r in runs)
+    baseline = next(r for r in runs if r.data.tags.get("expagent.role") == "baseline")
+    assert baseline.info.artifact_uri.startswith("mlflow-artifacts:"), baseline.info.artifact_uri
+    client = _client(server)
+    [model] = [
+        m
+        for m in client.search_logged_models([baseline.info.experiment_id], max_results=100)
+        if m.source_run_id == baseline.info.run_id
+    ]
+    assert model.artifact_location.startswith("mlflow-artifacts:"), model.artifact_location
+    from mlflow.artifacts import download_artifacts
+
+    downloaded = Path(
+        download_artifacts(model.artifact_location, dst_path=str(tmp_path / "dl"), tracking_uri=server.uri)
+    )
+    assert list(downloaded.rglob("MLmodel")), "the model is in the server's artifact store"
+    assert str(server.uri) in result["answer"]  # links point at the server's UI, not :5000
+
+
+def test_a_permanent_outage_mid_study_ends_in_bounded_time_and_nothing_stays_running(
+    tmp_path: Path, server: MlflowServer
+) -> None:
+    request = (
+        "Train a logistic_regression baseline on breast_cancer version 1 optimizing roc_auc, then tune "
+        "30 trials, experiment srv-outage"
+    )
+    env = _env(tmp_path, server, EXPAGENT_LOCAL_LAUNCH="subprocess")
+    proc = subprocess.Popen(
+        [EXPAGENT, "run", "--yes", "--json", request], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 200
+    while time.monotonic() < deadline:
+        trials = [r for r in _runs(server, "srv-outage") if r.data.tags.get("expagent.role") == "trial"]
+        if sum(r.info.status == "FINISHED" for r in trials) >= 1:
+            break
+        assert proc.poll() is None, proc.stderr.read()[-3000:]  # type: ignore[union-attr]
+        time.sleep(0.5)
+    server.stop()  # the tracking server goes away for good (for this turn)
+    stopped_at = time.monotonic()
+    try:
+        rc = proc.wait(timeout=150)
+    finally:
+        took = time.monotonic() - stopped_at
+        if proc.poll() is None:
+            proc.kill()
+        server.start()  # the rest of the module needs it again
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    assert took <= 90, took
+    assert rc != 0, stdout[-2000:]
+    _no_traceback(stderr)
+    assert "error" in stderr.lower()
+    # Whoever opens the workspace next reconciles: nothing of the turn stays RUNNING.
+    done = subprocess.run(
+        [EXPAGENT, "run", "--json", "list the datasets"], capture_output=True, text=True, timeout=200,
+        env=_env(tmp_path, server), check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = _runs(server, "srv-outage")
+    assert [r.info.run_id for r in runs if r.info.status == "RUNNING"] == []
+    finished = [
+        r for r in runs if r.data.tags.get("expagent.role") == "trial" and r.info.status == "FINISHED"
+    ]
+    assert finished and all("roc_auc" in r.data.metrics for r in finished)
