@@ -1,0 +1,309 @@
+"""`expagent mcp`: driven by the MCP SDK's own ClientSession over stdio and streamable HTTP.
+
+The server is the real CLI in a subprocess on a temporary workspace (offline model, local runtime,
+MLflow on sqlite); MLflow and the audit log are read directly to check what a call really did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import mcp_types as types
+import pytest
+from graph_support import _template_db
+from mcp.client.session import ClientRequestContext, ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mlflow.tracking import MlflowClient
+
+from agent.mcp_catalog import AGENT_TOOL
+from tools.core.registry import DatasetRegistry
+from tools.core.settings import Settings
+from tools.toolset import all_tools
+
+EXPAGENT = str(Path(sys.executable).with_name("expagent"))
+CLIENT = "test-host"
+BASELINE = {
+    "dataset": "breast_cancer", "version": "1", "model_family": "logistic_regression",
+    "metric": "roc_auc", "experiment": "mcp-tests", "resources": {"cpu": 1},
+}  # fmt: skip
+REQUEST = "Train a logistic_regression baseline on breast_cancer version 1 optimizing roc_auc in experiment x"
+Elicit = Callable[[ClientRequestContext, types.ElicitRequestParams], Any]
+
+
+@pytest.fixture
+def home(demo_home: Path, tmp_path: Path) -> Path:
+    workspace = tmp_path / "home"
+    shutil.copytree(demo_home, workspace)
+    shutil.copyfile(_template_db(), workspace / "mlflow.db")  # a migrated store: no migrations per test
+    return workspace
+
+
+def server_env(home: Path, **extra: str) -> dict[str, str]:
+    return {"EXPAGENT_HOME": str(home), "EXPAGENT_TRACE": "false", "EXPAGENT_MODEL": "offline", **extra}
+
+
+@asynccontextmanager
+async def stdio_session(env: dict[str, str], elicit: Elicit | None = None) -> AsyncIterator[ClientSession]:
+    params = StdioServerParameters(command=EXPAGENT, args=["mcp"], env=env)
+    async with stdio_client(params) as (read, write):
+        info = types.Implementation(name=CLIENT, version="1.0")
+        async with ClientSession(read, write, client_info=info, elicitation_callback=elicit) as session:
+            await session.initialize()
+            yield session
+
+
+def answer(approve: bool | None, asked: list[str]) -> Elicit:
+    """Return an elicitation callback that records the message and approves, denies or declines."""
+
+    async def callback(
+        context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult:
+        asked.append(params.message)
+        if approve is None:
+            return types.ElicitResult(action="decline")
+        return types.ElicitResult(action="accept", content={"approve": approve})
+
+    return callback
+
+
+def audit_lines(home: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (home / "audit.jsonl").read_text().splitlines()]
+
+
+def training_runs(home: Path) -> list[Any]:
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(ids, max_results=1000) if ids else []
+    return [r for r in runs if r.data.tags.get("expagent.role") != "session"]
+
+
+def structured(result: types.CallToolResult) -> dict[str, Any]:
+    assert isinstance(result.structured_content, dict), result.content
+    return result.structured_content
+
+
+def text(result: types.CallToolResult) -> str:
+    block = result.content[0]
+    assert isinstance(block, types.TextContent)
+    return block.text
+
+
+async def wait_for_job(session: ClientSession, job_id: str, timeout: float = 90.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = structured(await session.call_tool("get_job_status", {"job_id": job_id}))
+        if status["state"] in ("succeeded", "failed", "cancelled"):
+            return status
+        await anyio.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not finish in {timeout}s")
+
+
+# ---- stdio ----------------------------------------------------------------------------------------
+
+
+def test_tools_resources_and_prompt_over_stdio(home: Path) -> None:
+    async def scenario() -> None:
+        async with stdio_session(server_env(home)) as session:
+            listed = {t.name: t for t in (await session.list_tools()).tools}
+            toolset = all_tools()
+            assert set(listed) == {*toolset, AGENT_TOOL}
+            for name, tool in toolset.items():
+                expected = tool.args_model.model_json_schema()
+                expected.pop("title", None)
+                assert listed[name].input_schema == expected and listed[name].description == tool.description
+                hints = listed[name].annotations
+                assert hints is not None and hints.read_only_hint is tool.read_only
+            hints = {
+                n: (h.read_only_hint, h.destructive_hint, h.idempotent_hint)
+                for n, t in listed.items()
+                if (h := t.annotations) is not None
+            }
+            assert hints["get_run"] == (True, False, True)
+            assert hints["start_training_run"] == (False, False, False)
+            assert hints["cancel_job"] == (False, True, True)
+            assert not any(
+                w in n for n in listed for w in ("deploy", "register", "promote", "alias", "stage")
+            )
+
+            found = await session.call_tool("list_datasets", {"status": "raw"})
+            assert not found.is_error
+            assert [d["ref"] for d in structured(found)["datasets"]] == ["customer_events@1"]
+
+            uris = [str(r.uri) for r in (await session.list_resources()).resources]
+            records = DatasetRegistry.open(Settings(home=home)).list()
+            assert uris == ["expagent://datasets", *(f"expagent://datasets/{r.ref}" for r in records)]
+            card = await session.read_resource("expagent://datasets/breast_cancer@1")
+            content = card.contents[0]
+            assert isinstance(content, types.TextResourceContents)
+            record = next(r for r in records if r.ref == "breast_cancer@1")
+            assert json.loads(content.text)["sha256"] == record.sha256
+            with pytest.raises(Exception, match="no resource"):
+                await session.read_resource("expagent://models/champion")
+
+            prompt = await session.get_prompt(
+                "plan_experiment",
+                {
+                    "dataset": "wine@1",
+                    "model_family": "lightgbm",
+                    "metric": "f1",
+                    "experiment": "x",
+                    "trials": "5",
+                },
+            )
+            message = prompt.messages[0].content
+            assert isinstance(message, types.TextContent)
+            assert (
+                "Train a lightgbm baseline on wine version 1 optimizing f1 in experiment x, then tune 5"
+                in (message.text)
+            )
+            with pytest.raises(Exception, match="needs metric, experiment"):
+                await session.get_prompt("plan_experiment", {"dataset": "wine@1", "model_family": "lightgbm"})
+
+    anyio.run(scenario)
+
+
+def test_a_baseline_finishes_and_the_guard_rejects_raw_data_and_foreign_namespaces(home: Path) -> None:
+    async def scenario() -> None:
+        async with stdio_session(server_env(home)) as session:
+            started = await session.call_tool("start_training_run", BASELINE)
+            assert not started.is_error, text(started)
+            run = structured(started)
+            status = await wait_for_job(session, run["job_id"])
+            assert (status["state"], status["run_status"]) == ("succeeded", "FINISHED")
+
+            raw = await session.call_tool("start_training_run", {**BASELINE, "dataset": "customer_events"})
+            foreign = await session.call_tool(
+                "start_training_run", {**BASELINE, "runtime": "kubernetes", "namespace": "kube-system"}
+            )
+        return run["run_id"], raw, foreign
+
+    run_id, raw, foreign = anyio.run(scenario)
+    tracked = MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_run(run_id)
+    assert tracked.info.status == "FINISHED" and tracked.data.tags["expagent.requester"] == f"mcp:{CLIENT}"
+    assert "roc_auc" in tracked.data.metrics or any(k.endswith("roc_auc") for k in tracked.data.metrics)
+    rejected = [e for e in audit_lines(home) if e["verdict"] == "reject"]
+    assert [e["rule"] for e in rejected] == ["versioned_data", "kubernetes"]
+    for result, entry in zip((raw, foreign), rejected, strict=True):
+        assert result.is_error and entry["reason"] in text(result)  # the host sees the guard's reason
+        assert entry["requester"] == f"mcp:{CLIENT}" and entry["tool"] == "start_training_run"
+    assert "raw" in rejected[0]["reason"] and "'kube-system' is not allowed" in rejected[1]["reason"]
+    assert [r.info.run_id for r in training_runs(home)] == [run_id]  # the rejected calls created nothing
+
+
+def test_the_agent_tool_asks_for_approval_by_elicitation(home: Path) -> None:
+    env = server_env(home, EXPAGENT_BUDGET_MAX_CPU_PER_RUN="0.5")  # the plan's 1 CPU needs approval
+    asked: list[str] = []
+
+    async def scenario() -> tuple[types.CallToolResult, types.CallToolResult]:
+        async with stdio_session(env, answer(False, asked)) as session:
+            denied = await session.call_tool(AGENT_TOOL, {"request": REQUEST})
+        assert training_runs(home) == []  # denied: nothing launched
+        async with stdio_session(env, answer(True, asked)) as session:
+            approved = await session.call_tool(AGENT_TOOL, {"request": REQUEST})
+        return denied, approved
+
+    denied, approved = anyio.run(scenario)
+    assert len(asked) == 2 and all("budget" in m.lower() or "cpu" in m.lower() for m in asked)
+    no = structured(denied)
+    assert (
+        no["status"] == "answered" and no["baseline_run_id"] is None and "denied" in no["sections"]["Changes"]
+    )
+    yes = structured(approved)
+    assert yes["status"] == "answered" and yes["thread_id"] and "## Summary" in text(approved)
+    [run] = training_runs(home)
+    assert run.info.run_id == yes["baseline_run_id"] and run.info.status == "FINISHED"
+    assert run.data.tags["expagent.requester"] == f"mcp:{CLIENT}"
+
+
+# ---- streamable HTTP ------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def http_server(home: Path) -> Any:
+    port = _free_port()
+    env = {
+        **os.environ,
+        **server_env(home, EXPAGENT_BUDGET_MAX_CPU_PER_RUN="0.5", EXPAGENT_MCP_TOKEN="s3cret-tok"),
+    }
+    proc = subprocess.Popen([EXPAGENT, "mcp", "--http", "--port", str(port)], env=env, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/mcp"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@asynccontextmanager
+async def http_session(url: str, token: str) -> AsyncIterator[ClientSession]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=60) as client:
+        async with streamable_http_client(url, http_client=client) as (read, write):
+            info = types.Implementation(name="http-host", version="1.0")
+            async with ClientSession(read, write, client_info=info) as session:
+                await session.initialize()
+                yield session
+
+
+def test_http_needs_the_token_and_returns_approval_pending_without_elicitation(
+    home: Path, http_server: str
+) -> None:
+    async def scenario() -> tuple[types.CallToolResult, types.CallToolResult, int]:
+        async with httpx2.AsyncClient() as plain:
+            unauthorized = await plain.post(http_server, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        async with http_session(http_server, "s3cret-tok") as session:
+            assert AGENT_TOOL in {t.name for t in (await session.list_tools()).tools}
+            looked = await session.call_tool("lookup_dataset", {"name": "wine", "version": "1"})
+            assert not looked.is_error and structured(looked)["status"] == "validated"
+            pending = await session.call_tool(AGENT_TOOL, {"request": REQUEST})
+            thread = structured(pending)["thread_id"]
+            denied = await session.call_tool(AGENT_TOOL, {"thread_id": thread, "approve": False})
+        return pending, denied, unauthorized.status_code
+
+    pending, denied, status = anyio.run(scenario)
+    assert status == 401
+    waiting = structured(pending)
+    assert waiting["status"] == "awaiting_approval" and text(pending).startswith(
+        "Approval pending (thread_id"
+    )
+    assert waiting["approval"]["approval_keys"] == ["budget:cpu"]
+    assert structured(denied)["status"] == "answered" and structured(denied)["baseline_run_id"] is None
+    assert training_runs(home) == []
+    assert {e["requester"] for e in audit_lines(home)} == {"mcp:http-host"}
+
+
+def test_a_public_address_without_a_token_is_refused(home: Path) -> None:
+    env = {k: v for k, v in {**os.environ, **server_env(home)}.items() if k != "EXPAGENT_MCP_TOKEN"}
+    done = subprocess.run(
+        [EXPAGENT, "mcp", "--http", "--host", "0.0.0.0"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    expected = (
+        "error: --host 0.0.0.0 is reachable from other machines: set a bearer token in EXPAGENT_MCP_TOKEN"
+    )
+    assert done.stderr.strip() == expected
