@@ -307,3 +307,76 @@ def test_a_public_address_without_a_token_is_refused(home: Path) -> None:
         "error: --host 0.0.0.0 is reachable from other machines: set a bearer token in EXPAGENT_MCP_TOKEN"
     )
     assert done.stderr.strip() == expected
+
+
+# ---- long runs: progress and cancellation ---------------------------------------------------------
+
+STUDY = "Train a logistic_regression baseline on breast_cancer version 1 optimizing roc_auc in experiment s"
+
+
+def test_a_three_trial_study_sends_progress_notifications(home: Path) -> None:
+    messages: list[tuple[float, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append((progress, message))
+
+    async def scenario() -> types.CallToolResult:
+        async with stdio_session(server_env(home)) as session:
+            return await session.call_tool(
+                AGENT_TOOL, {"request": f"{STUDY}, then tune 3 trials"}, progress_callback=on_progress
+            )
+
+    result = anyio.run(scenario)
+    done = structured(result)
+    assert done["status"] == "answered", text(result)
+    roles = sorted(r.data.tags["expagent.role"] for r in training_runs(home))
+    assert roles.count("trial") == 3 and "baseline" in roles
+    assert [p for p, _ in messages] == [float(i) for i in range(1, len(messages) + 1)]
+    trial_notes = [m for _, m in messages if m and "trial" in m.lower()]
+    assert len(trial_notes) >= 3, messages
+
+
+def test_cancelling_the_request_stops_the_running_study(home: Path) -> None:
+    messages: list[str] = []
+
+    async def scenario() -> None:
+        first_trial = anyio.Event()
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            messages.append(message or "")
+            if message and message.startswith("trial ") and " complete" in message:
+                first_trial.set()
+
+        async with stdio_session(server_env(home)) as session:
+            async with anyio.create_task_group() as group:
+
+                async def call() -> None:
+                    await session.call_tool(
+                        AGENT_TOOL,
+                        {"request": f"{STUDY}, then tune 30 trials"},
+                        progress_callback=on_progress,
+                    )
+
+                group.start_soon(call)
+                with anyio.fail_after(120):
+                    await first_trial.wait()
+                group.cancel_scope.cancel()  # the SDK sends notifications/cancelled for the abandoned call
+            deadline = time.monotonic() + 60
+            while (
+                any(r.info.status == "RUNNING" for r in training_runs(home)) and time.monotonic() < deadline
+            ):
+                await anyio.sleep(0.3)
+            await session.call_tool("list_datasets", {})  # the server is still serving
+
+    anyio.run(scenario)
+    runs = training_runs(home)
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
+    trials = [r for r in runs if r.data.tags["expagent.role"] == "trial"]
+    assert 1 <= len(trials) < 30
+    killed = [r for r in trials if r.info.status == "KILLED"]
+    assert killed, [(r.info.status) for r in trials]
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    record = json.loads(
+        Path(client.download_artifacts(killed[0].info.run_id, "cancellation.json", str(home))).read_text()
+    )
+    assert (record["kind"], record["cancelled_by"]) == ("cancelled", f"mcp:{CLIENT}")
