@@ -81,6 +81,7 @@ class McpFrontEnd:
         self.model = model
         self.tools = build_context(settings)
         self._service: AgentService | None = None
+        self._workspace_open = False
         self._lock = threading.Lock()
         self._sessions: dict[str, str] = {}
         self._limits: dict[str, anyio.Semaphore] = {}
@@ -103,6 +104,19 @@ class McpFrontEnd:
             on_get_prompt=self.get_prompt,
         )
 
+    def open_workspace(self) -> None:
+        """Create or migrate the workspace's stores once, under its lock.
+
+        Done on the first call, not at start-up: hosts start their servers eagerly, and MLflow is
+        imported only when a call needs it.
+        """
+        with self._lock:
+            if not self._workspace_open:
+                from tools.core.workspace import open_workspace
+
+                open_workspace(self.settings)
+                self._workspace_open = True
+
     def close(self) -> None:
         """Release the agent service and the tool clients (runtimes, stores)."""
         if self._service is not None:
@@ -119,8 +133,14 @@ class McpFrontEnd:
     async def call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        from tools.core.workspace import WorkspaceError
+
         requester = client_requester(ctx)
         async with self._limit(requester):
+            try:
+                await anyio.to_thread.run_sync(self.open_workspace)
+            except WorkspaceError as exc:
+                return catalog.error_result(str(exc))
             if params.name == catalog.AGENT_TOOL:
                 return await self._run_agent(ctx, params.arguments or {}, requester)
             return await self._call_guarded(ctx, params.name, params.arguments or {}, requester)
@@ -279,6 +299,12 @@ class McpFrontEnd:
         if call is None:
             raise MCPError(RESOURCE_NOT_FOUND, f"no resource {redact_text(uri)!r}; see resources/list")
         name, args = call
+        from tools.core.workspace import WorkspaceError
+
+        try:
+            await anyio.to_thread.run_sync(self.open_workspace)
+        except WorkspaceError as exc:
+            raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
         session = self._session_id(ctx)
         outcome = await anyio.to_thread.run_sync(
             self.guarded, name, args, client_requester(ctx), session, set()

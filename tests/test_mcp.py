@@ -273,9 +273,17 @@ async def http_session(url: str, token: str) -> AsyncIterator[ClientSession]:
 def test_http_needs_the_token_and_returns_approval_pending_without_elicitation(
     home: Path, http_server: str
 ) -> None:
-    async def scenario() -> tuple[types.CallToolResult, types.CallToolResult, int]:
+    async def scenario() -> tuple[types.CallToolResult, types.CallToolResult, list[httpx2.Response]]:
+        headers = {
+            "Authorization": "Bearer s3cret-tok", "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+        }  # fmt: skip
         async with httpx2.AsyncClient() as plain:
-            unauthorized = await plain.post(http_server, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+            raw = [
+                await plain.post(http_server, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+                await plain.post(http_server, content=b"{not json", headers=headers),
+                await plain.post(http_server, content=b"[" + b"1," * 200_000 + b"1]", headers=headers),
+            ]
         async with http_session(http_server, "s3cret-tok") as session:
             assert AGENT_TOOL in {t.name for t in (await session.list_tools()).tools}
             looked = await session.call_tool("lookup_dataset", {"name": "wine", "version": "1"})
@@ -283,10 +291,16 @@ def test_http_needs_the_token_and_returns_approval_pending_without_elicitation(
             pending = await session.call_tool(AGENT_TOOL, {"request": REQUEST})
             thread = structured(pending)["thread_id"]
             denied = await session.call_tool(AGENT_TOOL, {"thread_id": thread, "approve": False})
-        return pending, denied, unauthorized.status_code
+        return pending, denied, raw
 
-    pending, denied, status = anyio.run(scenario)
-    assert status == 401
+    pending, denied, (no_token, malformed, too_big) = anyio.run(scenario)
+    assert (
+        no_token.status_code == 401 and no_token.json()["error"]["message"] == "missing or wrong bearer token"
+    )
+    assert (
+        malformed.status_code == 400 and malformed.json()["error"]["code"] == -32700
+    )  # JSON-RPC parse error
+    assert too_big.status_code == 413
     waiting = structured(pending)
     assert waiting["status"] == "awaiting_approval" and text(pending).startswith(
         "Approval pending (thread_id"
