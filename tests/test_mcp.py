@@ -65,20 +65,6 @@ async def stdio_session(env: dict[str, str], elicit: Elicit | None = None) -> As
             yield session
 
 
-def answer(approve: bool | None, asked: list[str]) -> Elicit:
-    """Return an elicitation callback that records the message and approves, denies or declines."""
-
-    async def callback(
-        context: ClientRequestContext, params: types.ElicitRequestParams
-    ) -> types.ElicitResult:
-        asked.append(params.message)
-        if approve is None:
-            return types.ElicitResult(action="decline")
-        return types.ElicitResult(action="accept", content={"approve": approve})
-
-    return callback
-
-
 def audit_lines(home: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (home / "audit.jsonl").read_text().splitlines()]
 
@@ -206,12 +192,16 @@ def test_a_baseline_finishes_and_the_guard_rejects_raw_data_and_foreign_namespac
 def test_the_agent_tool_asks_for_approval_by_elicitation(home: Path) -> None:
     env = server_env(home, EXPAGENT_BUDGET_MAX_CPU_PER_RUN="0.5")  # the plan's 1 CPU needs approval
     asked: list[str] = []
+    answers = [False, True]
+
+    async def elicit(context: ClientRequestContext, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"approve": answers.pop(0)})
 
     async def scenario() -> tuple[types.CallToolResult, types.CallToolResult]:
-        async with stdio_session(env, answer(False, asked)) as session:
+        async with stdio_session(env, elicit) as session:
             denied = await session.call_tool(AGENT_TOOL, {"request": REQUEST})
-        assert training_runs(home) == []  # denied: nothing launched
-        async with stdio_session(env, answer(True, asked)) as session:
+            assert training_runs(home) == []  # denied: nothing launched
             approved = await session.call_tool(AGENT_TOOL, {"request": REQUEST})
         return denied, approved
 
@@ -311,16 +301,19 @@ def test_http_needs_the_token_and_returns_approval_pending_without_elicitation(
     assert {e["requester"] for e in audit_lines(home)} == {"mcp:http-host"}
 
 
-def test_a_public_address_without_a_token_is_refused(home: Path) -> None:
-    env = {k: v for k, v in {**os.environ, **server_env(home)}.items() if k != "EXPAGENT_MCP_TOKEN"}
-    done = subprocess.run(
-        [EXPAGENT, "mcp", "--http", "--host", "0.0.0.0"], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 2
+def test_a_public_address_without_a_token_is_refused(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    monkeypatch.delenv("EXPAGENT_MCP_TOKEN", raising=False)
+    done = CliRunner().invoke(app, ["mcp", "--http", "--host", "0.0.0.0", "--home", str(home)])
+    assert done.exit_code == 2
     expected = (
         "error: --host 0.0.0.0 is reachable from other machines: set a bearer token in EXPAGENT_MCP_TOKEN"
     )
-    assert done.stderr.strip() == expected
+    assert done.output.strip() == expected
+    assert not (home / "audit.jsonl").exists()  # refused before anything was served
 
 
 # ---- long runs: progress and cancellation ---------------------------------------------------------
