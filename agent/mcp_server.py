@@ -162,16 +162,23 @@ class McpFrontEnd:
     async def _call_guarded(
         self, ctx: ServerRequestContext[Any, Any], name: str, args: dict[str, Any], requester: str
     ) -> types.CallToolResult:
-        session = self._session_id(ctx)
-        outcome: ToolOutcome = await anyio.to_thread.run_sync(
-            self.guarded, name, args, requester, session, set()
-        )
-        key = outcome.verdict.approval_key if isinstance(outcome.verdict, Reject) else None
-        if key and _supports_elicitation(ctx):
-            question = f"expagent's guard needs your approval ({key}): {outcome.verdict.reason}"  # type: ignore[union-attr]
-            if await self._ask(ctx, question, {"approve": _approve_field(f"Approve {key} for this call.")}):
-                outcome = await anyio.to_thread.run_sync(self.guarded, name, args, requester, session, {key})
-        return catalog.outcome_result(outcome)
+        """Call through the guard; a rejection the user may approve is asked (elicitation) and retried."""
+        session, approvals = self._session_id(ctx), set[str]()
+        while True:
+            outcome: ToolOutcome = await anyio.to_thread.run_sync(
+                self.guarded, name, args, requester, session, set(approvals)
+            )
+            verdict = outcome.verdict
+            key = verdict.approval_key if isinstance(verdict, Reject) else None
+            if not key or key in approvals or not _supports_elicitation(ctx):
+                return catalog.outcome_result(outcome)
+            assert isinstance(verdict, Reject)
+            question = f"expagent's guard needs your approval ({key}): {verdict.reason}"
+            if not await self._ask(
+                ctx, question, {"approve": _approve_field(f"Approve {key} for this call.")}
+            ):
+                return catalog.outcome_result(outcome)
+            approvals.add(key)
 
     async def _ask(
         self, ctx: ServerRequestContext[Any, Any], message: str, fields: dict[str, Any]

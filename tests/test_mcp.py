@@ -162,8 +162,15 @@ def test_tools_resources_and_prompt_over_stdio(home: Path) -> None:
 
 
 def test_a_baseline_finishes_and_the_guard_rejects_raw_data_and_foreign_namespaces(home: Path) -> None:
-    async def scenario() -> None:
-        async with stdio_session(server_env(home)) as session:
+    asked: list[str] = []
+    answers = [False, True]
+
+    async def elicit(context: ClientRequestContext, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"approve": answers.pop(0)})
+
+    async def scenario() -> tuple[str, list[types.CallToolResult], str]:
+        async with stdio_session(server_env(home), elicit) as session:
             started = await session.call_tool("start_training_run", BASELINE)
             assert not started.is_error, text(started)
             run = structured(started)
@@ -174,19 +181,28 @@ def test_a_baseline_finishes_and_the_guard_rejects_raw_data_and_foreign_namespac
             foreign = await session.call_tool(
                 "start_training_run", {**BASELINE, "runtime": "kubernetes", "namespace": "kube-system"}
             )
-        return run["run_id"], raw, foreign
+            # over the memory cap: the user may approve it; asked by elicitation, denied, then approved
+            big = {**BASELINE, "resources": {"cpu": 1, "memory_gb": 9}}
+            denied = await session.call_tool("start_training_run", big)
+            approved = await session.call_tool("start_training_run", big)
+            assert not approved.is_error, text(approved)
+            await wait_for_job(session, structured(approved)["job_id"])
+        return run["run_id"], [raw, foreign, denied], structured(approved)["run_id"]
 
-    run_id, raw, foreign = anyio.run(scenario)
+    run_id, (raw, foreign, denied), approved_id = anyio.run(scenario)
     tracked = MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_run(run_id)
     assert tracked.info.status == "FINISHED" and tracked.data.tags["expagent.requester"] == f"mcp:{CLIENT}"
-    assert "roc_auc" in tracked.data.metrics or any(k.endswith("roc_auc") for k in tracked.data.metrics)
-    rejected = [e for e in audit_lines(home) if e["verdict"] == "reject"]
-    assert [e["rule"] for e in rejected] == ["versioned_data", "kubernetes"]
-    for result, entry in zip((raw, foreign), rejected, strict=True):
+    assert any(k.endswith("roc_auc") for k in tracked.data.metrics)
+    audit = [e for e in audit_lines(home) if e["tool"] == "start_training_run"]
+    rejected = [e for e in audit if e["verdict"] == "reject"]
+    assert [e["rule"] for e in rejected] == ["versioned_data", "kubernetes", "resources", "resources"]
+    for result, entry in zip((raw, foreign, denied), rejected, strict=False):
         assert result.is_error and entry["reason"] in text(result)  # the host sees the guard's reason
-        assert entry["requester"] == f"mcp:{CLIENT}" and entry["tool"] == "start_training_run"
+        assert entry["requester"] == f"mcp:{CLIENT}"
     assert "raw" in rejected[0]["reason"] and "'kube-system' is not allowed" in rejected[1]["reason"]
-    assert [r.info.run_id for r in training_runs(home)] == [run_id]  # the rejected calls created nothing
+    assert len(asked) == 2 and all("budget:memory" in m for m in asked)  # only the approvable one was asked
+    assert audit[-1]["verdict"] == "allow" and audit[-1]["approvals_used"] == ["budget:memory"]
+    assert {r.info.run_id for r in training_runs(home)} == {run_id, approved_id}  # rejections created nothing
 
 
 def test_the_agent_tool_asks_for_approval_by_elicitation(home: Path) -> None:
