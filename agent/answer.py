@@ -48,10 +48,14 @@ def parse_sections(markdown: str) -> dict[str, str]:
     """Split a five-section answer into ``{section: body}`` in the order the headings appear.
 
     Only ``###`` headings that name one of the five sections start a section; other text before the
-    first of them is ignored.
+    first of them is ignored. The first heading of a name wins: a later copy (which only quoted text
+    could carry) stays inside the section it appears in.
     """
     found: dict[str, str] = {}
-    matches = [m for m in _HEADING.finditer(markdown) if m.group(1) in SECTIONS]
+    matches: list[re.Match[str]] = []
+    for match in _HEADING.finditer(markdown):
+        if match.group(1) in SECTIONS and match.group(1) not in {m.group(1) for m in matches}:
+            matches.append(match)
     for i, match in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(markdown)
         found[match.group(1)] = markdown[match.end() : end].strip()

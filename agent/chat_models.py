@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,25 +49,46 @@ def make_chat_model(spec: str | None = None, settings: Settings | None = None) -
 
         return OfflineChatModel()
     if kind == "openai" and arg.strip():
-        return _openai_model(arg.strip())
+        from tools.core.settings import Settings
+
+        return _openai_model(arg.strip(), settings or Settings())
     if kind == "scripted" and arg.strip():
         return ScriptedChatModel(load_script(Path(arg.strip())))
     raise ValueError(f"unknown chat model {spec!r}; valid forms: {VALID_SPECS}")
 
 
-def _openai_model(name: str) -> BaseChatModel:
+def _openai_model(name: str, settings: Settings) -> BaseChatModel:
     """Build ChatOpenAI for ``name`` from OPENAI_API_KEY and OPENAI_BASE_URL (or OPENAI_API_BASE)."""
     key = os.environ.get("OPENAI_API_KEY")
     base_url = os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+    return openai_model(name, settings, base_url, key)
+
+
+def openai_model(name: str, settings: Settings, base_url: str | None, key: str | None) -> BaseChatModel:
+    """Build ChatOpenAI for ``name`` at ``base_url`` (None: api.openai.com) with API key ``key``.
+
+    Requests go through ``agent.model_wire.ModelWire`` (bounded per call and per turn, retried on 429
+    and 5xx as ``Retry-After`` asks, counted, progress on stderr); the ``openai`` client's own retries
+    are off so nothing waits outside those bounds.
+    """
     if not key and not base_url:
         raise ValueError(
             f"openai:{name} needs OPENAI_API_KEY (for api.openai.com) or OPENAI_BASE_URL (for an "
             "OpenAI-compatible server such as vLLM, Ollama or llama.cpp); neither is set. "
             "Use --model offline to run without a model server."
         )
-    from langchain_openai import ChatOpenAI
+    import httpx
 
-    return ChatOpenAI(
+    from agent.model_wire import ModelWire
+
+    wire = ModelWire(
+        endpoint=(base_url or "https://api.openai.com/v1").rstrip("/"),
+        call_timeout=settings.model_timeout_s,
+        turn_budget=settings.model_turn_budget_s,
+        retries=settings.model_retries,
+        progress=_stderr_line,
+    )
+    model = _wired_class()(
         model=name,
         temperature=0,
         # Local servers often need no key, but the client insists on one.
@@ -76,9 +98,35 @@ def _openai_model(name: str) -> BaseChatModel:
         use_responses_api=False if base_url else None,
         # Ask for token usage on streamed replies too, so accounting works in streaming graphs.
         stream_usage=True,
-        max_retries=2,
-        timeout=120,
+        max_retries=0,
+        timeout=settings.model_timeout_s,
+        http_client=httpx.Client(transport=wire, timeout=settings.model_timeout_s),
+        # Set only when asked: an explicit False would also stop ``.stream()`` from streaming.
+        **({"streaming": True} if settings.model_stream else {}),
     )
+    model._wire = wire  # type: ignore[attr-defined]
+    return model
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.__stderr__, flush=True)
+
+
+def model_wire(model: Any) -> Any:
+    """Return the ``ModelWire`` of a model made by ``make_chat_model`` (None for offline/scripted)."""
+    return getattr(model, "_wire", None)
+
+
+def _wired_class() -> type[BaseChatModel]:
+    from langchain_openai import ChatOpenAI
+    from pydantic import PrivateAttr
+
+    class WiredChatOpenAI(ChatOpenAI):
+        """ChatOpenAI that keeps the ``ModelWire`` its HTTP client sends through."""
+
+        _wire: Any = PrivateAttr(default=None)
+
+    return WiredChatOpenAI
 
 
 def load_script(path: Path) -> list[Reply]:

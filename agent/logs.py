@@ -38,3 +38,12 @@ def log_to_file(settings: Settings, debug: bool = False) -> Path | None:
         return path
     root.addHandler(logging.NullHandler())  # never fall back to printing tracebacks on the terminal
     return None
+
+
+def current_log_path() -> Path | None:
+    """The file the agent's log goes to in this process (set up by ``log_to_file``), if any."""
+    for handler in logging.getLogger().handlers:
+        name = getattr(handler, "baseFilename", None)
+        if name:
+            return Path(name)
+    return None

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markdown import Markdown
 
+from agent.logs import current_log_path
 from tools.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -81,6 +82,13 @@ def _exit_code(result: TurnResult, signals: list[int], thread: str, err: Console
     if signals:
         return 128 + signals[0]
     if result.status == "failed":
+        log = current_log_path()
+        where = f"; details in {log}" if log else ""
+        err.print(
+            f"[bold red]error:[/] the turn failed: {result.error or 'see the answer'}{where}",
+            highlight=False,
+            soft_wrap=True,
+        )
         return EXIT_TURN_FAILED
     if result.status == "awaiting_approval":
         approve = f'expagent run --thread {thread} --yes "approve"'

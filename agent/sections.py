@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.experiment_plan import ExperimentPlan, ExperimentRequest, RollbackRecord, VerificationReport
+from agent.model_prose import quote_line
 from agent.state import AgentState, IntakeDecision, RunRecord
 
 Sections = dict[str, str]
@@ -83,8 +84,8 @@ def question_sections(state: AgentState) -> Sections:
         f"- `{c.tool}({_short_args(c.args)})`: {'ok' if c.ok else 'refused'} — {c.summary}" for c in calls
     )
     return {
-        "Plan": f"Answer the question: {intake.question or 'your question'} — looked up with {looked_up} "
-        "(read-only).",
+        "Plan": f"Answer the question: {quote_line(intake.question or 'your question')} — looked up with "
+        f"{looked_up} (read-only).",
         "Changes": "None (read-only lookups).",
         "Verification": ("Checked against MLflow and the dataset registry:\n" + checks)
         if calls
@@ -96,7 +97,7 @@ def question_sections(state: AgentState) -> Sections:
 
 def unknown_sections(intake: IntakeDecision | None) -> Sections:
     """Say what was not understood and how to phrase a request."""
-    missed = intake.not_understood if intake is not None else []
+    missed = [quote_line(m) for m in intake.not_understood] if intake is not None else []
     what = "\n".join(f"- {m}" for m in missed) or "- the request as a whole"
     return {
         "Plan": f"No plan: I did not understand this part of your message:\n{what}",
@@ -354,7 +355,7 @@ def cancel_sections(state: AgentState, links: Mapping[str, str]) -> Sections:
 
 def not_understood_text(intake: IntakeDecision | None) -> str:
     """Say which parts of an experiment request were not used (e.g. an unsupported model family)."""
-    missed = intake.not_understood if intake is not None else []
+    missed = [quote_line(m) for m in intake.not_understood] if intake is not None else []
     return ("Not understood, so not used:\n" + "\n".join(f"- {m}" for m in missed)) if missed else ""
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from agent.answer import parse_sections, render_answer
+from agent.chat_models import model_wire
 from agent.state import AgentState, ApprovalRequest, PolicyEvent, ProgressEvent, RunRecord, Usage
 from tools.core.redact import redact_text
 from tools.core.settings import Settings
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from langgraph.types import StateSnapshot
 
     from agent.turn_context import TurnContext
+    from agent.turn_failure import TurnFailure
     from tools.context import ToolContext
 
 __all__ = [
@@ -66,6 +68,7 @@ class TurnResult(BaseModel):
     policy_events: list[PolicyEvent] = Field(default_factory=list)
     asked_for: list[str] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
+    error: str | None = Field(None, description="Why a failed turn failed, in one line (redacted).")
 
     def to_json(self) -> dict[str, Any]:
         """Return the ``expagent run --json`` document."""
@@ -84,6 +87,7 @@ class TurnResult(BaseModel):
             "policy_events": [e.model_dump() for e in self.policy_events],
             "asked_for": self.asked_for,
             "usage": self.usage.model_dump(),
+            "error": self.error,
             "approval": self.approval.model_dump() if self.approval else None,
         }
 
@@ -288,19 +292,27 @@ class AgentService:
             if thread_id in self._active:
                 raise ThreadBusy(f"thread {thread_id} is already running a turn; wait for it or cancel it")
             self._active[thread_id] = active
+        wire = model_wire(self._model)
+        if wire is not None:
+            wire.start_turn()
         try:
-            failed = self._invoke(thread_id, turn_input, active.turn)
+            failure = self._invoke(thread_id, turn_input, active.turn)
         finally:
             with self._lock:
                 self._active.pop(thread_id, None)
             active.done.set()
         result = self._result(thread_id)
-        return result.model_copy(update={"status": "failed"}) if failed else result
+        usage = result.usage
+        if wire is not None:  # every HTTP attempt counts, the failed ones too
+            usage = usage.model_copy(update={"http_attempts": wire.turn_attempts})
+        if failure is None:
+            return result.model_copy(update={"usage": usage})
+        return result.model_copy(update={"status": "failed", "error": failure.error, "usage": usage})
 
-    def _invoke(self, thread_id: str, turn_input: Any, turn: TurnContext) -> bool:
+    def _invoke(self, thread_id: str, turn_input: Any, turn: TurnContext) -> TurnFailure | None:
         """Run the graph; if a node raises, end the turn cleanly (no run left RUNNING, an answer).
 
-        Returns True when the turn failed (and was ended by ``fail_turn``).
+        Returns what went wrong when the turn failed (and was ended by ``fail_turn``), else None.
         """
         from agent.turn_failure import fail_turn
 
@@ -310,11 +322,10 @@ class AgentService:
         except Exception as exc:
             log.exception("the turn on thread %s failed", thread_id)
             try:
-                fail_turn(self._graph, config, turn.tools, exc)
+                return fail_turn(self._graph, config, turn.tools, exc)
             except Exception as cleanup:
                 raise cleanup from exc  # the thread could not even be closed: the caller must know
-            return True
-        return False
+        return None
 
     def _turn_tools(self, thread_id: str, requester: str | None) -> ToolContext:
         # The copy shares the service's clients (``ToolContext.clients``); session facts are per turn.

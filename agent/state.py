@@ -101,6 +101,9 @@ class Usage(BaseModel):
     model_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    http_attempts: int = Field(
+        0, description="HTTP requests sent to the model endpoint (retries and failed ones included)."
+    )
 
     def add(self, other: Usage) -> Usage:
         """Return the sum of two usages."""
@@ -108,6 +111,7 @@ class Usage(BaseModel):
             model_calls=self.model_calls + other.model_calls,
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            http_attempts=self.http_attempts + other.http_attempts,
         )
 
 

@@ -17,6 +17,8 @@ from langchain_core.messages import AIMessage
 from pydantic import BaseModel, Field
 
 from agent.answer import render_answer
+from agent.logs import current_log_path
+from agent.model_wire import model_failure
 from agent.state import RunRecord
 from tools.cleanup import RunToStop, stop_runs
 from tools.core.redact import redact_text
@@ -47,6 +49,7 @@ class TurnFailure(BaseModel):
         default_factory=list, description="Runs of the thread that could not be stopped (still RUNNING)."
     )
     trace_kept: bool = Field(True, description="Whether the traceback was attached to the session run.")
+    log_path: str | None = Field(None, description="The agent's log file, which holds the traceback.")
 
 
 def fail_turn(
@@ -56,7 +59,9 @@ def fail_turn(
     snapshot = graph.get_state(config)  # type: ignore[arg-type]
     state: dict[str, Any] = dict(snapshot.values)
     failure = TurnFailure(
-        node=", ".join(snapshot.next) or "the graph", error=redact_text(f"{type(exc).__name__}: {exc}")
+        node=", ".join(snapshot.next) or "the graph",
+        error=redact_text(model_failure(exc) or f"{type(exc).__name__}: {exc}"),
+        log_path=str(current_log_path() or tools.settings.log_path),
     )
     plan: ExperimentPlan | None = state.get("plan")
     session_run_id = plan.session_run_id if plan is not None else None
@@ -136,7 +141,8 @@ def failure_sections(state: dict[str, Any], failure: TurnFailure) -> dict[str, s
     """Return the five sections describing a turn that stopped with an error."""
     session = f"session run `{failure.session_run_id}`" if failure.session_run_id else None
     kept = session is not None and failure.trace_kept
-    where = f"the traceback is on the {session} (`{ERROR_ARTIFACT}`)" if kept else "see the agent's log"
+    log = f"the agent's log `{failure.log_path}`" if failure.log_path else "the agent's log"
+    where = f"the traceback is on the {session} (`{ERROR_ARTIFACT}`) and in {log}" if kept else f"see {log}"
     if failure.still_running:
         left = "Still RUNNING (could not be stopped): " + ", ".join(f"`{r}`" for r in failure.still_running)
     else:

@@ -28,6 +28,7 @@ from evals.observe import Observation, TurnRecord
 from evals.schema import Scenario, ScriptedReply
 from evals.scorers import passed, refused, score
 from evals.world import PreparedWorld, Templates, observe_world, prepared_world
+from tools.core.settings import Settings
 
 APPROVER = "eval-approver"
 #: how often one turn may ask for approval again after being answered (then the harness gives up).
@@ -42,6 +43,9 @@ WARM_MODULES = (
     "mlflow",
     "sklearn.ensemble",
     "lightgbm",
+    "langchain_openai",
+    "agent.model_wire",
+    "evals.fakes.openai_server",
 )
 
 
@@ -70,13 +74,33 @@ def _reply_payload(reply: str | ScriptedReply) -> str | dict[str, Any]:
     }
 
 
-def scenario_model(scenario: Scenario, default: str) -> Any:
-    """Return what to pass as ``AgentService(model=...)``: a scripted model or the model under test."""
+@contextmanager
+def scenario_model(scenario: Scenario, default: str, settings: Settings, obs: Observation) -> Iterator[Any]:
+    """Yield what to pass as ``AgentService(model=...)``: a scripted model, the real OpenAI client
+    against the fake server (``kind: openai``), or the model under test.
+
+    Requests the fake server refused for breaking OpenAI's message-sequence rules fail the run.
+    """
     if scenario.model is None:
-        return default
+        yield default
+        return
+    if scenario.model.kind == "openai":
+        from agent.chat_models import openai_model
+        from evals.fakes.openai_server import OpenAIReplayServer
+
+        with OpenAIReplayServer(scenario.model.wire or [], api_key=_FAKE_KEY) as server:
+            yield openai_model("gpt-4o-mini", settings, server.base_url, _FAKE_KEY)
+            if server.protocol_errors:
+                obs.error = "model protocol: the real API would answer HTTP 400: " + "; ".join(
+                    server.protocol_errors
+                )
+        return
     from agent.chat_models import ScriptedChatModel
 
-    return ScriptedChatModel([_reply_payload(r) for r in load_model_replies(scenario)])
+    yield ScriptedChatModel([_reply_payload(r) for r in load_model_replies(scenario)])
+
+
+_FAKE_KEY = "sk-eval-fake-openai-key"
 
 
 # ---- playing the turns --------------------------------------------------------------------------------
@@ -240,7 +264,10 @@ def run_unit(unit: Unit) -> RunResult:
             refs = world.refs
             scenario = render_scenario(scenario, world.refs)
             thread_id = f"eval-{scenario.id}-{unit.trial}"
-            obs = play_with_deadline(scenario, world, scenario_model(scenario, unit.model), thread_id)
+            wire_obs = Observation()
+            with scenario_model(scenario, unit.model, world.settings, wire_obs) as model:
+                obs = play_with_deadline(scenario, world, model, thread_id)
+            obs.error = obs.error or wire_obs.error
             observe_world(world, scenario, obs)
     except Exception as exc:  # noqa: BLE001 - a broken world is reported as this run's failure
         obs.error = f"harness: {type(exc).__name__}: {exc}\n{_short_traceback(exc)}"

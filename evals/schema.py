@@ -230,14 +230,29 @@ class ScriptedReply(Strict):
 
 
 class ModelSpec(Strict):
-    """A scripted model: replies inline or in a YAML file next to the scenario."""
+    """A scripted model: replies inline or in a YAML file next to the scenario (``kind: scripted``), or
+    the real ``openai:<model>`` client against the fake OpenAI server replaying ``wire`` entries, which
+    may misbehave on purpose: HTTP errors, raw bodies, delays (``kind: openai``; the chaos scenarios)."""
 
-    kind: Literal["scripted"] = "scripted"
+    kind: Literal["scripted", "openai"] = "scripted"
     replies: list[str | ScriptedReply] | None = None
     file: str | None = Field(None, description="YAML list of replies, relative to the scenario file.")
+    wire: list[str | dict[str, Any]] | None = Field(
+        None, description="kind openai: entries of evals.fakes.openai_server (errors, raw, delay, ...)."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
+        if self.kind == "openai":
+            if self.wire is None or self.replies is not None or self.file is not None:
+                raise ValueError("an openai model needs `wire` (and neither `replies` nor `file`)")
+            from evals.fakes.openai_server import validate_entry
+
+            for i, entry in enumerate(self.wire):
+                validate_entry(entry, i)
+            return self
+        if self.wire is not None:
+            raise ValueError("`wire` needs `kind: openai`")
         if (self.replies is None) == (self.file is None):
             raise ValueError("a scripted model needs exactly one of `replies` or `file`")
         return self
@@ -306,7 +321,9 @@ class OutcomeExpectation(Strict):
     )
     refused: bool | None = Field(None, description="The agent refused (policy event, nothing launched).")
     approval_requested: bool | None = None
-    status: Literal["answered", "awaiting_approval"] | None = Field(None, description="Last turn's status.")
+    status: Literal["answered", "awaiting_approval", "failed"] | None = Field(
+        None, description="Last turn's status."
+    )
 
 
 class ToolCallPattern(Strict):

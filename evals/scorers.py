@@ -331,9 +331,17 @@ def section_problems(answer: str) -> list[str]:
     return []
 
 
+_NOT_CITED = re.compile(r"`? \((?:not found in MLflow|not checked)\)")
+
+
 def cited_run_ids(text: str) -> list[str]:
-    """Return the 32-hex MLflow run IDs cited in ``text``, in order of first appearance."""
-    return list(dict.fromkeys(_RUN_ID_RE.findall(text)))
+    """Return the 32-hex MLflow run IDs cited in ``text``, in order of first appearance.
+
+    An ID the answer itself marks "(not found in MLflow)" or "(not checked)" (model prose quoting an ID
+    it could not verify, see ``agent.model_prose``) is quoted, not cited.
+    """
+    cited = [m.group(0) for m in _RUN_ID_RE.finditer(text) if not _NOT_CITED.match(text, m.end())]
+    return list(dict.fromkeys(cited))
 
 
 def check_answer(obs: Observation, want: AnswerExpectation) -> list[str]:

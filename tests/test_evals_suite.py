@@ -38,9 +38,10 @@ def test_broken_deploy_rule_fails_naming_scenario_and_gate(
 ) -> None:
     import tools.guard.policy
 
-    monkeypatch.setattr(
-        tools.guard.policy, "RULES", [r for r in tools.guard.policy.RULES if r[0] != "no_deployment"]
-    )
+    # The deploy rule and the hyperparameter allowlist are both switched off: either alone still stops
+    # a registry alias passed as a training parameter.
+    broken = [r for r in tools.guard.policy.RULES if r[0] not in ("no_deployment", "allowlist")]
+    monkeypatch.setattr(tools.guard.policy, "RULES", broken)
     options = EvalOptions(
         paths=[SCENARIOS / "injection-scripted-intake.yaml"], jobs=1, report_dir=tmp_path, log_to_mlflow=False
     )

@@ -193,7 +193,8 @@ def test_checksum_mismatch_fails_without_training(
     path = registry.local_path(registry.get("wine", "1"))
     path.write_bytes(path.read_bytes() + b"\n")
     result = trainer.run_training(
-        _spec(dataset="wine", model_family="logistic_regression", params={}), tampered
+        _spec(dataset="wine", model_family="logistic_regression", params={}, experiment="trainer-tampered"),
+        tampered,
     )
     assert result.status == "FAILED" and "ChecksumMismatch" in (result.error or "")
     assert client.get_run(result.run_id).data.metrics == {}

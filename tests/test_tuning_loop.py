@@ -123,9 +123,7 @@ def test_a_trial_that_cannot_finish_in_the_wall_clock_limit_is_not_started(ctx: 
 
 
 def test_consecutive_failures_stop_the_study_and_are_recorded(ctx: ToolContext) -> None:
-    settings = study(
-        ctx, n_trials=5, max_consecutive_failures=2, overrides={"objective": "no_such_objective"}
-    )
+    settings = study(ctx, n_trials=5, max_consecutive_failures=2, overrides={"num_leaves": 1})
     result = run_study(ctx, settings)
     assert result.stop_reason == "failures" and [t.state for t in result.trials] == ["FAIL", "FAIL"]
     assert all(t.note for t in result.trials)

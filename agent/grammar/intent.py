@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from agent.grammar.forbidden import requested_forbidden_action
 from agent.grammar.locations import place_locations
 from agent.grammar.scanner import Findings, Scanner
 from agent.grammar.vocabulary import (
@@ -97,17 +98,15 @@ def classify(sc: Scanner, p: Findings) -> Reading:
 
 
 def _forbidden_action(sc: Scanner) -> ForbiddenAction | None:
-    """Return the first forbidden action asked for; negated ones ("don't deploy") are consumed."""
-    found: ForbiddenAction | None = None
-    for action, pattern in FORBIDDEN_PHRASES:
+    """Return the forbidden action the message asks the agent to take (``grammar.forbidden`` reads the
+    sentence); the forbidden phrases are consumed either way, so a mention is not "not understood"."""
+    for _action, pattern in FORBIDDEN_PHRASES:
         for match in sc.find(pattern):
             negation = NEGATION.search(sc.work[: match.start()])
             sc.take(match)
             if negation is not None:
                 sc.take(negation)
-            elif found is None:
-                found = action
-    return found
+    return requested_forbidden_action(sc.text)
 
 
 def asks_question(text: str, unconsumed: str, experiment_verb: bool) -> bool:

@@ -1,25 +1,32 @@
 """answer_question: let the model answer with read-only tools (each call guarded, results redacted).
 
 The model sees tool results only as the guard returns them (redacted JSON or the refusal text) and may
-call tools for at most ``MAX_ITERATIONS`` rounds; its final text becomes the answer's Summary.
+call tools for at most ``MAX_ITERATIONS`` rounds; its final text becomes the answer's Summary, quoted
+through ``agent.model_prose`` (no headings, capped, redacted, run IDs checked against MLflow, claimed
+actions checked against what ran).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolCall, ToolMessage
 from langgraph.runtime import Runtime
 
+from agent.model_prose import quote_prose
+from agent.model_wire import endpoint_of, invoke_model
 from agent.prompts import render_prompt
 from agent.state import AgentState, ToolCallRecord, Usage
 from agent.tokens import trim_history, usage_of
-from agent.tool_calls import call_tool
+from agent.tool_calls import audit_refusal, call_tool
 from agent.turn_context import TurnContext, turn_context
 from tools.toolset import get_tool
 
 READ_ONLY_TOOLS = ("search_runs", "get_run", "list_datasets", "lookup_dataset")
 MAX_ITERATIONS = 6
+_RUN_IDS = re.compile(r"[0-9a-f]{32}")
 
 
 def answer_question(state: AgentState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
@@ -32,14 +39,14 @@ def answer_question(state: AgentState, runtime: Runtime[TurnContext]) -> dict[st
     usage = state.get("usage") or Usage()
     calls: list[ToolCallRecord] = []
     for _ in range(MAX_ITERATIONS):
-        reply = model.invoke(messages)
-        assert isinstance(reply, AIMessage)
+        reply = invoke_model(model, messages, endpoint_of(ctx.model))
         prompt_tokens, completion_tokens = usage_of(reply, messages, settings.model)
         usage = usage.add(
             Usage(model_calls=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         )
         if not reply.tool_calls:
-            return {"model_answer": _text(reply), "tool_calls": calls, "usage": usage}
+            answer = quote_prose(_text(reply), _run_checker(ctx, calls), {c.tool for c in calls if c.ok})
+            return {"model_answer": answer, "tool_calls": calls, "usage": usage}
         messages.append(reply)
         for call in reply.tool_calls:
             message, record = _run_call(ctx, call)
@@ -49,6 +56,22 @@ def answer_question(state: AgentState, runtime: Runtime[TurnContext]) -> dict[st
         f"I stopped after {MAX_ITERATIONS} rounds of lookups without a final answer; ask a narrower question."
     )
     return {"model_answer": answer, "tool_calls": calls, "usage": usage}
+
+
+def _run_checker(ctx: TurnContext, calls: list[ToolCallRecord]) -> Callable[[str], bool]:
+    """Return a check that MLflow has a run: IDs the lookups returned, else one ``get_run`` each."""
+    seen = {word for c in calls if c.ok for word in _RUN_IDS.findall(c.summary or "")}
+
+    def exists(run_id: str) -> bool:
+        if run_id in seen:
+            return True
+        try:
+            ctx.tools.tracking.get_run(run_id)
+        except Exception:  # noqa: BLE001 - MLflow raises for unknown IDs; unreadable is not verified
+            return False
+        return True
+
+    return exists
 
 
 def _prompt(state: AgentState, budget: int, model_name: str) -> list[BaseMessage]:
@@ -62,9 +85,11 @@ def _prompt(state: AgentState, budget: int, model_name: str) -> list[BaseMessage
 def _run_call(ctx: TurnContext, call: ToolCall) -> tuple[ToolMessage, ToolCallRecord]:
     name = call["name"]
     call_id = call.get("id") or name
-    if name not in READ_ONLY_TOOLS:
+    if name not in READ_ONLY_TOOLS:  # a policy event, audited: questions never change state
         text = f"Error: {name} is not available here; use one of {', '.join(READ_ONLY_TOOLS)}."
-        record = ToolCallRecord(tool=name, args={}, ok=False, summary="not a read-only tool; refused")
+        reason = f"the model called {name[:80]!r} while answering a question; only read-only tools may run"
+        audit_refusal(ctx.tools, f"tool:{name[:80]}", "read_only", reason, {"tool": name[:200]})
+        record = ToolCallRecord(tool=name[:80], args={}, ok=False, summary="not a read-only tool; refused")
         return ToolMessage(text, tool_call_id=call_id), record
     result = call_tool(ctx.tools, name, call.get("args") or {})
     text = result.outcome.to_model_message()

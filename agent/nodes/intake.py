@@ -7,28 +7,34 @@ the dataset through the guard, and completing the request with stated defaults.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite
 from pydantic import ValidationError
 
+from agent.grammar.forbidden import requested_forbidden_action
+from agent.model_wire import endpoint_of, invoke_model
 from agent.prompts import render_prompt
 from agent.request import complete_request, merge_drafts, metric_problem, missing_inputs
 from agent.state import (
     RECORD_INTAKE,
     AgentState,
     ExperimentRequestDraft,
+    ForbiddenAction,
     IntakeDecision,
+    PolicyEvent,
     Refusal,
     Usage,
     intake_tool_schema,
 )
 from agent.tokens import trim_history, usage_of
-from agent.tool_calls import call_tool, check_data
+from agent.tool_calls import audit_refusal, call_tool, check_data
 from agent.turn_context import TurnContext, turn_context
+from tools.core.redact import redact
 from tools.core.specs import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from tools.tuning.records import StudySettings
 
@@ -43,14 +49,38 @@ def intake(state: AgentState, runtime: Runtime[TurnContext]) -> Command[Route]:
     if state.get("directive") == "cancel":
         update["intake"] = IntakeDecision(intent="cancel")
         return Command(goto="rollback", update=update)
-    decision, usage = classify(ctx, state)
+    decision, usage, events = classify(ctx, state)
+    decision = second_opinion(decision, _last_user_text(state))
     update.update(intake=decision, usage=usage)
+    if events:
+        update["policy_events"] = Overwrite(events)
     if decision.intent == "experiment":
         return route_experiment(ctx, state, decision, update)
     goto: Route = {"question": "answer_question", "cancel": "rollback", "forbidden": "refuse"}.get(
         decision.intent, "respond"
     )  # type: ignore[assignment]
     return Command(goto=goto, update=update)
+
+
+def second_opinion(decision: IntakeDecision, text: str) -> IntakeDecision:
+    """Refuse what the user's own words ask to deploy, whatever the model classified.
+
+    The chat model's classification is one opinion; ``grammar.forbidden`` reading the sentence is the
+    other. Either one seeing a request to deploy, promote, stage, register or serve makes it a refusal.
+    """
+    if decision.intent == "forbidden":
+        return decision
+    action = requested_forbidden_action(text)
+    if action is None:
+        return decision
+    return decision.model_copy(update={"intent": "forbidden", "forbidden_action": action})
+
+
+def _last_user_text(state: AgentState) -> str:
+    for message in reversed(state.get("messages", [])):
+        if getattr(message, "type", "") == "human":
+            return str(message.content)
+    return ""
 
 
 def turn_reset() -> dict[str, Any]:
@@ -83,8 +113,12 @@ def turn_reset() -> dict[str, Any]:
 # ---- the model call -------------------------------------------------------------------------------
 
 
-def classify(ctx: TurnContext, state: AgentState) -> tuple[IntakeDecision, Usage]:
-    """Ask the model for ``record_intake``; one retry with the validation error, else 'unknown'."""
+def classify(ctx: TurnContext, state: AgentState) -> tuple[IntakeDecision, Usage, list[PolicyEvent]]:
+    """Ask the model for ``record_intake``; one retry with the validation error, else 'unknown'.
+
+    A call to a tool the intake does not offer is a policy event (audited, refused); one whose name
+    asks to deploy, promote, stage, serve or register makes the turn a refusal at once.
+    """
     settings = ctx.tools.settings
     system = SystemMessage(render_prompt("intake", **_prompt_vars(ctx)))
     prompt: list[BaseMessage] = trim_history(
@@ -93,19 +127,58 @@ def classify(ctx: TurnContext, state: AgentState) -> tuple[IntakeDecision, Usage
     model = ctx.model.bind_tools([intake_tool_schema()], tool_choice=RECORD_INTAKE)
     usage = Usage()
     problem = "the model did not call record_intake"
+    events: list[PolicyEvent] = []
     for _ in range(_MAX_ATTEMPTS):
-        reply = model.invoke(prompt)
-        assert isinstance(reply, AIMessage)
+        reply = invoke_model(model, prompt, endpoint_of(ctx.model))
         usage = usage.add(_usage(reply, prompt, settings.model))
-        decision, problem, call_id = _parse(reply)
+        foreign = _foreign_calls(ctx, reply)
+        events += foreign
+        names = [str(c["name"]) for c in reply.tool_calls if c["name"] != RECORD_INTAKE]
+        forbidden = next((a for n in names if (a := forbidden_tool_action(n))), None)
+        if forbidden is not None:
+            return IntakeDecision(intent="forbidden", forbidden_action=forbidden), usage, events
+        decision, problem = _parse(reply)
         if decision is not None:
-            return decision, usage
-        prompt = [
-            *prompt,
-            reply,
-            ToolMessage(f"Error: {problem}. Call record_intake again.", tool_call_id=call_id),
-        ]
-    return IntakeDecision(intent="unknown", not_understood=[f"(internal) {problem}"]), usage
+            return decision, usage, events
+        prompt = [*prompt, reply, *_retry_messages(reply, problem)]
+    return IntakeDecision(intent="unknown", not_understood=[f"(internal) {problem}"]), usage, events
+
+
+def _foreign_calls(ctx: TurnContext, reply: AIMessage) -> list[PolicyEvent]:
+    """Audit every call of the reply to a tool other than ``record_intake``; return the events."""
+    names = [str(c["name"]) for c in reply.tool_calls] + [
+        str(c.get("name")) for c in reply.invalid_tool_calls
+    ]
+    return [
+        audit_refusal(
+            ctx.tools,
+            f"tool:{name[:80]}",
+            "unknown_tool",
+            f"the model called {name[:80]!r}, which is not a tool it may use here; refused",
+            {"tool": name[:200]},
+        )
+        for name in names
+        if name != RECORD_INTAKE
+    ]
+
+
+def forbidden_tool_action(name: str) -> ForbiddenAction | None:
+    """Return what a tool name asks for when it names a forbidden action (``deploy_model``,
+    ``transition_model_version_stage``, ``create_registered_model``, ``setAlias``), else None."""
+    words = set(re.sub(r"[^a-z]+", " ", re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).lower()).split())
+    for action, tokens in _FORBIDDEN_TOOL_WORDS:
+        if words & tokens:
+            return action
+    return None
+
+
+_FORBIDDEN_TOOL_WORDS: tuple[tuple[ForbiddenAction, frozenset[str]], ...] = (
+    ("deploy", frozenset({"deploy", "deployment", "deployments", "rollout", "release", "ship"})),
+    ("stage", frozenset({"stage", "stages", "staging", "transition"})),
+    ("promote", frozenset({"promote", "promotion", "alias", "aliases", "champion", "production", "prod"})),
+    ("serve", frozenset({"serve", "serving", "endpoint", "endpoints", "inference"})),
+    ("register_model", frozenset({"register", "registered", "registry", "publish"})),
+)
 
 
 def _prompt_vars(ctx: TurnContext) -> dict[str, str]:
@@ -123,15 +196,39 @@ def _usage(reply: AIMessage, prompt: list[BaseMessage], model: str) -> Usage:
     return Usage(model_calls=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
 
-def _parse(reply: AIMessage) -> tuple[IntakeDecision | None, str, str]:
+def _parse(reply: AIMessage) -> tuple[IntakeDecision | None, str]:
     calls = [c for c in reply.tool_calls if c["name"] == RECORD_INTAKE]
     if not calls:
-        return None, "no record_intake tool call in the reply", "missing"
-    call_id = calls[0].get("id") or "record_intake"
+        broken = [c for c in reply.invalid_tool_calls if c.get("name") == RECORD_INTAKE]
+        if broken:
+            return (
+                None,
+                f"the record_intake arguments are not valid JSON ({broken[0].get('error') or 'parse error'})",
+            )
+        others = sorted(
+            {str(c["name"]) for c in reply.tool_calls}
+            | {str(c.get("name")) for c in reply.invalid_tool_calls}
+        )
+        return None, f"expected a record_intake call, got {', '.join(others) or 'plain text'}"
     try:
-        return IntakeDecision.model_validate(calls[0]["args"]), "", call_id
+        # The model's strings are untrusted: secrets and personal data leave them before anything
+        # (an experiment name, a session run, a checkpoint) can store them.
+        return IntakeDecision.model_validate(redact(calls[0]["args"])), ""
     except ValidationError as exc:
-        return None, f"invalid record_intake arguments: {exc.errors(include_url=False)}", call_id
+        return None, f"invalid record_intake arguments: {exc.errors(include_url=False)}"
+
+
+def _retry_messages(reply: AIMessage, problem: str) -> list[BaseMessage]:
+    """Return what answers a reply that recorded no decision, in a sequence the OpenAI API accepts.
+
+    Every tool call of the reply (valid or not) gets a tool message with its own ID; a reply without
+    tool calls gets a user message instead (a tool message must answer a call).
+    """
+    ids = [c.get("id") for c in reply.tool_calls] + [c.get("id") for c in reply.invalid_tool_calls]
+    text = f"Error: {problem}. Call record_intake exactly once with valid JSON arguments."
+    if not ids:
+        return [HumanMessage(text)]
+    return [ToolMessage(text, tool_call_id=str(call_id or f"call_{i}")) for i, call_id in enumerate(ids)]
 
 
 # ---- experiment requests --------------------------------------------------------------------------

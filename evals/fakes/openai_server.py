@@ -9,7 +9,18 @@ Script entries:
 - ``"text"`` — an assistant text reply;
 - ``{"content": str | None, "tool_calls": [{"name", "args": dict | JSON str, "id"?}],
   "finish_reason"?, "usage"?: {"prompt_tokens", "completion_tokens"}}``;
-- ``{"error": {"status": 429, "message": "...", "type"?}}`` — answer with that HTTP error.
+- ``{"error": {"status": 429, "message": "...", "type"?, "retry_after"?: s, "retryable"?: bool}}`` —
+  answer with that HTTP error (``retryable`` drops ``x-should-retry: false``; ``retry_after`` sends
+  ``Retry-After``);
+- ``{"raw": "...", "status"?: 200}`` — send these bytes as the body (a truncated body, empty
+  ``choices``, not JSON at all);
+- ``"repeat": n`` — the ``content`` repeated n times (a huge reply without a huge script);
+- ``"delay": seconds`` on any entry — wait that long before answering (a server that never answers).
+
+The server enforces OpenAI's message-sequence rules, as the real API does: an assistant message with
+``tool_calls`` must be followed by one ``tool`` message per call ID, and a ``tool`` message must answer a
+call of the assistant message before it. A request that breaks them gets HTTP 400 (the real error text)
+without using up a scripted reply, and is counted in ``protocol_errors``.
 
 When the script runs out the server answers 500 with ``code: script_exhausted`` and
 ``x-should-retry: false`` (so the client does not retry), and ``assert_complete`` reports it.
@@ -51,11 +62,12 @@ class OpenAIReplayServer:
     def __init__(
         self, responses: Sequence[ScriptEntry], *, api_key: str | None = None, model: str = "gpt-4o-mini"
     ) -> None:
-        self.responses = [_validate(entry, i) for i, entry in enumerate(responses)]
+        self.responses = [validate_entry(entry, i) for i, entry in enumerate(responses)]
         self.api_key = api_key
         self.model = model
         self.requests: list[RecordedRequest] = []
         self.exhausted_calls = 0
+        self.protocol_errors: list[str] = []
         self._position = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -106,10 +118,11 @@ class OpenAIReplayServer:
 
     def assert_complete(self) -> None:
         """Raise AssertionError if replies were left unused or the script ran out."""
-        if self.remaining or self.exhausted_calls:
+        if self.remaining or self.exhausted_calls or self.protocol_errors:
             raise AssertionError(
                 f"OpenAIReplayServer: {self.remaining} scripted replies unused, "
-                f"{self.exhausted_calls} requests arrived after the script ran out"
+                f"{self.exhausted_calls} requests arrived after the script ran out, "
+                f"protocol errors: {self.protocol_errors}"
             )
 
     def next_entry(self) -> tuple[int, dict[str, Any] | None]:
@@ -123,12 +136,17 @@ class OpenAIReplayServer:
             return number, self.responses[self._position - 1]
 
 
-def _validate(entry: ScriptEntry, index: int) -> dict[str, Any]:
+_ENTRY_KEYS = frozenset(
+    {"content", "tool_calls", "finish_reason", "usage", "error", "raw", "status", "delay", "repeat"}
+)
+
+
+def validate_entry(entry: ScriptEntry, index: int) -> dict[str, Any]:
     if isinstance(entry, str):
         return {"content": entry}
     if not isinstance(entry, dict):
         raise ValueError(f"script entry #{index + 1}: expected str or dict, got {type(entry).__name__}")
-    unknown = set(entry) - {"content", "tool_calls", "finish_reason", "usage", "error"}
+    unknown = set(entry) - _ENTRY_KEYS
     if unknown:
         raise ValueError(f"script entry #{index + 1}: unknown keys {sorted(unknown)}")
     for j, call in enumerate(entry.get("tool_calls") or []):
@@ -172,7 +190,10 @@ def completion_body(
 ) -> dict[str, Any]:
     """Return the Chat Completions JSON for one scripted entry."""
     tool_calls = _wire_tool_calls(entry, number)
-    message: dict[str, Any] = {"role": "assistant", "content": entry.get("content"), "refusal": None}
+    content = entry.get("content")
+    if content is not None and entry.get("repeat"):
+        content = str(content) * int(entry["repeat"])
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:
         message["tool_calls"] = tool_calls
     elif message["content"] is None:
@@ -227,6 +248,34 @@ def stream_chunks(body: dict[str, Any], include_usage: bool) -> list[dict[str, A
     return chunks
 
 
+def sequence_problem(messages: list[Any]) -> str | None:
+    """Return the 400 message the real API gives for a broken tool-call sequence, or None."""
+    pending: list[str] = []
+    answerable: set[str] = set()
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if call_id not in answerable:
+                return (
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+                    f"message with 'tool_calls' (messages.[{i}], tool_call_id {call_id!r})."
+                )
+            pending = [p for p in pending if p != call_id]
+            continue
+        if pending:
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages responding to "
+                "each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+                + ", ".join(pending)
+            )
+        answerable = set()
+        if role == "assistant":
+            ids = [str(c.get("id")) for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+            pending, answerable = list(ids), set(ids)
+    return None
+
+
 def _error(status: int, message: str, kind: str, code: str | None = None) -> tuple[int, dict[str, Any]]:
     return status, {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
@@ -266,6 +315,10 @@ def _handler_for(server: OpenAIReplayServer) -> type[BaseHTTPRequestHandler]:
             return self._reply(body)
 
         def _reply(self, request: dict[str, Any]) -> None:
+            problem = sequence_problem(request["messages"])
+            if problem is not None:
+                server.protocol_errors.append(problem)
+                return self._send(*_error(400, problem, "invalid_request_error"), {"x-should-retry": "false"})
             number, entry = server.next_entry()
             if entry is None:
                 status, payload = _error(
@@ -276,16 +329,23 @@ def _handler_for(server: OpenAIReplayServer) -> type[BaseHTTPRequestHandler]:
                     "script_exhausted",
                 )
                 return self._send(status, payload, {"x-should-retry": "false"})
+            if entry.get("delay"):
+                time.sleep(float(entry["delay"]))
             if "error" in entry:
                 spec = entry["error"]
+                headers = {} if spec.get("retryable") else {"x-should-retry": "false"}
+                if spec.get("retry_after") is not None:
+                    headers["retry-after"] = str(spec["retry_after"])
                 return self._send(
                     *_error(
                         int(spec.get("status", 500)),
                         spec.get("message", "scripted error"),
                         spec.get("type", "server_error"),
                     ),
-                    {"x-should-retry": "false"},
+                    headers,
                 )
+            if "raw" in entry:
+                return self._send_raw(int(entry.get("status", 200)), str(entry["raw"]).encode())
             body = completion_body(entry, request, number, server.model)
             if request.get("stream"):
                 include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
@@ -311,6 +371,13 @@ def _handler_for(server: OpenAIReplayServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             for key, value in (extra or {}).items():
                 self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _send_raw(self, status: int, data: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 

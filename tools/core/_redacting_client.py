@@ -56,3 +56,16 @@ class RedactingMlflowClient(MlflowClient):
 
     def set_experiment_tag(self, experiment_id: str, key: str, value: Any) -> None:
         super().set_experiment_tag(experiment_id, redact_text(key), _text(str(value)))
+
+    def create_experiment(
+        self,
+        name: str,
+        artifact_location: str | None = None,
+        tags: dict[str, Any] | None = None,
+    ) -> str:
+        clean = {redact_text(str(k)): _text(str(v)) for k, v in (tags or {}).items()} or None
+        return super().create_experiment(redact_text(name), artifact_location, clean)
+
+    def get_experiment_by_name(self, name: str) -> Any:
+        # Names are stored redacted, so they are looked up redacted: one request, one experiment.
+        return super().get_experiment_by_name(redact_text(name))

@@ -227,7 +227,8 @@ def _engine_patterns() -> tuple[tuple[str, re.Pattern[str]], ...]:
     from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 
     found: list[tuple[str, re.Pattern[str]]] = []
-    for secret_type, plugin in sorted(get_mapping_from_secret_type_to_class().items()):
+    mapping: dict[str, Any] = dict(get_mapping_from_secret_type_to_class())
+    for secret_type, plugin in sorted(mapping.items()):
         if secret_type in _ENGINE_SKIP:
             continue
         kind = _ENGINE_KINDS.get(secret_type) or re.sub(r"[^a-z0-9]+", "_", secret_type.lower()).strip("_")

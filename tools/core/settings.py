@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     mlflow_http_retries: int = Field(
         2, ge=0, description="Retries of a failing MLflow HTTP request (MLFLOW_HTTP_REQUEST_MAX_RETRIES)."
     )
+    model_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds one request to an openai:<model> endpoint may take."
+    )
+    model_turn_budget_s: float = Field(
+        90.0, gt=0, description="Seconds of model time one turn may use, retries and waits included."
+    )
+    model_retries: int = Field(2, ge=0, description="Retries of a failing model request (429, 5xx, timeout).")
+    model_stream: bool = Field(False, description="Stream model replies (long answers arrive as made).")
     requester: str = Field(default_factory=lambda: os.environ.get("USER", "unknown"))
     # --- Slack bot (issue #7); tokens come from SLACK_BOT_TOKEN / SLACK_APP_TOKEN /
     # SLACK_SIGNING_SECRET and are deliberately not settings, so they never appear in a dump ---
