@@ -355,8 +355,9 @@ def test_a_three_trial_study_sends_progress_notifications(home: Path) -> None:
     roles = sorted(r.data.tags["expagent.role"] for r in training_runs(home))
     assert roles.count("trial") == 3 and "baseline" in roles
     assert [p for p, _ in messages] == [float(i) for i in range(1, len(messages) + 1)]
-    trial_notes = [m for _, m in messages if m and "trial" in m.lower()]
-    assert len(trial_notes) >= 3, messages
+    finished = [m for _, m in messages if m and m.startswith("trial ") and " done" in m]
+    assert [m.split("[")[1].split(" done")[0] for m in finished] == ["1 of 3", "2 of 3", "3 of 3"], messages
+    assert all("complete: roc_auc=" in m and "best so far roc_auc=" in m for m in finished), finished
 
 
 def test_cancelling_the_request_stops_the_running_study(home: Path) -> None:
