@@ -139,11 +139,14 @@ class McpFrontEnd:
         async with self._limit(requester):
             try:
                 await anyio.to_thread.run_sync(self.open_workspace)
+                if params.name == catalog.AGENT_TOOL:
+                    return await self._run_agent(ctx, params.arguments or {}, requester)
+                return await self._call_guarded(ctx, params.name, params.arguments or {}, requester)
             except WorkspaceError as exc:
                 return catalog.error_result(str(exc))
-            if params.name == catalog.AGENT_TOOL:
-                return await self._run_agent(ctx, params.arguments or {}, requester)
-            return await self._call_guarded(ctx, params.name, params.arguments or {}, requester)
+            except Exception as exc:  # noqa: BLE001 - the host gets one redacted line; the log has the rest
+                log.exception("tool call %s failed", params.name)
+                return catalog.error_result(redact_text(f"internal error ({type(exc).__name__}: {exc})"))
 
     def _limit(self, requester: str) -> anyio.Semaphore:
         return self._limits.setdefault(requester, anyio.Semaphore(MAX_CALLS_PER_CLIENT))

@@ -266,12 +266,12 @@ def http_server(home: Path) -> Any:
 
 
 @asynccontextmanager
-async def http_session(url: str, token: str) -> AsyncIterator[ClientSession]:
+async def http_session(url: str, token: str, elicit: Elicit | None = None) -> AsyncIterator[ClientSession]:
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx2.AsyncClient(headers=headers, timeout=60) as client:
         async with streamable_http_client(url, http_client=client) as (read, write):
             info = types.Implementation(name="http-host", version="1.0")
-            async with ClientSession(read, write, client_info=info) as session:
+            async with ClientSession(read, write, client_info=info, elicitation_callback=elicit) as session:
                 await session.initialize()
                 yield session
 
@@ -279,6 +279,12 @@ async def http_session(url: str, token: str) -> AsyncIterator[ClientSession]:
 def test_http_needs_the_token_and_returns_approval_pending_without_elicitation(
     home: Path, http_server: str
 ) -> None:
+    asked: list[str] = []
+
+    async def decline(context: ClientRequestContext, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="decline")
+
     async def scenario() -> tuple[types.CallToolResult, types.CallToolResult, list[httpx2.Response]]:
         headers = {
             "Authorization": "Bearer s3cret-tok", "Accept": "application/json, text/event-stream",
@@ -297,6 +303,9 @@ def test_http_needs_the_token_and_returns_approval_pending_without_elicitation(
             pending = await session.call_tool(AGENT_TOOL, {"request": REQUEST})
             thread = structured(pending)["thread_id"]
             denied = await session.call_tool(AGENT_TOOL, {"thread_id": thread, "approve": False})
+        async with http_session(http_server, "s3cret-tok", decline) as session:  # elicitation over HTTP
+            declined = await session.call_tool(AGENT_TOOL, {"request": REQUEST})
+            assert structured(declined)["status"] == "answered" and "denied" in structured(declined)["answer"]
         return pending, denied, raw
 
     pending, denied, (no_token, malformed, too_big) = anyio.run(scenario)
@@ -313,7 +322,7 @@ def test_http_needs_the_token_and_returns_approval_pending_without_elicitation(
     )
     assert waiting["approval"]["approval_keys"] == ["budget:cpu"]
     assert structured(denied)["status"] == "answered" and structured(denied)["baseline_run_id"] is None
-    assert training_runs(home) == []
+    assert training_runs(home) == [] and len(asked) == 1
     assert {e["requester"] for e in audit_lines(home)} == {"mcp:http-host"}
 
 
