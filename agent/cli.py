@@ -458,7 +458,8 @@ def mcp_command(
     import os
 
     _quiet_mlflow()
-    from agent.mcp_server import TOKEN_ENV, McpConfigError, serve_http, serve_stdio
+    from agent.mcp_http import TOKEN_ENV, McpConfigError, serve_http
+    from agent.mcp_server import serve_stdio
 
     settings = _settings(model=model, home=home)
     with _one_line_errors(settings, debug):

@@ -4,14 +4,12 @@ Every tool call goes through ``guarded_call`` with the MCP client's name as the 
 in the audit log), exactly as ``expagent tool call`` does; a rejection comes back as a tool error whose
 text is the guard's reason. ``run_experiment_request`` drives ``AgentService`` like ``expagent run``;
 an approval the plan needs is asked with MCP elicitation when the host supports it. Served over stdio
-(default) or streamable HTTP (bound to 127.0.0.1 unless a bearer token is configured).
+(default, here) or streamable HTTP (``agent.mcp_http``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hmac
-import ipaddress
 import logging
 import re
 import threading
@@ -39,20 +37,13 @@ if TYPE_CHECKING:
     from agent.service import AgentService, TurnResult
     from agent.state import ProgressEvent
 
-__all__ = ["TOKEN_ENV", "McpConfigError", "McpFrontEnd", "serve_http", "serve_stdio"]
+__all__ = ["McpFrontEnd", "client_requester", "serve_stdio"]
 
-TOKEN_ENV = "EXPAGENT_MCP_TOKEN"
 #: calls one client may have in flight at once (HTTP hosts can send many); more wait their turn.
 MAX_CALLS_PER_CLIENT = 4
-#: the largest HTTP request body accepted (a request in words is at most a few KB).
-MAX_REQUEST_BYTES = 256 * 1024
 RESOURCE_NOT_FOUND = -32002
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class McpConfigError(ValueError):
-    """The server cannot start as configured (e.g. a public address without a bearer token)."""
 
 
 def client_requester(ctx: ServerRequestContext[Any, Any]) -> str:
@@ -343,7 +334,7 @@ def _approve_field(description: str) -> dict[str, Any]:
     return {"type": "boolean", "title": "Approve", "description": description}
 
 
-# ---- transports -----------------------------------------------------------------------------------
+# ---- stdio transport ------------------------------------------------------------------------------
 
 
 def serve_stdio(settings: Settings, model: str | None = None) -> None:
@@ -359,66 +350,5 @@ def serve_stdio(settings: Settings, model: str | None = None) -> None:
 
     try:
         anyio.run(main)
-    finally:
-        front.close()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-_UNAUTHORIZED = (
-    b'{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"missing or wrong bearer token"}}'
-)
-
-
-class BearerToken:
-    """ASGI wrapper: each HTTP request needs ``Authorization: Bearer <token>`` (constant-time compare)."""
-
-    def __init__(self, app: Any, token: str) -> None:
-        self.app = app
-        self.expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                body = _UNAUTHORIZED
-                headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
-                await send({"type": "http.response.start", "status": 401, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
-
-
-def check_http_host(host: str, token: str | None) -> None:
-    """Raise McpConfigError when ``host`` is not loopback and no bearer token is set."""
-    if not _is_loopback(host) and not token:
-        raise McpConfigError(
-            f"--host {host} is reachable from other machines: set a bearer token in {TOKEN_ENV}"
-        )
-
-
-def http_app(front: McpFrontEnd, host: str, token: str | None) -> Any:
-    """Return the streamable-HTTP ASGI app (at /mcp), behind the bearer token when one is set."""
-    check_http_host(host, token)
-    app = front.server().streamable_http_app(host=host, max_request_body_size=MAX_REQUEST_BYTES)
-    return BearerToken(app, token) if token else app
-
-
-def serve_http(settings: Settings, host: str, port: int, token: str | None, model: str | None = None) -> None:
-    """Serve MCP over streamable HTTP at http://HOST:PORT/mcp until interrupted."""
-    import uvicorn
-
-    check_http_host(host, token)
-    front = McpFrontEnd(settings, model)
-    try:
-        app = http_app(front, host, token)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         front.close()
