@@ -129,7 +129,8 @@ class McpFrontEnd:
         requester = client_requester(ctx)
         async with self._limit(requester):
             try:
-                await anyio.to_thread.run_sync(self.open_workspace)
+                if not self._workspace_open:
+                    await anyio.to_thread.run_sync(self.open_workspace)
                 if params.name == catalog.AGENT_TOOL:
                     return await self._run_agent(ctx, params.arguments or {}, requester)
                 return await self._call_guarded(ctx, params.name, params.arguments or {}, requester)
