@@ -146,7 +146,9 @@ class McpFrontEnd:
     def _session_id(self, ctx: ServerRequestContext[Any, Any]) -> str:
         return self._sessions.setdefault(_connection_key(ctx), f"mcp-{uuid.uuid4().hex[:8]}")
 
-    def guarded(self, name: str, args: dict[str, Any], requester: str, session: str, approvals: set[str]):  # noqa: ANN201
+    def guarded(
+        self, name: str, args: dict[str, Any], requester: str, session: str, approvals: set[str]
+    ) -> ToolOutcome:
         """Call ``name`` through the guard as ``requester`` (blocking); a halt becomes its outcome."""
         ctx = dataclasses.replace(self.tools, requester=requester, session_id=session, approvals=approvals)
         try:
