@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck bench bench-tuning bench-k8s bench-cli bench-agent eval lock clean hyperparameters
+.PHONY: venv demo test lint typecheck bench bench-tuning bench-k8s bench-cli bench-agent bench-mcp eval lock clean hyperparameters
 
 venv: $(STAMP)
 
@@ -45,7 +45,10 @@ bench-k8s: venv
 bench-agent: venv
 	$(BIN)/python benchmarks/bench_agent.py
 
-bench: bench-cli bench-agent bench-tuning bench-k8s
+bench-mcp: venv
+	$(BIN)/python benchmarks/bench_mcp.py
+
+bench: bench-cli bench-agent bench-mcp bench-tuning bench-k8s
 
 # Regenerate the guard's hyperparameter allowlist from the pinned libraries (a test checks it is current).
 hyperparameters: venv

@@ -438,5 +438,41 @@ def slack_command(
         raise typer.Exit(0) from None
 
 
+@app.command("mcp")
+def mcp_command(
+    http: Annotated[
+        bool, typer.Option("--http", help="Serve streamable HTTP at /mcp instead of stdio.")
+    ] = False,
+    host: Annotated[
+        str, typer.Option(help="HTTP: address to bind; anything but loopback needs EXPAGENT_MCP_TOKEN.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP: port to listen on.")] = 8765,
+    model: ModelOption = None,
+    home: HomeOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Serve the guarded tools and the agent to MCP hosts (Claude Desktop, Cursor, VS Code, other agents).
+
+    Every tool call passes the policy guard and is audited with the MCP client's name as the requester.
+    """
+    import os
+
+    _quiet_mlflow()
+    from agent.mcp_http import TOKEN_ENV, McpConfigError, serve_http
+    from agent.mcp_server import serve_stdio
+
+    settings = _settings(model=model, home=home)
+    with _one_line_errors(settings, debug):
+        try:
+            if http:
+                serve_http(settings, host, port, os.environ.get(TOKEN_ENV) or None, model=settings.model)
+            else:
+                serve_stdio(settings, model=settings.model)
+        except McpConfigError as error:
+            _fail(str(error), code=2)
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+
+
 def main() -> None:  # pragma: no cover
     app()

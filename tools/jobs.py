@@ -185,7 +185,7 @@ def get_job_logs(ctx: ToolContext, args: JobLogsArgs) -> JobLogs:
     return JobLogs(job_id=args.job_id, text=redact_text(text))
 
 
-@tool(read_only=False)
+@tool(read_only=False, destructive=True, idempotent=True)
 def cancel_job(ctx: ToolContext, args: CancelJobArgs) -> JobStatus:
     """Stop a running training job; its run ends KILLED with a cancellation record (who, why, usage)."""
     _job(ctx, args.job_id)

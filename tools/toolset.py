@@ -17,12 +17,20 @@ from pydantic import BaseModel
 
 @dataclass(frozen=True)
 class ToolDef:
-    """A registered tool: its name, function, argument model and whether it changes anything."""
+    """A registered tool: its name, function, argument model and what a call may change."""
 
     name: str
     func: Callable[..., BaseModel]
     args_model: type[BaseModel]
     read_only: bool
+    #: it stops, ends or overwrites something (only meaningful when not read-only); else it only adds.
+    destructive: bool = False
+    #: a second call with the same arguments changes nothing more (read-only tools always are).
+    idempotent: bool = False
+
+    @property
+    def is_idempotent(self) -> bool:
+        return self.read_only or self.idempotent
 
     @property
     def description(self) -> str:
@@ -44,8 +52,14 @@ TOOLS: dict[str, ToolDef] = {}
 _TOOL_MODULES = ("tools.datasets", "tools.runs", "tools.jobs")
 
 
-def tool(*, read_only: bool) -> Callable[[Callable[..., BaseModel]], Callable[..., BaseModel]]:
-    """Register ``func(ctx, args)`` as a tool; ``args``' annotation is its input model."""
+def tool(
+    *, read_only: bool, destructive: bool = False, idempotent: bool = False
+) -> Callable[[Callable[..., BaseModel]], Callable[..., BaseModel]]:
+    """Register ``func(ctx, args)`` as a tool; ``args``' annotation is its input model.
+
+    ``destructive`` and ``idempotent`` describe what a call that is not read-only changes (MCP hosts
+    show them as tool annotations).
+    """
 
     def register(func: Callable[..., BaseModel]) -> Callable[..., BaseModel]:
         hints = typing.get_type_hints(func)
@@ -53,7 +67,7 @@ def tool(*, read_only: bool) -> Callable[[Callable[..., BaseModel]], Callable[..
         if len(params) != 2:
             raise TypeError(f"tool {func.__name__} must take (ctx, args)")
         args_model = hints[params[1]]
-        TOOLS[func.__name__] = ToolDef(func.__name__, func, args_model, read_only)
+        TOOLS[func.__name__] = ToolDef(func.__name__, func, args_model, read_only, destructive, idempotent)
         return func
 
     return register

@@ -271,7 +271,15 @@ class StudyLoop:
         self.in_flight.pop(flight.job_id, None)
         self.record(result, cost)
         self._save_elapsed()
-        self.emit("trial_finished", _describe(result, self.settings.metric), result.run_id)
+        self.emit("trial_finished", self._finished_note(result), result.run_id)
+
+    def _finished_note(self, result: TrialResult) -> str:
+        """Return the progress line of a concluded trial: its outcome, how many are done, the best so far."""
+        metric = self.settings.metric
+        note = f"{_describe(result, metric)} [{len(self.results)} of {self.settings.n_trials} done"
+        if self.best is not None and self.best.value is not None:
+            note += f"; best so far {metric}={self.best.value:.6g} (trial {self.best.number})"
+        return note + "]"
 
     def _save_elapsed(self, force: bool = False) -> None:
         """Persist the loop's active time (for the wall-clock limit after a resume), every 10 s at most."""
