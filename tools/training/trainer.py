@@ -41,6 +41,7 @@ from tools.core.redact import redact_text
 from tools.core.registry import DatasetRegistry
 from tools.core.settings import Settings, load_settings
 from tools.core.specs import CancellationRecord, TrainingSpec
+from tools.training._limits import apply_resource_limits
 
 # tools.training._modeling (LightGBM, scikit-learn) is imported before anything imports MLflow: the other
 # order made importing this module 0.3-0.4 s slower in every fresh job process (measured).
@@ -265,6 +266,7 @@ def run_job(
     warm worker runs several jobs); the job is charged what it used beyond it.
     """
     started = time.monotonic()
+    print(f"expagent: resource caps {apply_resource_limits(spec.resources)}", flush=True)
     with stop_signals(spec.timeout_seconds):
         try:
             result = run_training(spec, settings, capture_output=True)
