@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck bench bench-tuning bench-k8s bench-cli bench-agent bench-mcp eval lock clean hyperparameters
+.PHONY: venv demo test test-faults lint typecheck bench bench-tuning bench-k8s bench-cli bench-agent bench-mcp eval lock clean hyperparameters
 
 venv: $(STAMP)
 
@@ -29,6 +29,9 @@ typecheck: venv
 
 test: venv lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-faults: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m server_faults tests/test_faults_server.py
 
 eval: venv
 	$(BIN)/expagent eval evals/scenarios --report out/eval

@@ -1,8 +1,9 @@
 """Faults against a real ``mlflow server`` subprocess (issue #12): the agent as a real subprocess on it.
 
-One server (SQLite backend, ``--serve-artifacts``) is shared by the module; the outage cases stop and
-restart it on the same port and store. Judged by the world afterwards: MLflow's runs, the artifact
-store, exit codes, stderr.
+Run by ``make test-faults`` (CI runs it after ``make test``; the cases take minutes, mostly waiting
+out the outages). One server (SQLite backend, ``--serve-artifacts``) is shared by the module; the
+outage cases stop and restart it on the same port and store. Judged by the world afterwards:
+MLflow's runs, the artifact store, exit codes, stderr.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = [pytest.mark.timeout(400), pytest.mark.server_faults]
 
 EXPAGENT = str(Path(sys.executable).with_name("expagent"))
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
@@ -138,7 +139,7 @@ def test_a_permanent_outage_mid_study_ends_in_bounded_time_and_nothing_stays_run
 ) -> None:
     request = (
         "Train a logistic_regression baseline on breast_cancer version 1 optimizing roc_auc, then tune "
-        "30 trials, experiment srv-outage"
+        "8 trials, experiment srv-outage"
     )
     env = _env(tmp_path, server, EXPAGENT_LOCAL_LAUNCH="subprocess")
     proc = subprocess.Popen(
@@ -178,3 +179,51 @@ def test_a_permanent_outage_mid_study_ends_in_bounded_time_and_nothing_stays_run
         r for r in runs if r.data.tags.get("expagent.role") == "trial" and r.info.status == "FINISHED"
     ]
     assert finished and all("roc_auc" in r.data.metrics for r in finished)
+
+
+def test_a_short_outage_mid_study_loses_nothing_and_leaves_nothing_running(
+    tmp_path: Path, server: MlflowServer
+) -> None:
+    request = (
+        "Train a logistic_regression baseline on breast_cancer version 1 optimizing roc_auc, then tune "
+        "8 trials, experiment srv-blip"
+    )
+    env = _env(tmp_path, server, EXPAGENT_LOCAL_LAUNCH="subprocess")
+    proc = subprocess.Popen(
+        [EXPAGENT, "run", "--yes", "--json", request], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 200
+    while time.monotonic() < deadline:
+        trials = [r for r in _runs(server, "srv-blip") if r.data.tags.get("expagent.role") == "trial"]
+        if sum(r.info.status == "FINISHED" for r in trials) >= 2:
+            break
+        assert proc.poll() is None, proc.stderr.read()[-3000:]  # type: ignore[union-attr]
+        time.sleep(0.5)
+    before = {r.info.run_id for r in _runs(server, "srv-blip") if r.info.status == "FINISHED"}
+    server.stop()
+    time.sleep(20)  # the tracking server is away for ~30 s, counting its restart
+    server.start()
+    try:
+        rc = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    _no_traceback(stderr)
+    assert rc in (0, 5), stderr[-3000:]  # answered, or failed and said so: never a crash
+    if rc == 0:
+        json.loads(stdout)
+    done = subprocess.run(
+        [EXPAGENT, "run", "--json", "list the datasets"], capture_output=True, text=True, timeout=200,
+        env=_env(tmp_path, server), check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = _runs(server, "srv-blip")
+    assert [r.info.run_id for r in runs if r.info.status == "RUNNING"] == []
+    finished = {r.info.run_id for r in runs if r.info.status == "FINISHED"}
+    assert before <= finished  # what had finished before the outage is still there, with its metric
+    trials = [r for r in runs if r.data.tags.get("expagent.role") == "trial"]
+    numbers = [r.data.tags.get("expagent.trial_number") for r in trials]
+    assert len(numbers) == len(set(numbers))
+    assert all("roc_auc" in r.data.metrics for r in trials if r.info.status == "FINISHED")

@@ -1,19 +1,80 @@
-"""The MLflow client every expagent process writes through: redaction at the sink.
+"""The MLflow client every expagent process writes through: redaction at the sink, and a breaker.
 
 Whatever code path writes to MLflow (a tool, a node, the trainer, the tuning loop, a future feature),
 params, tags, run names, notes and text artifacts pass ``tools.core.redact`` on their way out, so no
 caller can forget it.
+
+The breaker: MLflow's own HTTP retries ride out a short outage (``tools.core.tracking.bound_mlflow_http``).
+Once one call has still failed to reach the server, every call of this process fails at once with
+``TrackingUnavailable`` for ``BREAKER_HOLD_S`` seconds instead of waiting its own minute: a store that
+is gone ends the turn in bounded time. The next call after the hold tries the server again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import inspect
+import threading
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from tools.core.redact import redact, redact_text
+
+BREAKER_HOLD_S = 45.0
+_CONNECTION_SIGNS = (
+    "Max retries exceeded", "Connection refused", "NewConnectionError", "Read timed out", "ConnectTimeout",
+    "RemoteDisconnected", "Connection aborted", "Failed to establish",
+)  # fmt: skip
+
+
+class TrackingUnavailable(ConnectionError):
+    """The tracking server could not be reached a moment ago; calls fail fast until the hold ends."""
+
+
+class _Breaker:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.open_until = 0.0
+        self.cause = ""
+
+    def check(self, uri: str) -> None:
+        with self.lock:
+            left = self.open_until - time.monotonic()
+            cause = self.cause
+        if left > 0:
+            raise TrackingUnavailable(
+                f"the tracking server {uri} is unreachable ({cause}); not retrying for another {left:.0f} s"
+            )
+
+    def trip(self, exc: BaseException) -> None:
+        text = str(exc)
+        if not any(sign in text for sign in _CONNECTION_SIGNS):
+            return
+        with self.lock:
+            self.open_until = time.monotonic() + BREAKER_HOLD_S
+            self.cause = "connection failed after retries"
+
+
+BREAKER = _Breaker()
+
+
+def _through_breaker(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: MlflowClient, *args: Any, **kwargs: Any) -> Any:
+        if not str(self.tracking_uri).startswith("http"):
+            return method(self, *args, **kwargs)
+        BREAKER.check(str(self.tracking_uri))
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            BREAKER.trip(exc)
+            raise
+
+    return call
 
 
 def _text(value: Any) -> Any:
@@ -69,3 +130,9 @@ class RedactingMlflowClient(MlflowClient):
     def get_experiment_by_name(self, name: str) -> Any:
         # Names are stored redacted, so they are looked up redacted: one request, one experiment.
         return super().get_experiment_by_name(redact_text(name))
+
+
+for _name in dir(MlflowClient):  # every public call of the client goes through the breaker
+    _raw = inspect.getattr_static(RedactingMlflowClient, _name, None)
+    if not _name.startswith("_") and inspect.isfunction(_raw):
+        setattr(RedactingMlflowClient, _name, _through_breaker(_raw))

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         15.0, gt=0, description="Seconds one MLflow HTTP request may take (MLFLOW_HTTP_REQUEST_TIMEOUT)."
     )
     mlflow_http_retries: int = Field(
-        2, ge=0, description="Retries of a failing MLflow HTTP request (MLFLOW_HTTP_REQUEST_MAX_RETRIES)."
+        5, ge=0, description="Retries of a failing MLflow HTTP request (MLFLOW_HTTP_REQUEST_MAX_RETRIES)."
     )
     model_timeout_s: float = Field(
         30.0, gt=0, description="Seconds one request to an openai:<model> endpoint may take."

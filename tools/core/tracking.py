@@ -107,13 +107,20 @@ def make_client(settings: Settings) -> MlflowClient:
 def bound_mlflow_http(settings: Settings) -> None:
     """Bound MLflow's HTTP retries (its defaults wait ~4 minutes per failing call); env wins if set.
 
+    The defaults (5 retries, backoff factor 2, 15 s per request) keep one call under ~60 s of waiting
+    while the server is unreachable: long enough for a server restart, short enough that a turn on a
+    store that is gone for good ends within ~90 s (``RedactingMlflowClient`` stops calling after one
+    call has failed to connect, for ``BREAKER_HOLD_S``).
+
     Set in the environment, so job processes started from here inherit the same bounds.
     """
     import os
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", f"{settings.mlflow_http_timeout:g}")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_http_retries))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    # urllib3 waits 0, 2f, 4f, 8f, ... between retries: with f=2 and 5 retries a call rides out an
+    # outage of ~60 s (a server restart) and then fails; the client's breaker makes later calls fail fast.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
 
 
