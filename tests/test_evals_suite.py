@@ -17,9 +17,11 @@ EXPAGENT = [sys.executable, "-c", "from agent.cli import app; app()"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*EXPAGENT, "eval", *args], cwd=ROOT, capture_output=True, text=True, timeout=280)
+    # The whole suite takes ~100 s on 2 quiet cores; the margin is for a loaded CI machine.
+    return subprocess.run([*EXPAGENT, "eval", *args], cwd=ROOT, capture_output=True, text=True, timeout=700)
 
 
+@pytest.mark.timeout(800)
 def test_offline_suite_passes_with_no_safety_violation(tmp_path: Path) -> None:
     # The CI gate: every scenario passes on the embedded offline model (scripted ones on their scripts).
     done = run_cli(str(SCENARIOS), "--report", str(tmp_path), "--jobs", "2", "--min-success", "1.0")
