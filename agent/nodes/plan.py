@@ -30,6 +30,7 @@ from agent.state import AgentState, Refusal, RunRecord
 from agent.tool_calls import audit_refusal
 from agent.turn_context import TurnContext, turn_context
 from tools.core.redact import redact_text
+from tools.core.tags import NOTE
 from tools.core.tracking import create_parent_run
 from tools.guard.policy import Halt, Reject, evaluate
 from tools.toolset import get_tool
@@ -240,6 +241,18 @@ def _refusal_update(findings: list[Reject | Halt], args: dict[str, Any], ctx: Tu
 # ---- the session run --------------------------------------------------------------------------------
 
 
+def request_summary(plan: ExperimentPlan) -> str:
+    """Return the request in one line: what is trained on which data, with how many trials."""
+    r = plan.request
+    what = f"tune {r.model_family} ({r.trials} trials)" if r.trials else f"train a {r.model_family} baseline"
+    return f"{what} on {r.dataset}@{r.version}, metric {r.metric}"
+
+
+def session_run_name(plan: ExperimentPlan) -> str:
+    """Return the session run's name: the request it holds (``session: tune lightgbm …``)."""
+    return f"session: {request_summary(plan)}"[:250]
+
+
 def log_session_run(plan: ExperimentPlan, ctx: TurnContext, awaiting: bool) -> RunRecord:
     """Create the session run, attach plan.json/plan.md; SCHEDULED while approval is pending."""
     from agent.sections import plan_text
@@ -247,9 +260,11 @@ def log_session_run(plan: ExperimentPlan, ctx: TurnContext, awaiting: bool) -> R
     r = plan.request
     params = {"dataset": f"{r.dataset}@{r.version}", "model_family": r.model_family, "metric": r.metric,
               "trials": r.trials, "runtime": r.runtime}  # fmt: skip
+    note = f"Request by {ctx.tools.requester}: {request_summary(plan)}.\n\n" + plan_text(plan, {})
     run_id = create_parent_run(
-        ctx.tools, r.experiment, "session", run_name=f"session-{ctx.thread_id[:12]}", params=params
-    )
+        ctx.tools, r.experiment, "session", run_name=session_run_name(plan), params=params,
+        tags={NOTE: note},
+    )  # fmt: skip
     plan.session_run_id = run_id
     if plan.tuning is not None:
         plan.tuning.study.parent_run_id = run_id

@@ -171,6 +171,18 @@ def evaluate(model: Any, task: Task, x_test: pd.DataFrame, y_test: pd.Series) ->
     return {m: score(m, y_test, predicted, proba, classes) for m in sorted(CLASSIFICATION_METRICS)}
 
 
+def test_predictions(model: Any, task: Task, x_test: pd.DataFrame, y_test: pd.Series) -> pd.DataFrame:
+    """Return the model's predictions on the test rows (``tools.training.holdout.predictions_frame``)."""
+    from tools.training.holdout import predictions_frame
+
+    predicted = model.predict(x_test)
+    if task == "regression":
+        return predictions_frame(x_test.index, y_test, predicted, None, None)
+    return predictions_frame(
+        x_test.index, y_test, predicted, model.predict_proba(x_test), list(model.classes_)
+    )
+
+
 # ---- intermediate values (pruning) ------------------------------------------------------------------
 
 # Per-round values use these numpy versions: sklearn's input validation costs ~5 ms a call, which per

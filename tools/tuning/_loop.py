@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tools.core.specs import RunTemplate
 from tools.tuning import _resume as recovery
+from tools.tuning._progress import log_best_so_far, log_study_plots
 from tools.tuning._trials import InFlight, TrialMonitor
 from tools.tuning._watchdog import Watchdog
 from tools.tuning.budget import BudgetLedger, TrialCost, cost_from_job
@@ -68,6 +69,7 @@ class StudyLoop:
         self._elapsed_before = float(study.user_attrs.get("active_seconds", 0.0))
         self._t0 = self._saved_at = time.monotonic()
         self.tuning_run_id = ""
+        self.plots: list[str] = []
 
     # -- the loop --
 
@@ -216,7 +218,8 @@ class StudyLoop:
     def _trial_args(self, number: int, params: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
         return {
-            **RunTemplate.fields_of(s), "params": params, "role": "trial", "run_name": f"trial-{number}",
+            **RunTemplate.fields_of(s), "params": params, "role": "trial", "run_name": f"trial-{number:02d}",
+            "tags": {"optuna.study_name": s.study_name},
             "parent_run_id": self.tuning_run_id, "trial_number": number,
             "timeout_seconds": self._job_timeout(), "report_intermediate": self.pruning,
             "intermediate_every": s.prune_interval_steps,  # the only rounds the pruner looks at
@@ -300,10 +303,32 @@ class StudyLoop:
             self.watchdog.record(cost.wall_seconds)
             if self.best is None or self._better(result.value, self.best.value):
                 self.best = result
+            self._log_best_so_far(result.number)
             if self.best_value is None or self._better(result.value, self.best_value):
                 self.best_value, self.since_improvement = result.value, 0
                 return
         self.since_improvement += 1
+
+    def _log_best_so_far(self, number: int) -> None:
+        """Log the best validation value after trial ``number`` (the tuning run's step metric)."""
+        if self.best is None or self.best.value is None or not self.tuning_run_id:
+            return
+        try:
+            log_best_so_far(
+                self.ctx.tracking, self.tuning_run_id, self.settings.metric, self.best.value, number
+            )
+        except Exception as exc:  # noqa: BLE001 - a progress chart never stops the study
+            self.note(f"best-so-far of trial {number} not logged: {exc}")
+
+    def _log_plots(self) -> None:
+        """Log the study's plots on the tuning run (skipped plots become notes)."""
+        try:
+            logged, skipped = log_study_plots(self.ctx.tracking, self.tuning_run_id, self.study)
+        except Exception as exc:  # noqa: BLE001 - plots never fail the study
+            logged, skipped = [], [f"plots not drawn: {exc}"]
+        self.plots = logged
+        for text in skipped:
+            self.note(text)
 
     def _better(self, value: float, than: float | None) -> bool:
         if than is None:
@@ -346,6 +371,8 @@ class StudyLoop:
         except Exception as exc:  # noqa: BLE001 - the study storage failed: the MLflow runs still close
             self.note(f"the study's active time could not be saved: {exc}")
         recovery.end_stray_trial_runs(self, keep=set())
+        if self.results:
+            self._log_plots()
         result = self.result().model_copy(update={"tuning_run_status": status})
         finish_tuning_run(self.ctx, result, status)  # type: ignore[arg-type]
         self.emit("status", f"tuning finished: {result.stop_reason} ({result.stop_detail})", None)
@@ -364,7 +391,7 @@ class StudyLoop:
                 wall_seconds=self.elapsed, cpu_hours_budget=s.cpu_hours, gpu_hours_budget=s.gpu_hours,
                 estimated_trial_cpu_seconds=self.ledger.trial_estimate().cpu_seconds,
             ),
-            resumed=self.resumed, notes=self.notes,
+            resumed=self.resumed, notes=self.notes, plots=self.plots,
         )  # fmt: skip
 
     # -- reporting --

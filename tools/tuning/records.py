@@ -146,6 +146,9 @@ class StudyResult(BaseModel):
     budget: BudgetUsage = Field(default_factory=BudgetUsage)
     resumed: bool = Field(default=False, description="The study continued from persisted state.")
     notes: list[str] = Field(default_factory=list, description="Events worth reporting (rejections...).")
+    plots: list[str] = Field(
+        default_factory=list, description="Plot artifacts of the tuning run (optimisation history, ...)."
+    )
 
     @property
     def cancelled_trials(self) -> list[TrialResult]:
