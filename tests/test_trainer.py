@@ -147,8 +147,9 @@ def test_regression_run_reports_regression_metrics(settings: Settings) -> None:
         settings,
     )
     assert result.status == "FINISHED", result.error
-    assert set(result.metrics) == {"rmse", "mae", "r2", "fit_seconds", "run_seconds"}
-    assert result.value == result.metrics["rmse"]
+    split_metrics = {f"{role}{m}" for role in ("", "val_", "test_") for m in ("rmse", "mae", "r2")}
+    assert set(result.metrics) == split_metrics | {"fit_seconds", "run_seconds"}
+    assert result.value == result.metrics["rmse"] == result.metrics["test_rmse"]
 
 
 def test_metric_that_does_not_fit_the_task_fails_before_training(

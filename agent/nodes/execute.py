@@ -165,9 +165,10 @@ def _tune(
 def _baseline_trial(baseline: RunRecord, job: JobInfo, plan: ExperimentPlan) -> TrialResult:
     from agent.sections import primary_value
 
+    m = plan.request.metric  # the study compares on validation: the baseline's val_<metric>
     return TrialResult(
         number=None, run_id=baseline.run_id, job_id=job.job_id, state="COMPLETE",
-        value=primary_value(baseline.metrics, plan.request.metric), params=baseline.params,
+        value=baseline.metrics.get(f"val_{m}", primary_value(baseline.metrics, m)), params=baseline.params,
         wall_seconds=job.wall_seconds, cpu_seconds=job.cpu_seconds,
     )  # fmt: skip
 
@@ -183,7 +184,7 @@ def study_records(result: StudyResult, plan: ExperimentPlan) -> list[RunRecord]:
         if not trial.run_id:
             continue
         metrics: dict[str, float] = (
-            {plan.request.metric: trial.value}
+            {f"val_{plan.request.metric}": trial.value}
             if trial.value is not None and trial.state == "COMPLETE"
             else {}
         )

@@ -282,10 +282,10 @@ def describe_run(spec: TrainingSpec, role: str) -> str:
     """Return the run's description (``mlflow.note.content``): what it is and why it exists."""
     data = f"{spec.model_family} on {spec.dataset}@{spec.version}, metric {spec.metric}"
     if role == "trial":
-        study = spec.tags.get("optuna.study_name") or f"the tuning run {spec.parent_run_id}"
         return (
-            f"Trial {spec.trial_number} of study {study}: {data}. Params: {_params_text(spec.params)}. "
-            f"Selected on val_{spec.metric}; test_{spec.metric} is reported, never selected on."
+            f"Trial {spec.trial_number} of the tuning run {spec.parent_run_id}: {data}. "
+            f"Params: {_params_text(spec.params)}. Selected on val_{spec.metric}; "
+            f"test_{spec.metric} is reported, never selected on."
         )
     if role == "baseline":
         return (

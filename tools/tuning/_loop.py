@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tools.core import tags as tag_keys
 from tools.core.specs import RunTemplate
 from tools.tuning import _resume as recovery
 from tools.tuning._progress import log_best_so_far, log_study_plots
@@ -19,7 +20,7 @@ from tools.tuning._trials import InFlight, TrialMonitor
 from tools.tuning._watchdog import Watchdog
 from tools.tuning.budget import BudgetLedger, TrialCost, cost_from_job
 from tools.tuning.records import BudgetUsage, StopReason, StudyResult, StudySettings, TrialResult, TrialState
-from tools.tuning.runs import finish_tuning_run
+from tools.tuning.runs import compare_on_test, finish_tuning_run
 from tools.tuning.space import ParamSpec, parse_space, suggest_params, supports_pruning
 
 if TYPE_CHECKING:
@@ -219,11 +220,20 @@ class StudyLoop:
         s = self.settings
         return {
             **RunTemplate.fields_of(s), "params": params, "role": "trial", "run_name": f"trial-{number:02d}",
-            "tags": {"optuna.study_name": s.study_name},
+            "tags": {tag_keys.NOTE: self._trial_description(number, params)},
             "parent_run_id": self.tuning_run_id, "trial_number": number,
             "timeout_seconds": self._job_timeout(), "report_intermediate": self.pruning,
             "intermediate_every": s.prune_interval_steps,  # the only rounds the pruner looks at
         }  # fmt: skip
+
+    def _trial_description(self, number: int, params: dict[str, Any]) -> str:
+        """Return the trial run's description: which study it belongs to, its data and params."""
+        s = self.settings
+        return (
+            f"Trial {number} of study {s.study_name}: {s.model_family} on {s.dataset}@{s.version}, "
+            f"params {_short(params)}. Selected on val_{s.metric}; test_{s.metric} is reported, never "
+            "selected on."
+        )
 
     def _job_timeout(self) -> int:
         """The job's own deadline: a little after the watchdog's, within the per-run wall-clock cap."""
@@ -374,6 +384,10 @@ class StudyLoop:
         if self.results:
             self._log_plots()
         result = self.result().model_copy(update={"tuning_run_status": status})
+        comparison, why_not = compare_on_test(self.ctx.tracking, result)
+        if why_not and result.best is not None:
+            self.note(why_not)
+        result = result.model_copy(update={"test_comparison": comparison, "notes": self.notes})
         finish_tuning_run(self.ctx, result, status)  # type: ignore[arg-type]
         self.emit("status", f"tuning finished: {result.stop_reason} ({result.stop_detail})", None)
         return result

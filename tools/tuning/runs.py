@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tools.core import tags as tag_keys
 from tools.core import tracking
-from tools.tuning.records import StudyResult, StudySettings, TrialResult
+from tools.tuning.records import StudyResult, StudySettings, TestComparison, TrialResult
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -128,7 +128,11 @@ def finish_tuning_run(ctx: ToolContext, result: StudyResult, status: tracking.Te
         tag_keys.STOP_REASON: result.stop_reason,
         tag_keys.BEST_RUN_ID: (best.run_id if best else None) or "none",
         tag_keys.BASELINE_RUN_ID: (baseline.run_id if baseline else None) or "none",
+        tag_keys.SELECTED_ON: f"val_{result.metric}",
     }
+    if result.test_comparison is not None:
+        metrics.update(_comparison_metrics(result.test_comparison))
+        tags[tag_keys.WITHIN_NOISE] = str(result.test_comparison.within_noise).lower()
     client.log_batch(
         run_id,
         metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
@@ -148,13 +152,55 @@ def _final_metrics(result: StudyResult) -> dict[str, float]:
         "cpu_seconds_used": result.budget.cpu_seconds,
         "wall_seconds": result.budget.wall_seconds,
     }
-    if result.best is not None and result.best.value is not None:
-        metrics[f"best_{result.metric}"] = result.best.value
+    # Selection values are validation values: the names say so (best_val_<metric> is also the step metric
+    # of the optimisation history; its last step is the study's best).
     if result.baseline is not None and result.baseline.value is not None:
-        metrics[f"baseline_{result.metric}"] = result.baseline.value
+        metrics[f"baseline_val_{result.metric}"] = result.baseline.value
         if result.best is not None and result.best.value is not None:
-            metrics["improvement"] = result.best.value - result.baseline.value
+            metrics[f"improvement_val_{result.metric}"] = result.best.value - result.baseline.value
     return metrics
+
+
+def _comparison_metrics(found: TestComparison) -> dict[str, float]:
+    m = found.metric
+    return {
+        f"test_{m}_best": found.best_value,
+        f"test_{m}_baseline": found.baseline_value,
+        f"test_{m}_gain": found.difference,
+        f"test_{m}_gain_low": found.low,
+        f"test_{m}_gain_high": found.high,
+    }
+
+
+def compare_on_test(client: MlflowClient, result: StudyResult) -> tuple[TestComparison | None, str | None]:
+    """Compare the best trial with the baseline on the test rows (paired bootstrap); or say why not.
+
+    Returns ``(comparison, None)`` or ``(None, reason)``.
+    """
+    import tempfile
+
+    import pandas as pd
+
+    from tools.training.holdout import PREDICTIONS_ARTIFACT, frame_scorer, paired_bootstrap
+
+    best, baseline = result.best, result.baseline
+    if best is None or baseline is None or not best.run_id or not baseline.run_id:
+        return None, "no best trial and baseline to compare on the test split"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            frames = [
+                pd.read_csv(client.download_artifacts(run_id, PREDICTIONS_ARTIFACT, tmp + f"/{i}"))
+                for i, run_id in enumerate((best.run_id, baseline.run_id))
+            ]
+        scorer = frame_scorer(result.metric)
+        found = paired_bootstrap(frames[0], frames[1], result.metric, scorer)
+    except Exception as exc:  # noqa: BLE001 - an older run without predictions: say so, do not fail
+        return None, f"best vs baseline not compared on the test split: {type(exc).__name__}: {exc}"
+    return TestComparison(
+        metric=result.metric, best_value=scorer(frames[0]), baseline_value=scorer(frames[1]),
+        difference=found.difference, low=found.low, high=found.high, rows=found.rows,
+        resamples=found.resamples,
+    ), None  # fmt: skip
 
 
 def comparison(result: StudyResult) -> dict[str, Any]:
@@ -171,7 +217,9 @@ def comparison(result: StudyResult) -> dict[str, Any]:
         "direction": result.direction,
         "best": brief(result.best),
         "baseline": brief(result.baseline),
+        "selected_on": f"val_{result.metric}",
         "improved_over_baseline": result.improved_over_baseline,
+        "test_comparison": result.test_comparison.model_dump() if result.test_comparison else None,
         "stop_reason": result.stop_reason,
         "stop_detail": result.stop_detail,
         "trials": {s: result.count(s) for s in ("COMPLETE", "PRUNED", "FAIL", "KILLED")},
@@ -185,8 +233,11 @@ def comparison_text(result: StudyResult) -> str:
     text = f"Tuning stopped ({result.stop_reason}: {result.stop_detail}). "
     if best is None:
         return text + "No trial completed."
-    text += f"Best {result.metric} = {best.value:.6g} (trial {best.number}, run {best.run_id})"
+    text += f"Best val_{result.metric} = {best.value:.6g} (trial {best.number}, run {best.run_id})"
     base = result.baseline
     if base is not None and base.value is not None:
         text += f" vs baseline {base.value:.6g} (run {base.run_id})"
-    return text + "."
+    text += "."
+    if result.test_comparison is not None:
+        text += " " + result.test_comparison.sentence()
+    return text
