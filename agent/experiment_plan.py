@@ -52,6 +52,9 @@ class ExperimentRequest(BaseModel):
     target: float | None = Field(None, description="Stop once the primary metric reaches this value.")
     seed: int = Field(42, description="Random seed for splits, models and the sampler.")
     params: dict[str, Any] = Field(default_factory=dict, description="Fixed hyperparameters.")
+    warm_start: bool = Field(
+        True, description="Start tuning from the best params of earlier trials on the same problem."
+    )
     search_space: dict[str, Any] = Field(
         default_factory=dict, description="User overrides of the tuning search space."
     )

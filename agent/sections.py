@@ -14,6 +14,7 @@ from typing import Any
 from agent.experiment_plan import ExperimentPlan, ExperimentRequest, RollbackRecord, VerificationReport
 from agent.model_prose import quote_line
 from agent.state import AgentState, IntakeDecision, RunRecord
+from tools.tuning.warm_start import describe as warm_start_text
 
 Sections = dict[str, str]
 
@@ -199,6 +200,9 @@ def _tuning_line(plan: ExperimentPlan) -> str:
     return (
         f"- Tuning: {s.n_trials} trials, TPE sampler (seed {s.seed}), {s.parallelism} at a time; stopping: "
         f"{', '.join(stops)}. Search space ({plan.tuning.search_space_source}): {space}.\n"
+        f"- {warm_start_text(s.warm_start_trials, s.metric, s.warm_start)}\n"
+        f"- Selection: trials are chosen on val_{s.metric} (validation split); the best and the baseline "
+        f"are compared on test_{s.metric} (held-out test split) with a paired bootstrap interval.\n"
         f"- Tuning estimate: {plan.tuning.estimate.summary}"
     )
 

@@ -36,8 +36,9 @@ from tools.guard.policy import Halt, Reject, evaluate
 from tools.toolset import get_tool
 from tools.tuning.budget import DEFAULT_RUN_SECONDS, TrialCost, estimate_plan
 from tools.tuning.cost_history import typical_baseline_cost
-from tools.tuning.records import StudySettings, default_parallelism
+from tools.tuning.records import StudySettings, WarmStartTrial, default_parallelism
 from tools.tuning.space import SEARCH_SPACES_FILE, SearchSpaceError, load_search_space
+from tools.tuning.warm_start import find_warm_start
 
 DEFAULT_TIMEOUT_SECONDS = 600
 Route = Literal["approve", "execute", "respond"]
@@ -113,12 +114,23 @@ def _tuning_plan(
         patience=request.patience,
         target=request.target,
         trial_timeout_seconds=timeout,
+        warm_start=request.warm_start,
     )
+    if study.warm_start:
+        study.warm_start_trials = _warm_start_trials(ctx, study)
     source = "your overrides on " if request.search_space else ""
     estimate = estimate_plan(None, study, settings.budget, prior=prior)
     return TuningPlan(
         study=study, search_space_source=f"{source}{SEARCH_SPACES_FILE.name}", estimate=estimate
     )
+
+
+def _warm_start_trials(ctx: TurnContext, study: StudySettings) -> list[WarmStartTrial]:
+    """Return the earlier trials to enqueue first; none when MLflow cannot be searched."""
+    try:
+        return find_warm_start(ctx.tools.tracking, study)
+    except Exception:  # noqa: BLE001 - a warm start is an optimisation: plan without it
+        return []
 
 
 def _estimate(

@@ -359,6 +359,16 @@ def create_run(ctx: RunOwner, spec: TrainingSpec, role: RunRole | None = None) -
     return str(create_mlflow_run(ctx, spec, role).info.run_id)
 
 
+#: descriptions of the runs that group others, until their creator writes a fuller one.
+_GROUP_NOTES: dict[str, str] = {
+    "session": "Session {session} requested by {requester}: holds the plan and the answer of one request.",
+    "tuning": "Tuning study of session {session}: its trials are nested under this run.",
+    "baseline": "Baseline run of session {session}.",
+    "trial": "Trial run of session {session}.",
+    "single": "Run of session {session}.",
+}
+
+
 def create_parent_run(
     ctx: RunOwner,
     experiment: str,
@@ -372,7 +382,9 @@ def create_parent_run(
     from mlflow.entities import Param
 
     check_user_tags(tags or {})
+    default_note = _GROUP_NOTES[role].format(session=ctx.session_id, requester=ctx.requester)
     all_tags: dict[str, object] = {
+        NOTE_TAG: default_note,
         **source_tags(AGENT_SOURCE),
         **(tags or {}),
         MANAGED_TAG: "true",

@@ -15,6 +15,14 @@ StopReason = Literal[
 ]
 
 
+class WarmStartTrial(BaseModel):
+    """An earlier trial whose params are enqueued as one of the study's first trials."""
+
+    run_id: str = Field(description="The earlier trial's MLflow run.")
+    value: float = Field(description="Its val_<metric>.")
+    params: dict[str, Any] = Field(description="Its searched params, as the study's space types them.")
+
+
 class StudySettings(RunTemplate):
     """Everything one tuning study needs; built by the plan node, passed to ``run_study``.
 
@@ -60,6 +68,12 @@ class StudySettings(RunTemplate):
     )
     watchdog_min_trials: int = Field(
         default=3, ge=1, description="Finished trials needed for the median rule."
+    )
+    warm_start: bool = Field(
+        default=True, description="Enqueue the best params of earlier finished trials on the same problem."
+    )
+    warm_start_trials: list[WarmStartTrial] = Field(
+        default_factory=list, description="The earlier trials found when planning (enqueued first)."
     )
     prune: bool = Field(
         default=True, description="Prune unpromising trials (families with intermediate metrics)."

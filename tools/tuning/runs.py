@@ -35,6 +35,11 @@ def create_tuning_run(ctx: ToolContext, settings: StudySettings) -> str:
     params["pruner"] = "MedianPruner" if settings.prune else "none"
     params.update({f"space.{name}": _spec_text(spec) for name, spec in settings.search_space.items()})
     tags = {
+        tag_keys.NOTE: (
+            f"Tuning study {settings.study_name}: {settings.model_family} on {settings.dataset}@"
+            f"{settings.version}, up to {settings.n_trials} trials, selected on val_{settings.metric}. "
+            f"Chart best_val_{settings.metric} is the optimisation history; plots/ has Optuna's plots."
+        ),
         "dataset.name": settings.dataset,
         "dataset.version": settings.version,
         "model_family": settings.model_family,
