@@ -22,6 +22,7 @@ CheckName = Literal[
     "model_artifact",
     "dataset_tags",
     "git_sha_tag",
+    "selected_on_validation",
 ]
 RollbackTrigger = Literal["run_failed", "user_cancelled", "cancel_request", "budget", "runaway"]
 RollbackActionKind = Literal["cancelled_job", "ended_run", "already_ended", "nothing_running"]

@@ -154,6 +154,14 @@ def _tune(
         f"Tuning stopped ({result.stop_reason}): {result.stop_detail}".rstrip(": ")
     )
     update["execution_notes"] += result.notes
+    if result.test_comparison is not None:
+        update["execution_notes"].append(result.test_comparison.sentence())
+    if result.plots:
+        plots = ", ".join(f"`{p}`" for p in result.plots)
+        update["execution_notes"].append(
+            f"Tuning run `{result.tuning_run_id}` has the optimisation history as its best_val_"
+            f"{result.metric} chart and the study's plots {plots}."
+        )
     if result.best is not None and result.best.run_id and result.improved_over_baseline:
         update["best_run_id"] = result.best.run_id
     if result.stop_reason == "cancelled":
