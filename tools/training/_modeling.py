@@ -162,25 +162,33 @@ def score(metric: str, y_true: Any, predicted: Any, proba: Any, classes: Any) ->
     return float(skm.roc_auc_score(y_true, proba, multi_class="ovr", labels=classes))
 
 
-def evaluate(model: Any, task: Task, x_test: pd.DataFrame, y_test: pd.Series) -> dict[str, float]:
-    """Return every metric of ``task`` on the held-out split."""
-    predicted = model.predict(x_test)
+def predict_split(model: Any, task: Task, x: pd.DataFrame) -> tuple[Any, Any, list[Any] | None]:
+    """Return ``(predicted, proba, classes)`` of one split in one pass over the model.
+
+    A classifier's label is the most probable class (what LightGBM and scikit-learn predict), so a
+    large model is not run twice per split.
+    """
     if task == "regression":
-        return {m: score(m, y_test, predicted, None, None) for m in sorted(REGRESSION_METRICS)}
-    proba, classes = model.predict_proba(x_test), list(model.classes_)
-    return {m: score(m, y_test, predicted, proba, classes) for m in sorted(CLASSIFICATION_METRICS)}
+        return model.predict(x), None, None
+    proba, classes = model.predict_proba(x), list(model.classes_)
+    return np.asarray(classes)[np.argmax(proba, axis=1)], proba, classes
 
 
-def test_predictions(model: Any, task: Task, x_test: pd.DataFrame, y_test: pd.Series) -> pd.DataFrame:
-    """Return the model's predictions on the test rows (``tools.training.holdout.predictions_frame``)."""
+def evaluate(model: Any, task: Task, x_test: pd.DataFrame, y_test: pd.Series,
+             predictions: tuple[Any, Any, list[Any] | None] | None = None) -> dict[str, float]:  # fmt: skip
+    """Return every metric of ``task`` on a split (from ``predictions`` when already computed)."""
+    predicted, proba, classes = predictions or predict_split(model, task, x_test)
+    names = REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+    return {m: score(m, y_test, predicted, proba, classes) for m in sorted(names)}
+
+
+def test_predictions(x_test: pd.DataFrame, y_test: pd.Series,
+                     predictions: tuple[Any, Any, list[Any] | None]) -> pd.DataFrame:  # fmt: skip
+    """Return the test rows' predictions (``tools.training.holdout.predictions_frame``)."""
     from tools.training.holdout import predictions_frame
 
-    predicted = model.predict(x_test)
-    if task == "regression":
-        return predictions_frame(x_test.index, y_test, predicted, None, None)
-    return predictions_frame(
-        x_test.index, y_test, predicted, model.predict_proba(x_test), list(model.classes_)
-    )
+    predicted, proba, classes = predictions
+    return predictions_frame(x_test.index, y_test, predicted, proba, classes)
 
 
 # ---- intermediate values (pruning) ------------------------------------------------------------------

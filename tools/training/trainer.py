@@ -44,7 +44,7 @@ from tools.training._limits import apply_resource_limits
 
 # tools.training._modeling (LightGBM, scikit-learn) is imported before anything imports MLflow: the other
 # order made importing this module 0.3-0.4 s slower in every fresh job process (measured).
-from tools.training._modeling import build_model, check_spec, evaluate, fit, test_predictions
+from tools.training._modeling import build_model, check_spec, evaluate, fit, predict_split, test_predictions
 from tools.training._modeling import round_score as round_score  # re-exported: tests compare it with score
 from tools.training._modeling import score as score
 from tools.training._output_tee import maybe_tee
@@ -94,7 +94,8 @@ def _train_and_log(
     fit(model, spec, x_train, y_train, reporter, x_val, y_val)  # pruning sees the validation rows only
     fit_seconds = time.monotonic() - started
     val_metrics = evaluate(model, task, x_val, y_val)
-    test_metrics = evaluate(model, task, x_test, y_test)
+    on_test = predict_split(model, task, x_test)  # one pass: metrics and the predictions artifact
+    test_metrics = evaluate(model, task, x_test, y_test, on_test)
     metrics = {
         **{f"val_{k}": v for k, v in val_metrics.items()},
         **{f"test_{k}": v for k, v in test_metrics.items()},
@@ -106,7 +107,7 @@ def _train_and_log(
     metrics["run_seconds"] = time.monotonic() - begun
     # With per-round values, the last one already is the final val_<metric> (same rows, same model).
     logged = {k: v for k, v in metrics.items() if reporter is None or k != reporter.key}
-    log_results(client, run.run_id, logged, uri, test_predictions(model, task, x_test, y_test))
+    log_results(client, run.run_id, logged, uri, test_predictions(x_test, y_test, on_test))
     return TrainingResult(
         run_id=run.run_id, status="FINISHED", metric=spec.metric, value=metrics[spec.metric],
         metrics=metrics, model_uri=uri,
