@@ -196,3 +196,12 @@ def test_without_earlier_trials_the_plan_says_there_were_none(tmp_path: Path) ->
         assert "off" in warm_start_text([], "roc_auc", enabled=False)
     finally:
         ctx.close()
+
+
+def test_a_request_can_turn_warm_start_off() -> None:
+    from agent.grammar.intake import parse_message
+
+    decision, _ = parse_message("tune lightgbm on breast_cancer@1 for 10 trials, no warm start")
+    assert decision.request.warm_start is False and not decision.not_understood
+    decision, _ = parse_message("tune lightgbm on breast_cancer@1 for 10 trials")
+    assert decision.request.warm_start is None
