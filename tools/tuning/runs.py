@@ -8,6 +8,9 @@ comparison of the best trial against the baseline at the end.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tools.core import tags as tag_keys
@@ -121,6 +124,10 @@ def _child_runs(client: MlflowClient, experiment: str, tuning_run_id: str) -> li
     return list(client.search_runs([found.experiment_id], filter_string=query, max_results=5000))
 
 
+#: where the study's outcome starts in the tuning run's description (after what the study is).
+_RESULT_HEAD = "\n\nResult: "
+
+
 def finish_tuning_run(ctx: ToolContext, result: StudyResult, status: tracking.TerminalStatus) -> None:
     """Log the final comparison (best vs baseline), trial table and stop reason; end the tuning run."""
     from mlflow.entities import Metric, RunTag
@@ -145,7 +152,9 @@ def finish_tuning_run(ctx: ToolContext, result: StudyResult, status: tracking.Te
     )
     client.log_dict(run_id, comparison(result), "comparison.json")
     client.log_dict(run_id, {"trials": [t.model_dump(mode="json") for t in result.trials]}, "trials.json")
-    tracking.end_run(client, run_id, status, note=comparison_text(result), only_if_running=False)
+    described = client.get_run(run_id).data.tags.get(tag_keys.NOTE, "").split(_RESULT_HEAD)[0].strip()
+    note = f"{described}{_RESULT_HEAD}{comparison_text(result)}" if described else comparison_text(result)
+    tracking.end_run(client, run_id, status, note=note, only_if_running=False)
 
 
 def _final_metrics(result: StudyResult) -> dict[str, float]:
@@ -177,6 +186,21 @@ def _comparison_metrics(found: TestComparison) -> dict[str, float]:
     }
 
 
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Keep MLflow's download progress bars out of the user's terminal for the block."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
 def compare_on_test(client: MlflowClient, result: StudyResult) -> tuple[TestComparison | None, str | None]:
     """Compare the best trial with the baseline on the test rows (paired bootstrap); or say why not.
 
@@ -192,7 +216,7 @@ def compare_on_test(client: MlflowClient, result: StudyResult) -> tuple[TestComp
     if best is None or baseline is None or not best.run_id or not baseline.run_id:
         return None, "no best trial and baseline to compare on the test split"
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _no_progress_bars():
             frames = [
                 pd.read_csv(client.download_artifacts(run_id, PREDICTIONS_ARTIFACT, tmp + f"/{i}"))
                 for i, run_id in enumerate((best.run_id, baseline.run_id))
