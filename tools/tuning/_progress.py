@@ -38,11 +38,18 @@ def log_best_so_far(client: MlflowClient, run_id: str, metric: str, value: float
 
 
 def _plotters() -> dict[str, Callable[[optuna.Study], Any]]:
+    from optuna.importance import MeanDecreaseImpurityImportanceEvaluator
     from optuna.visualization import matplotlib as plots
+
+    def importances(study: optuna.Study) -> Any:
+        # Optuna's default (fANOVA, 64 trees) took ~4 s for 20 trials; 16 trees of mean decrease in
+        # impurity took ~0.2 s (measured), seeded so the plot is the same for the same study.
+        evaluator = MeanDecreaseImpurityImportanceEvaluator(n_trees=16, seed=0)
+        return plots.plot_param_importances(study, evaluator=evaluator)
 
     return {
         "optimization_history.png": plots.plot_optimization_history,
-        "param_importances.png": plots.plot_param_importances,
+        "param_importances.png": importances,
         "parallel_coordinate.png": plots.plot_parallel_coordinate,
     }
 
