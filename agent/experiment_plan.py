@@ -22,6 +22,7 @@ CheckName = Literal[
     "model_artifact",
     "dataset_tags",
     "git_sha_tag",
+    "selected_on_validation",
 ]
 RollbackTrigger = Literal["run_failed", "user_cancelled", "cancel_request", "budget", "runaway"]
 RollbackActionKind = Literal["cancelled_job", "ended_run", "already_ended", "nothing_running"]
@@ -52,6 +53,9 @@ class ExperimentRequest(BaseModel):
     target: float | None = Field(None, description="Stop once the primary metric reaches this value.")
     seed: int = Field(42, description="Random seed for splits, models and the sampler.")
     params: dict[str, Any] = Field(default_factory=dict, description="Fixed hyperparameters.")
+    warm_start: bool = Field(
+        True, description="Start tuning from the best params of earlier trials on the same problem."
+    )
     search_space: dict[str, Any] = Field(
         default_factory=dict, description="User overrides of the tuning search space."
     )

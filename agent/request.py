@@ -88,6 +88,7 @@ def complete_request(
         wall_minutes=draft.wall_minutes,
         patience=draft.patience,
         target=draft.target,
+        warm_start=draft.warm_start is not False,
         seed=_default(draft.seed, DEFAULT_SEED, "seed {}", assumptions),
         params=draft.params,
         search_space=draft.search_space,

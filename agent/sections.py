@@ -14,6 +14,7 @@ from typing import Any
 from agent.experiment_plan import ExperimentPlan, ExperimentRequest, RollbackRecord, VerificationReport
 from agent.model_prose import quote_line
 from agent.state import AgentState, IntakeDecision, RunRecord
+from tools.tuning.warm_start import describe as warm_start_text
 
 Sections = dict[str, str]
 
@@ -199,6 +200,9 @@ def _tuning_line(plan: ExperimentPlan) -> str:
     return (
         f"- Tuning: {s.n_trials} trials, TPE sampler (seed {s.seed}), {s.parallelism} at a time; stopping: "
         f"{', '.join(stops)}. Search space ({plan.tuning.search_space_source}): {space}.\n"
+        f"- {warm_start_text(s.warm_start_trials, s.metric, s.warm_start)}\n"
+        f"- Selection: trials are chosen on val_{s.metric} (validation split); the best and the baseline "
+        f"are compared on test_{s.metric} (held-out test split) with a paired bootstrap interval.\n"
         f"- Tuning estimate: {plan.tuning.estimate.summary}"
     )
 
@@ -292,7 +296,9 @@ def summary_text(request: ExperimentRequest, state: AgentState, links: Mapping[s
         )
     parts = [f"Baseline {_run_ref(baseline, request.metric, links)}."]
     if best is not None and best.run_id != baseline.run_id and best.run_id in verified:
-        parts.append(f"Best run {_run_ref(best, request.metric, links)}; {_delta(best, baseline, request)}.")
+        tuning = next((r for r in runs.values() if r.role == "tuning"), None)
+        delta = _delta(best, baseline, request, tuning)
+        parts.append(f"Best run {_run_ref(best, request.metric, links)}; {delta}.")
     elif request.trials:
         parts.append("No tuning trial beat the baseline; the baseline is the best run.")
     if state.get("rollback") is not None:
@@ -318,16 +324,29 @@ def _run_ref(run: RunRecord, metric: str, links: Mapping[str, str]) -> str:
     return f"`{run.run_id}` ({run.status}, {shown}){link}"
 
 
-def _delta(best: RunRecord, baseline: RunRecord, request: ExperimentRequest) -> str:
-    b = primary_value(best.metrics, request.metric)
-    a = primary_value(baseline.metrics, request.metric)
+def _delta(best: RunRecord, baseline: RunRecord, request: ExperimentRequest, tuning: RunRecord | None) -> str:
+    """Return best vs baseline on the test split, with the tuning run's bootstrap interval when it has one."""
+    m = request.metric
+    found = tuning.metrics if tuning is not None else {}
+    gain, low, high = (found.get(f"test_{m}_gain{end}") for end in ("", "_low", "_high"))
+    if gain is not None and low is not None and high is not None:
+        noise = "within noise" if low <= 0 <= high else "outside noise"
+        return (
+            f"selected on val_{m}; on the held-out test split test_{m} {gain:+.4f} vs the baseline (95% "
+            f"paired bootstrap interval {low:+.4f} to {high:+.4f}: {noise})"
+        )
+    b = primary_value(best.metrics, m)
+    a = primary_value(baseline.metrics, m)
     if a is None or b is None:
         return "no comparable metric"
-    return f"{request.metric} {b - a:+.4f} vs the baseline"
+    return f"{m} {b - a:+.4f} vs the baseline (no interval computed)"
 
 
 def primary_value(metrics: Mapping[str, float], metric: str) -> float | None:
-    """Return the primary metric from a run's metrics (``roc_auc`` or a ``test_``/``val_`` variant)."""
+    """Return the primary metric from a run's metrics: its test-split value.
+
+    ``roc_auc`` (unprefixed) is the test split's value, as ``test_roc_auc`` is; selection uses ``val_*``.
+    """
     for key in (metric, f"test_{metric}", f"eval_{metric}"):
         if key in metrics:
             return float(metrics[key])

@@ -49,6 +49,10 @@ class ExperimentRequestDraft(BaseModel):
     patience: int | None = Field(None, description="Stop after this many trials without improvement.")
     target: float | None = Field(None, description="Stop once the primary metric reaches this value.")
     seed: int | None = Field(None, description="Random seed.")
+    warm_start: bool | None = Field(
+        None,
+        description="False when the user asks not to start tuning from earlier trials ('no warm start').",
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="Fixed hyperparameters to use.")
     search_space: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of the tuning search space, by parameter name."

@@ -34,7 +34,17 @@ def test_baseline_runs_verifies_and_cites_the_mlflow_run(tmp_path: Path) -> None
     artifacts = {a.path for a in client.list_artifacts(session.run_id)}
     assert {"plan.json", "plan.md", "answer.md"} <= artifacts
     run = client.get_run(session.run_id)
-    assert run.data.tags["expagent.role"] == "session" and run.data.metrics["model_calls"] == 1
+    assert run.data.tags["expagent.role"] == "session" and run.data.metrics["agent/model_calls"] == 1
+    # Readable in MLflow: named after the request, described by it and the answer, a user and a source.
+    assert run.info.run_name.startswith("session: train a logistic_regression baseline on breast_cancer@1")
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith("Request by ") and "## Answer" in note and result.baseline_run_id in note
+    assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.name"] == "expagent agent"
+    baseline = client.get_run(result.baseline_run_id)
+    assert baseline.info.run_name.startswith("baseline-")
+    assert baseline.data.tags["mlflow.note.content"].startswith("Baseline ")
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     model.assert_complete()
 
 

@@ -322,6 +322,7 @@ PHRASINGS: list[tuple[str, str, dict[str, Any], str | None]] = [
     ),
     ("train lightgbm on wine@1 in namespace ml-staging", "experiment", {"namespace": "ml-staging"}, None),
     ("tune lightgbm on wine@1, stop after 3 trials without improvement", "experiment", {"patience": 3}, None),
+    ("tune lightgbm on wine@1 for 10 trials, no warm start", "experiment", {"warm_start": False}, None),
     (
         "train a model to predict cancellations on churn@1",
         "experiment",

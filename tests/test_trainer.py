@@ -83,7 +83,7 @@ def test_intermediate_values_are_step_metrics_that_match_the_final_metric(
 ) -> None:
     history = client.get_metric_history(lightgbm_run.run_id, "val_roc_auc")
     assert [m.step for m in history] == list(range(1, 31))
-    assert history[-1].value == pytest.approx(lightgbm_run.metrics["roc_auc"])
+    assert history[-1].value == pytest.approx(lightgbm_run.metrics["val_roc_auc"])
 
 
 def test_intermediate_values_every_k_rounds_and_the_last(settings: Settings, client: MlflowClient) -> None:
@@ -93,7 +93,7 @@ def test_intermediate_values_every_k_rounds_and_the_last(settings: Settings, cli
     )
     history = client.get_metric_history(spaced.run_id, "val_roc_auc")
     assert [m.step for m in history] == [10, 20, 30, 35]
-    assert history[-1].value == pytest.approx(spaced.metrics["roc_auc"])
+    assert history[-1].value == pytest.approx(spaced.metrics["val_roc_auc"])
     import mlflow.lightgbm
 
     assert spaced.model_uri and spaced.model_uri.startswith("models:/")
@@ -147,8 +147,9 @@ def test_regression_run_reports_regression_metrics(settings: Settings) -> None:
         settings,
     )
     assert result.status == "FINISHED", result.error
-    assert set(result.metrics) == {"rmse", "mae", "r2", "fit_seconds", "run_seconds"}
-    assert result.value == result.metrics["rmse"]
+    split_metrics = {f"{role}{m}" for role in ("", "val_", "test_") for m in ("rmse", "mae", "r2")}
+    assert set(result.metrics) == split_metrics | {"fit_seconds", "run_seconds"}
+    assert result.value == result.metrics["rmse"] == result.metrics["test_rmse"]
 
 
 def test_metric_that_does_not_fit_the_task_fails_before_training(

@@ -63,8 +63,8 @@ def test_study_nests_trials_under_a_tuning_run_and_compares_with_the_baseline(ct
     assert tuning.data.params["n_trials"] == "4" and tuning.data.params["space.n_estimators"].startswith(
         "int"
     )
-    assert tuning.data.metrics["best_roc_auc"] == result.best.value
-    assert tuning.data.metrics["baseline_roc_auc"] == baseline.value
+    assert tuning.data.metrics["best_val_roc_auc"] == result.best.value
+    assert tuning.data.metrics["baseline_val_roc_auc"] == baseline.value
     assert tuning.data.tags["expagent.best_run_id"] == result.best.run_id
     artifacts = {a.path for a in client.list_artifacts(result.tuning_run_id)}
     assert {"comparison.json", "search_space.json", "study_settings.json", "trials.json"} <= artifacts
@@ -76,7 +76,7 @@ def test_study_nests_trials_under_a_tuning_run_and_compares_with_the_baseline(ct
     for trial in result.trials:
         run = by_number[trial.number]  # type: ignore[index]
         assert run.info.run_id == trial.run_id and run.info.status == "FINISHED"
-        assert run.data.tags["expagent.role"] == "trial" and run.data.metrics["roc_auc"] == trial.value
+        assert run.data.tags["expagent.role"] == "trial" and run.data.metrics["val_roc_auc"] == trial.value
         assert trial.cpu_seconds and trial.cpu_seconds > 0 and trial.wall_seconds
     stored = optuna.load_study(study_name="study", storage=study_storage(ctx.settings.optuna_storage))
     assert [t.state.name for t in stored.trials] == ["COMPLETE"] * 4

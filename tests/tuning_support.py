@@ -113,6 +113,6 @@ def real_baseline(ctx: ToolContext, session_run: str) -> TrialResult:
     assert outcome.ok and outcome.result, outcome.to_model_message()
     job = ctx.runtime.wait([outcome.result["job_id"]], timeout=120)[0]
     assert job.state == "succeeded", job.reason
-    value = ctx.tracking.get_run(job.run_id).data.metrics["roc_auc"]
+    value = ctx.tracking.get_run(job.run_id).data.metrics["val_roc_auc"]
     return TrialResult(run_id=job.run_id, job_id=job.job_id, state="COMPLETE", value=value,
                        wall_seconds=job.wall_seconds, cpu_seconds=job.cpu_seconds)  # fmt: skip

@@ -194,6 +194,12 @@ def take_parallelism(sc: Scanner, p: Findings) -> None:
     _take_counts(sc, p, "parallelism", _PARALLELISM)
 
 
+_NO_WARM_START = (
+    r"\b(?:no|without(?:\s+a)?|skip(?:\s+the)?|disable(?:\s+the)?)\s+warm[\s-]?start(?:ing)?\b"
+    r"|\bcold[\s-]start\b"
+)
+
+
 def take_stopping(sc: Scanner, p: Findings) -> None:
     """Read stopping rules: patience, a target score and a wall-clock limit."""
     _take_counts(sc, p, "patience", _PATIENCE)
@@ -203,6 +209,8 @@ def take_stopping(sc: Scanner, p: Findings) -> None:
             p.set("target", parse_number(match["v"]))
             if match["metric"]:
                 p.set("metric", metric_of(match["metric"]))
+    if sc.first(_NO_WARM_START):
+        p.set("warm_start", False)
     match = sc.first(_WALL_CLOCK)
     if match:
         unit = match["unit"].lower()

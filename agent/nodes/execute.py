@@ -154,6 +154,14 @@ def _tune(
         f"Tuning stopped ({result.stop_reason}): {result.stop_detail}".rstrip(": ")
     )
     update["execution_notes"] += result.notes
+    if result.test_comparison is not None:
+        update["execution_notes"].append(result.test_comparison.sentence())
+    if result.plots:
+        plots = ", ".join(f"`{p}`" for p in result.plots)
+        update["execution_notes"].append(
+            f"Tuning run `{result.tuning_run_id}` has the optimisation history as its best_val_"
+            f"{result.metric} chart and the study's plots {plots}."
+        )
     if result.best is not None and result.best.run_id and result.improved_over_baseline:
         update["best_run_id"] = result.best.run_id
     if result.stop_reason == "cancelled":
@@ -165,9 +173,10 @@ def _tune(
 def _baseline_trial(baseline: RunRecord, job: JobInfo, plan: ExperimentPlan) -> TrialResult:
     from agent.sections import primary_value
 
+    m = plan.request.metric  # the study compares on validation: the baseline's val_<metric>
     return TrialResult(
         number=None, run_id=baseline.run_id, job_id=job.job_id, state="COMPLETE",
-        value=primary_value(baseline.metrics, plan.request.metric), params=baseline.params,
+        value=baseline.metrics.get(f"val_{m}", primary_value(baseline.metrics, m)), params=baseline.params,
         wall_seconds=job.wall_seconds, cpu_seconds=job.cpu_seconds,
     )  # fmt: skip
 
@@ -183,7 +192,7 @@ def study_records(result: StudyResult, plan: ExperimentPlan) -> list[RunRecord]:
         if not trial.run_id:
             continue
         metrics: dict[str, float] = (
-            {plan.request.metric: trial.value}
+            {f"val_{plan.request.metric}": trial.value}
             if trial.value is not None and trial.state == "COMPLETE"
             else {}
         )

@@ -30,13 +30,15 @@ from agent.state import AgentState, Refusal, RunRecord
 from agent.tool_calls import audit_refusal
 from agent.turn_context import TurnContext, turn_context
 from tools.core.redact import redact_text
+from tools.core.tags import NOTE
 from tools.core.tracking import create_parent_run
 from tools.guard.policy import Halt, Reject, evaluate
 from tools.toolset import get_tool
 from tools.tuning.budget import DEFAULT_RUN_SECONDS, TrialCost, estimate_plan
 from tools.tuning.cost_history import typical_baseline_cost
-from tools.tuning.records import StudySettings, default_parallelism
+from tools.tuning.records import StudySettings, WarmStartTrial, default_parallelism
 from tools.tuning.space import SEARCH_SPACES_FILE, SearchSpaceError, load_search_space
+from tools.tuning.warm_start import find_warm_start
 
 DEFAULT_TIMEOUT_SECONDS = 600
 Route = Literal["approve", "execute", "respond"]
@@ -112,12 +114,23 @@ def _tuning_plan(
         patience=request.patience,
         target=request.target,
         trial_timeout_seconds=timeout,
+        warm_start=request.warm_start,
     )
+    if study.warm_start:
+        study.warm_start_trials = _warm_start_trials(ctx, study)
     source = "your overrides on " if request.search_space else ""
     estimate = estimate_plan(None, study, settings.budget, prior=prior)
     return TuningPlan(
         study=study, search_space_source=f"{source}{SEARCH_SPACES_FILE.name}", estimate=estimate
     )
+
+
+def _warm_start_trials(ctx: TurnContext, study: StudySettings) -> list[WarmStartTrial]:
+    """Return the earlier trials to enqueue first; none when MLflow cannot be searched."""
+    try:
+        return find_warm_start(ctx.tools.tracking, study)
+    except Exception:  # noqa: BLE001 - a warm start is an optimisation: plan without it
+        return []
 
 
 def _estimate(
@@ -240,6 +253,18 @@ def _refusal_update(findings: list[Reject | Halt], args: dict[str, Any], ctx: Tu
 # ---- the session run --------------------------------------------------------------------------------
 
 
+def request_summary(plan: ExperimentPlan) -> str:
+    """Return the request in one line: what is trained on which data, with how many trials."""
+    r = plan.request
+    what = f"tune {r.model_family} ({r.trials} trials)" if r.trials else f"train a {r.model_family} baseline"
+    return f"{what} on {r.dataset}@{r.version}, metric {r.metric}"
+
+
+def session_run_name(plan: ExperimentPlan) -> str:
+    """Return the session run's name: the request it holds (``session: tune lightgbm …``)."""
+    return f"session: {request_summary(plan)}"[:250]
+
+
 def log_session_run(plan: ExperimentPlan, ctx: TurnContext, awaiting: bool) -> RunRecord:
     """Create the session run, attach plan.json/plan.md; SCHEDULED while approval is pending."""
     from agent.sections import plan_text
@@ -247,9 +272,11 @@ def log_session_run(plan: ExperimentPlan, ctx: TurnContext, awaiting: bool) -> R
     r = plan.request
     params = {"dataset": f"{r.dataset}@{r.version}", "model_family": r.model_family, "metric": r.metric,
               "trials": r.trials, "runtime": r.runtime}  # fmt: skip
+    note = f"Request by {ctx.tools.requester}: {request_summary(plan)}.\n\n" + plan_text(plan, {})
     run_id = create_parent_run(
-        ctx.tools, r.experiment, "session", run_name=f"session-{ctx.thread_id[:12]}", params=params
-    )
+        ctx.tools, r.experiment, "session", run_name=session_run_name(plan), params=params,
+        tags={NOTE: note},
+    )  # fmt: skip
     plan.session_run_id = run_id
     if plan.tuning is not None:
         plan.tuning.study.parent_run_id = run_id

@@ -15,6 +15,7 @@ from agent.answer import render_answer
 from agent.sections import compose_sections
 from agent.state import AgentState, RunRecord, Usage
 from agent.turn_context import TurnContext, turn_context
+from tools.core.tags import NOTE
 from tools.core.tracking import end_run, ui_url
 
 if TYPE_CHECKING:
@@ -55,6 +56,13 @@ def run_links(ctx: TurnContext, state: AgentState) -> dict[str, str]:
     return {r.run_id: ui_url(settings, experiment.experiment_id, r.run_id) for r in runs}
 
 
+def _described_with_answer(client: MlflowClient, run_id: str, answer: str) -> str:
+    """Return the session run's description with the answer first and the plan after it."""
+    plan = client.get_run(run_id).data.tags.get(NOTE, "")
+    request, _, plan_part = plan.partition("\n\n")
+    return f"{request}\n\n## Answer\n{answer}\n\n## Plan\n{plan_part}".strip()
+
+
 def close_session_run(
     client: MlflowClient, run_id: str, answer: str, usage: Usage, state: AgentState
 ) -> RunRecord:
@@ -64,10 +72,11 @@ def close_session_run(
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, 0) for k, v in usage.model_dump().items()]
+    # Under "agent/": MLflow's chart view groups them apart from the models' metrics.
+    metrics = [Metric(f"agent/{k}", float(v), now, 0) for k, v in usage.model_dump().items()]
     client.log_batch(run_id, metrics=metrics)
     client.log_text(run_id, answer, "answer.md")
-    end_run(client, run_id, "FINISHED")
+    end_run(client, run_id, "FINISHED", note=_described_with_answer(client, run_id, answer))
     previous = next((r for r in state.get("runs", []) if r.run_id == run_id), None)
     note = previous.note if previous else None
     return RunRecord(run_id=run_id, role="session", status="FINISHED", metrics=usage.model_dump(), note=note)

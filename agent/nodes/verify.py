@@ -109,6 +109,16 @@ def check_run(client: MlflowClient, run: Run, role: str, request: ExperimentRequ
     checks = [_check("status_finished", run.info.status == "FINISHED", f"status {run.info.status}")]
     if role in TRAINING_ROLES:
         checks += training_checks(client, run, request)
+    if role == "tuning" and run.info.status == "FINISHED":
+        selected = run.data.tags.get(tag_keys.SELECTED_ON)
+        wanted = f"val_{request.metric}"
+        checks.append(
+            _check(
+                "selected_on_validation",
+                selected == wanted,
+                f"best trial selected on {selected or 'unknown'}",
+            )
+        )
     return RunVerification(run_id=run.info.run_id, role=role, status=run.info.status, checks=checks)
 
 

@@ -37,10 +37,12 @@ class CodeVersion:
     dirty: bool = False
 
     def tags(self) -> dict[str, str]:
-        """Return the MLflow tags ``git_sha``, ``git_dirty`` and (when known) ``git_sha_reason``."""
+        """Return the tags ``git_sha``, ``git_dirty``, ``git_sha_reason`` and the source commit if known."""
         tags = {"git_sha": self.sha, "git_dirty": str(self.dirty).lower()}
         if self.reason:
             tags["git_sha_reason"] = self.reason
+        if self.sha != "unknown":
+            tags["mlflow.source.git.commit"] = self.sha  # MLflow's UI shows it as the run's source version
         return tags
 
 

@@ -49,7 +49,13 @@ class RunTemplate(BaseModel):
     metric: Metric = Field(description="Primary metric to optimise and report.")
     experiment: str = Field(description="MLflow experiment name.")
     seed: int = Field(42, description="Random seed for the split and the model.")
-    test_size: float = Field(0.25, gt=0, lt=1, description="Held-out fraction for evaluation.")
+    test_size: float = Field(
+        0.25, gt=0, lt=1, description="Held-out test fraction of all rows (reported, never selected on)."
+    )
+    val_size: float = Field(
+        0.2, gt=0, lt=1,
+        description="Validation fraction of the non-test rows (what tuning, pruning and early stopping see).",
+    )  # fmt: skip
     resources: Resources = Field(default_factory=Resources)
     runtime: RuntimeName | None = Field(
         None,

@@ -156,7 +156,7 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
         root = artifact_root or _default_artifact_root(client)
         location = _artifact_location(root, name) if root else None
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(name, artifact_location=location, tags=experiment_tags(name))
         except MlflowException:  # another process created it first
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
@@ -169,7 +169,25 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
             f"experiment {name!r} keeps its artifacts at {experiment.artifact_location}, outside the "
             "workspace; choose another experiment name (expagent creates experiments inside it)"
         )
+    missing = {k: v for k, v in experiment_tags(name).items() if k not in experiment.tags}
+    for key, value in missing.items():  # an experiment made before expagent described its experiments
+        client.set_experiment_tag(experiment.experiment_id, key, value)
     return str(experiment.experiment_id)
+
+
+#: MLflow's experiment kind: "custom model development" files runs as training runs. Without it, the UI
+#: infers a GenAI experiment from the agent's traces and lists the runs under "Evaluation runs".
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+
+
+def experiment_tags(name: str) -> dict[str, str]:
+    """Return the tags of an experiment expagent creates: its kind and its description."""
+    description = (
+        f"{name}: training and tuning runs launched by expagent. Each request has a session run (the "
+        "request, plan and answer in its description) with its baseline, tuning run and trials nested "
+        "under it. Trials are selected on val_<metric>; test_<metric> is the held-out estimate."
+    )
+    return {EXPERIMENT_KIND_TAG: "custom_model_development", NOTE_TAG: description}
 
 
 def _inside(location: str, root: Path) -> bool:
@@ -253,10 +271,43 @@ def check_user_tags(tags: Mapping[str, str]) -> None:
         )
 
 
+#: ``mlflow.source.name`` of the runs expagent creates: the program that trains them, or the agent.
+TRAINER_SOURCE = "expagent: tools.training.trainer"
+AGENT_SOURCE = "expagent agent"
+
+
+def source_tags(name: str) -> dict[str, str]:
+    """Return MLflow's source tags (what the UI shows as a run's source) for program ``name``."""
+    return {"mlflow.source.name": name, "mlflow.source.type": "JOB"}
+
+
+def _params_text(params: Mapping[str, object]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "the family's defaults"
+
+
+def describe_run(spec: TrainingSpec, role: str) -> str:
+    """Return the run's description (``mlflow.note.content``): what it is and why it exists."""
+    data = f"{spec.model_family} on {spec.dataset}@{spec.version}, metric {spec.metric}"
+    if role == "trial":
+        return (
+            f"Trial {spec.trial_number} of the tuning run {spec.parent_run_id}: {data}. "
+            f"Params: {_params_text(spec.params)}. Selected on val_{spec.metric}; "
+            f"test_{spec.metric} is reported, never selected on."
+        )
+    if role == "baseline":
+        return (
+            f"Baseline {data}, params: {_params_text(spec.params)}. The reference the tuned runs are "
+            f"compared with on the test split (test_{spec.metric})."
+        )
+    return f"Training run ({role}) {data}. Params: {_params_text(spec.params)}."
+
+
 def run_tags(spec: TrainingSpec, role: str, session_id: str, requester: str) -> dict[str, str]:
     """Return the tags every run expagent launches carries (see ARCHITECTURE.md, "Runs and jobs")."""
     check_user_tags(spec.tags)
     tags: dict[str, object] = {
+        NOTE_TAG: describe_run(spec, role),
+        **source_tags(TRAINER_SOURCE),
         **spec.tags,
         MANAGED_TAG: "true",
         tag_keys.SESSION: session_id,
@@ -315,6 +366,16 @@ def create_run(ctx: RunOwner, spec: TrainingSpec, role: RunRole | None = None) -
     return str(create_mlflow_run(ctx, spec, role).info.run_id)
 
 
+#: descriptions of the runs that group others, until their creator writes a fuller one.
+_GROUP_NOTES: dict[str, str] = {
+    "session": "Session {session} requested by {requester}: holds the plan and the answer of one request.",
+    "tuning": "Tuning study of session {session}: its trials are nested under this run.",
+    "baseline": "Baseline run of session {session}.",
+    "trial": "Trial run of session {session}.",
+    "single": "Run of session {session}.",
+}
+
+
 def create_parent_run(
     ctx: RunOwner,
     experiment: str,
@@ -328,7 +389,10 @@ def create_parent_run(
     from mlflow.entities import Param
 
     check_user_tags(tags or {})
+    default_note = _GROUP_NOTES[role].format(session=ctx.session_id, requester=ctx.requester)
     all_tags: dict[str, object] = {
+        NOTE_TAG: default_note,
+        **source_tags(AGENT_SOURCE),
         **(tags or {}),
         MANAGED_TAG: "true",
         tag_keys.SESSION: ctx.session_id,

@@ -31,6 +31,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from tools.core.registry import DatasetRecord
 from tools.core.specs import CLASSIFICATION_METRICS, REGRESSION_METRICS, TrainingSpec
+from tools.training.holdout import LABEL_COLUMN, PREDICTED_COLUMN, PROBA_PREFIX, Scorer, predictions_frame
 
 Task = Literal["classification", "regression"]
 
@@ -162,13 +163,50 @@ def score(metric: str, y_true: Any, predicted: Any, proba: Any, classes: Any) ->
     return float(skm.roc_auc_score(y_true, proba, multi_class="ovr", labels=classes))
 
 
-def evaluate(model: Any, task: Task, x_test: pd.DataFrame, y_test: pd.Series) -> dict[str, float]:
-    """Return every metric of ``task`` on the held-out split."""
-    predicted = model.predict(x_test)
+def predict_split(model: Any, task: Task, x: pd.DataFrame) -> tuple[Any, Any, list[Any] | None]:
+    """Return ``(predicted, proba, classes)`` of one split in one pass over the model.
+
+    A classifier's label is the most probable class (what LightGBM and scikit-learn predict), so a
+    large model is not run twice per split.
+    """
     if task == "regression":
-        return {m: score(m, y_test, predicted, None, None) for m in sorted(REGRESSION_METRICS)}
-    proba, classes = model.predict_proba(x_test), list(model.classes_)
-    return {m: score(m, y_test, predicted, proba, classes) for m in sorted(CLASSIFICATION_METRICS)}
+        return model.predict(x), None, None
+    proba, classes = model.predict_proba(x), list(model.classes_)
+    return np.asarray(classes)[np.argmax(proba, axis=1)], proba, classes
+
+
+def evaluate(model: Any, task: Task, x_test: pd.DataFrame, y_test: pd.Series,
+             predictions: tuple[Any, Any, list[Any] | None] | None = None) -> dict[str, float]:  # fmt: skip
+    """Return every metric of ``task`` on a split (from ``predictions`` when already computed)."""
+    predicted, proba, classes = predictions or predict_split(model, task, x_test)
+    names = REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+    return {m: score(m, y_test, predicted, proba, classes) for m in sorted(names)}
+
+
+def test_predictions(x_test: pd.DataFrame, y_test: pd.Series,
+                     predictions: tuple[Any, Any, list[Any] | None]) -> pd.DataFrame:  # fmt: skip
+    """Return the test rows' predictions (``tools.training.holdout.predictions_frame``)."""
+    predicted, proba, classes = predictions
+    return predictions_frame(x_test.index, y_test, predicted, proba, classes)
+
+
+def frame_scorer(metric: str) -> Scorer:
+    """Return a scorer of ``metric`` on a predictions table (labels compared as text)."""
+
+    def scorer(frame: pd.DataFrame) -> float:
+        proba_columns = [c for c in frame.columns if c.startswith(PROBA_PREFIX)]
+        if not proba_columns:  # regression
+            return score(
+                metric, frame[LABEL_COLUMN].to_numpy(), frame[PREDICTED_COLUMN].to_numpy(), None, None
+            )
+        classes = [c.removeprefix(PROBA_PREFIX) for c in proba_columns]
+        y_true = frame[LABEL_COLUMN].astype(str).to_numpy()
+        if len(set(y_true)) < 2 and metric == "roc_auc":
+            raise ValueError("one class only")
+        predicted = frame[PREDICTED_COLUMN].astype(str).to_numpy()
+        return score(metric, y_true, predicted, frame[proba_columns].to_numpy(), classes)
+
+    return scorer
 
 
 # ---- intermediate values (pruning) ------------------------------------------------------------------

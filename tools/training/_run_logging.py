@@ -29,6 +29,7 @@ from tools.core import tags as tag_keys
 from tools.core.registry import DatasetRecord
 from tools.core.specs import MAXIMIZE, TrainingSpec
 from tools.training._modeling import Task, effective_params, round_score
+from tools.training.holdout import PREDICTIONS_ARTIFACT, Split
 
 INTERMEDIATE_FLUSH_SECONDS = 1.0
 #: digest column of MLflow datasets holds at most 36 characters.
@@ -127,17 +128,19 @@ def _run_tags(spec: TrainingSpec, record: DatasetRecord) -> dict[str, str]:
 
 
 def log_setup(client: MlflowClient, run_id: str, spec: TrainingSpec, record: DatasetRecord, model: Any,
-              frame: pd.DataFrame) -> dict[str, str]:  # fmt: skip
+              frame: pd.DataFrame, split: Split) -> dict[str, str]:  # fmt: skip
     """Log params, provenance tags and the dataset input in one batch each, before training.
 
     Returns the params as logged.
     """
     params = {
         "dataset": record.ref, "model_family": spec.model_family, "metric": spec.metric,
-        "seed": spec.seed, "test_size": spec.test_size, **effective_params(model),
+        "seed": spec.seed, "test_size": spec.test_size, "val_size": spec.val_size,
+        "selection_metric": f"val_{spec.metric}", **split.params(), **effective_params(model),
     }  # fmt: skip
     batch_params = [Param(k, tracking.clean_param(v)) for k, v in params.items()]
-    batch_tags = [RunTag(k, v) for k, v in _run_tags(spec, record).items()]
+    tags = {**_run_tags(spec, record), **split.tags(frame.index)}
+    batch_tags = [RunTag(k, v) for k, v in tags.items()]
     client.log_batch(run_id, params=batch_params, tags=batch_tags)
     client.log_inputs(run_id, datasets=[dataset_input(record, frame)])
     return {p.key: p.value for p in batch_params}
@@ -192,14 +195,17 @@ def log_model(run: RunTarget, spec: TrainingSpec, model: Any, x_example: pd.Data
     return str(info.model_uri)
 
 
-def log_results(client: MlflowClient, run_id: str, metrics: dict[str, float], model_uri: str) -> None:
-    """Log final metrics, the model URI tag and the environment (lock file) artifact."""
+def log_results(client: MlflowClient, run_id: str, metrics: dict[str, float], model_uri: str,
+                predictions: pd.DataFrame | None = None) -> None:  # fmt: skip
+    """Log final metrics, the model URI tag, the test predictions and the environment (lock file)."""
     now = int(time.time() * 1000)
     client.log_batch(
         run_id,
         metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
         tags=[RunTag(tag_keys.MODEL_URI, model_uri)],
     )
+    if predictions is not None:
+        client.log_text(run_id, predictions.to_csv(index=False), PREDICTIONS_ARTIFACT)
     lock = provenance.lock_file()
     if lock.path is not None:
         client.log_artifact(run_id, str(lock.path), "environment")

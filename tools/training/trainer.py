@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
-from sklearn.model_selection import train_test_split
 
 from tools.core import provenance, tracking
 from tools.core.redact import redact_text
@@ -45,13 +44,14 @@ from tools.training._limits import apply_resource_limits
 
 # tools.training._modeling (LightGBM, scikit-learn) is imported before anything imports MLflow: the other
 # order made importing this module 0.3-0.4 s slower in every fresh job process (measured).
-from tools.training._modeling import build_model, check_spec, evaluate, fit
+from tools.training._modeling import build_model, check_spec, evaluate, fit, predict_split, test_predictions
 from tools.training._modeling import round_score as round_score  # re-exported: tests compare it with score
 from tools.training._modeling import score as score
 from tools.training._output_tee import maybe_tee
 from tools.training._run_logging import IntermediateReporter, RunTarget, log_model, log_results, log_setup
 from tools.training._stop_signals import STOP, Interrupted, stop_signals
 from tools.training.dataset_cache import load_verified_frame
+from tools.training.holdout import split_rows
 from tools.training.job_files import JobOutcome, TrainingResult, write_outcome
 
 if TYPE_CHECKING:
@@ -78,12 +78,12 @@ def _train_and_log(
     frame = load_verified_frame(registry, record)  # sha256 verified when read (see dataset_cache)
     target = record.schema.target
     x, y = frame.drop(columns=[target]), frame[target]
-    stratify = y if task == "classification" else None
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=spec.test_size, random_state=spec.seed, stratify=stratify
-    )
+    split = split_rows(y, spec.test_size, spec.val_size, spec.seed, stratify=task == "classification")
+    x_train, y_train = x.iloc[split.train], y.iloc[split.train]
+    x_val, y_val = x.iloc[split.val], y.iloc[split.val]
+    x_test, y_test = x.iloc[split.test], y.iloc[split.test]
     model = build_model(spec, task, x_train)
-    params = log_setup(client, run.run_id, spec, record, model, frame)
+    params = log_setup(client, run.run_id, spec, record, model, frame, split)
     reporter = None
     if spec.report_intermediate:
         classes = int(y.nunique()) if task == "classification" else 0
@@ -91,12 +91,23 @@ def _train_and_log(
             client, run.run_id, spec.metric, task, classes, spec.intermediate_every
         )
     started = time.monotonic()
-    fit(model, spec, x_train, y_train, reporter, x_test, y_test)
-    metrics = {**evaluate(model, task, x_test, y_test), "fit_seconds": time.monotonic() - started}
+    fit(model, spec, x_train, y_train, reporter, x_val, y_val)  # pruning sees the validation rows only
+    fit_seconds = time.monotonic() - started
+    val_metrics = evaluate(model, task, x_val, y_val)
+    on_test = predict_split(model, task, x_test)  # one pass: metrics and the predictions artifact
+    test_metrics = evaluate(model, task, x_test, y_test, on_test)
+    metrics = {
+        **{f"val_{k}": v for k, v in val_metrics.items()},
+        **{f"test_{k}": v for k, v in test_metrics.items()},
+        **test_metrics,  # the unprefixed names are the test split's (kept so earlier searches still work)
+        "fit_seconds": fit_seconds,
+    }
     uri = log_model(run, spec, model, x_test, params)
     # What the run took, loading to logging (plans estimate later runs from it: tools.tuning.cost_history).
     metrics["run_seconds"] = time.monotonic() - begun
-    log_results(client, run.run_id, metrics, uri)
+    # With per-round values, the last one already is the final val_<metric> (same rows, same model).
+    logged = {k: v for k, v in metrics.items() if reporter is None or k != reporter.key}
+    log_results(client, run.run_id, logged, uri, test_predictions(x_test, y_test, on_test))
     return TrainingResult(
         run_id=run.run_id, status="FINISHED", metric=spec.metric, value=metrics[spec.metric],
         metrics=metrics, model_uri=uri,

@@ -12,13 +12,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tools.core import tags as tag_keys
 from tools.core.specs import RunTemplate
 from tools.tuning import _resume as recovery
+from tools.tuning._progress import log_best_so_far, log_study_plots
 from tools.tuning._trials import InFlight, TrialMonitor
 from tools.tuning._watchdog import Watchdog
 from tools.tuning.budget import BudgetLedger, TrialCost, cost_from_job
 from tools.tuning.records import BudgetUsage, StopReason, StudyResult, StudySettings, TrialResult, TrialState
-from tools.tuning.runs import finish_tuning_run
+from tools.tuning.runs import compare_on_test, finish_tuning_run
 from tools.tuning.space import ParamSpec, parse_space, suggest_params, supports_pruning
 
 if TYPE_CHECKING:
@@ -68,6 +70,7 @@ class StudyLoop:
         self._elapsed_before = float(study.user_attrs.get("active_seconds", 0.0))
         self._t0 = self._saved_at = time.monotonic()
         self.tuning_run_id = ""
+        self.plots: list[str] = []
 
     # -- the loop --
 
@@ -216,11 +219,21 @@ class StudyLoop:
     def _trial_args(self, number: int, params: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
         return {
-            **RunTemplate.fields_of(s), "params": params, "role": "trial", "run_name": f"trial-{number}",
+            **RunTemplate.fields_of(s), "params": params, "role": "trial", "run_name": f"trial-{number:02d}",
+            "tags": {tag_keys.NOTE: self._trial_description(number, params)},
             "parent_run_id": self.tuning_run_id, "trial_number": number,
             "timeout_seconds": self._job_timeout(), "report_intermediate": self.pruning,
             "intermediate_every": s.prune_interval_steps,  # the only rounds the pruner looks at
         }  # fmt: skip
+
+    def _trial_description(self, number: int, params: dict[str, Any]) -> str:
+        """Return the trial run's description: which study it belongs to, its data and params."""
+        s = self.settings
+        return (
+            f"Trial {number} of study {s.study_name}: {s.model_family} on {s.dataset}@{s.version}, "
+            f"params {_short(params)}. Selected on val_{s.metric}; test_{s.metric} is reported, never "
+            "selected on."
+        )
 
     def _job_timeout(self) -> int:
         """The job's own deadline: a little after the watchdog's, within the per-run wall-clock cap."""
@@ -300,10 +313,32 @@ class StudyLoop:
             self.watchdog.record(cost.wall_seconds)
             if self.best is None or self._better(result.value, self.best.value):
                 self.best = result
+            self._log_best_so_far(result.number)
             if self.best_value is None or self._better(result.value, self.best_value):
                 self.best_value, self.since_improvement = result.value, 0
                 return
         self.since_improvement += 1
+
+    def _log_best_so_far(self, number: int) -> None:
+        """Log the best validation value after trial ``number`` (the tuning run's step metric)."""
+        if self.best is None or self.best.value is None or not self.tuning_run_id:
+            return
+        try:
+            log_best_so_far(
+                self.ctx.tracking, self.tuning_run_id, self.settings.metric, self.best.value, number
+            )
+        except Exception as exc:  # noqa: BLE001 - a progress chart never stops the study
+            self.note(f"best-so-far of trial {number} not logged: {exc}")
+
+    def _log_plots(self) -> None:
+        """Log the study's plots on the tuning run (skipped plots become notes)."""
+        try:
+            logged, skipped = log_study_plots(self.ctx.tracking, self.tuning_run_id, self.study)
+        except Exception as exc:  # noqa: BLE001 - plots never fail the study
+            logged, skipped = [], [f"plots not drawn: {exc}"]
+        self.plots = logged
+        for text in skipped:
+            self.note(text)
 
     def _better(self, value: float, than: float | None) -> bool:
         if than is None:
@@ -346,7 +381,13 @@ class StudyLoop:
         except Exception as exc:  # noqa: BLE001 - the study storage failed: the MLflow runs still close
             self.note(f"the study's active time could not be saved: {exc}")
         recovery.end_stray_trial_runs(self, keep=set())
+        if self.results:
+            self._log_plots()
         result = self.result().model_copy(update={"tuning_run_status": status})
+        comparison, why_not = compare_on_test(self.ctx.tracking, result)
+        if why_not and result.best is not None:
+            self.note(why_not)
+        result = result.model_copy(update={"test_comparison": comparison, "notes": self.notes})
         finish_tuning_run(self.ctx, result, status)  # type: ignore[arg-type]
         self.emit("status", f"tuning finished: {result.stop_reason} ({result.stop_detail})", None)
         return result
@@ -364,7 +405,7 @@ class StudyLoop:
                 wall_seconds=self.elapsed, cpu_hours_budget=s.cpu_hours, gpu_hours_budget=s.gpu_hours,
                 estimated_trial_cpu_seconds=self.ledger.trial_estimate().cpu_seconds,
             ),
-            resumed=self.resumed, notes=self.notes,
+            resumed=self.resumed, notes=self.notes, plots=self.plots,
         )  # fmt: skip
 
     # -- reporting --

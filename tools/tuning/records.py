@@ -15,6 +15,14 @@ StopReason = Literal[
 ]
 
 
+class WarmStartTrial(BaseModel):
+    """An earlier trial whose params are enqueued as one of the study's first trials."""
+
+    run_id: str = Field(description="The earlier trial's MLflow run.")
+    value: float = Field(description="Its val_<metric>.")
+    params: dict[str, Any] = Field(description="Its searched params, as the study's space types them.")
+
+
 class StudySettings(RunTemplate):
     """Everything one tuning study needs; built by the plan node, passed to ``run_study``.
 
@@ -60,6 +68,12 @@ class StudySettings(RunTemplate):
     )
     watchdog_min_trials: int = Field(
         default=3, ge=1, description="Finished trials needed for the median rule."
+    )
+    warm_start: bool = Field(
+        default=True, description="Enqueue the best params of earlier finished trials on the same problem."
+    )
+    warm_start_trials: list[WarmStartTrial] = Field(
+        default_factory=list, description="The earlier trials found when planning (enqueued first)."
     )
     prune: bool = Field(
         default=True, description="Prune unpromising trials (families with intermediate metrics)."
@@ -127,6 +141,33 @@ class BudgetUsage(BaseModel):
         return self.cpu_seconds / 3600
 
 
+class TestComparison(BaseModel):
+    """The best trial against the baseline on the test split: a paired bootstrap over the test rows."""
+
+    metric: str = Field(description="The primary metric (compared as test_<metric>).")
+    best_value: float = Field(description="test_<metric> of the best trial.")
+    baseline_value: float = Field(description="test_<metric> of the baseline.")
+    difference: float = Field(description="best - baseline on the test rows.")
+    low: float = Field(description="Lower end of the 95% bootstrap interval of the difference.")
+    high: float = Field(description="Upper end of the 95% bootstrap interval of the difference.")
+    rows: int = Field(description="Test rows both runs were scored on.")
+    resamples: int = Field(description="Bootstrap resamples that could be scored.")
+
+    @property
+    def within_noise(self) -> bool:
+        """Whether the interval contains zero."""
+        return self.low <= 0.0 <= self.high
+
+    def sentence(self) -> str:
+        """Return the claim in words, with its interval."""
+        claim = (
+            f"On the test split ({self.rows} rows) the best trial's test_{self.metric} is "
+            f"{self.best_value:.4f} vs the baseline's {self.baseline_value:.4f}: {self.difference:+.4f} "
+            f"(95% paired bootstrap interval {self.low:+.4f} to {self.high:+.4f})"
+        )
+        return claim + (", within noise." if self.within_noise else ".")
+
+
 class StudyResult(BaseModel):
     """What a tuning study did: every trial, the best one, why it stopped and what it cost."""
 
@@ -146,6 +187,12 @@ class StudyResult(BaseModel):
     budget: BudgetUsage = Field(default_factory=BudgetUsage)
     resumed: bool = Field(default=False, description="The study continued from persisted state.")
     notes: list[str] = Field(default_factory=list, description="Events worth reporting (rejections...).")
+    test_comparison: TestComparison | None = Field(
+        default=None, description="Best vs baseline on the test split, with a bootstrap interval."
+    )
+    plots: list[str] = Field(
+        default_factory=list, description="Plot artifacts of the tuning run (optimisation history, ...)."
+    )
 
     @property
     def cancelled_trials(self) -> list[TrialResult]:

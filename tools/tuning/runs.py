@@ -8,11 +8,14 @@ comparison of the best trial against the baseline at the end.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tools.core import tags as tag_keys
 from tools.core import tracking
-from tools.tuning.records import StudyResult, StudySettings, TrialResult
+from tools.tuning.records import StudyResult, StudySettings, TestComparison, TrialResult
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -35,6 +38,11 @@ def create_tuning_run(ctx: ToolContext, settings: StudySettings) -> str:
     params["pruner"] = "MedianPruner" if settings.prune else "none"
     params.update({f"space.{name}": _spec_text(spec) for name, spec in settings.search_space.items()})
     tags = {
+        tag_keys.NOTE: (
+            f"Tuning study {settings.study_name}: {settings.model_family} on {settings.dataset}@"
+            f"{settings.version}, up to {settings.n_trials} trials, selected on val_{settings.metric}. "
+            f"Chart best_val_{settings.metric} is the optimisation history; plots/ has Optuna's plots."
+        ),
         "dataset.name": settings.dataset,
         "dataset.version": settings.version,
         "model_family": settings.model_family,
@@ -116,6 +124,10 @@ def _child_runs(client: MlflowClient, experiment: str, tuning_run_id: str) -> li
     return list(client.search_runs([found.experiment_id], filter_string=query, max_results=5000))
 
 
+#: where the study's outcome starts in the tuning run's description (after what the study is).
+_RESULT_HEAD = "\n\nResult: "
+
+
 def finish_tuning_run(ctx: ToolContext, result: StudyResult, status: tracking.TerminalStatus) -> None:
     """Log the final comparison (best vs baseline), trial table and stop reason; end the tuning run."""
     from mlflow.entities import Metric, RunTag
@@ -128,7 +140,11 @@ def finish_tuning_run(ctx: ToolContext, result: StudyResult, status: tracking.Te
         tag_keys.STOP_REASON: result.stop_reason,
         tag_keys.BEST_RUN_ID: (best.run_id if best else None) or "none",
         tag_keys.BASELINE_RUN_ID: (baseline.run_id if baseline else None) or "none",
+        tag_keys.SELECTED_ON: f"val_{result.metric}",
     }
+    if result.test_comparison is not None:
+        metrics.update(_comparison_metrics(result.test_comparison))
+        tags[tag_keys.WITHIN_NOISE] = str(result.test_comparison.within_noise).lower()
     client.log_batch(
         run_id,
         metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
@@ -136,7 +152,9 @@ def finish_tuning_run(ctx: ToolContext, result: StudyResult, status: tracking.Te
     )
     client.log_dict(run_id, comparison(result), "comparison.json")
     client.log_dict(run_id, {"trials": [t.model_dump(mode="json") for t in result.trials]}, "trials.json")
-    tracking.end_run(client, run_id, status, note=comparison_text(result), only_if_running=False)
+    described = client.get_run(run_id).data.tags.get(tag_keys.NOTE, "").split(_RESULT_HEAD)[0].strip()
+    note = f"{described}{_RESULT_HEAD}{comparison_text(result)}" if described else comparison_text(result)
+    tracking.end_run(client, run_id, status, note=note, only_if_running=False)
 
 
 def _final_metrics(result: StudyResult) -> dict[str, float]:
@@ -148,13 +166,71 @@ def _final_metrics(result: StudyResult) -> dict[str, float]:
         "cpu_seconds_used": result.budget.cpu_seconds,
         "wall_seconds": result.budget.wall_seconds,
     }
-    if result.best is not None and result.best.value is not None:
-        metrics[f"best_{result.metric}"] = result.best.value
+    # Selection values are validation values: the names say so (best_val_<metric> is also the step metric
+    # of the optimisation history; its last step is the study's best).
     if result.baseline is not None and result.baseline.value is not None:
-        metrics[f"baseline_{result.metric}"] = result.baseline.value
+        metrics[f"baseline_val_{result.metric}"] = result.baseline.value
         if result.best is not None and result.best.value is not None:
-            metrics["improvement"] = result.best.value - result.baseline.value
+            metrics[f"improvement_val_{result.metric}"] = result.best.value - result.baseline.value
     return metrics
+
+
+def _comparison_metrics(found: TestComparison) -> dict[str, float]:
+    m = found.metric
+    return {
+        f"test_{m}_best": found.best_value,
+        f"test_{m}_baseline": found.baseline_value,
+        f"test_{m}_gain": found.difference,
+        f"test_{m}_gain_low": found.low,
+        f"test_{m}_gain_high": found.high,
+    }
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Keep MLflow's download progress bars out of the user's terminal for the block."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
+def compare_on_test(client: MlflowClient, result: StudyResult) -> tuple[TestComparison | None, str | None]:
+    """Compare the best trial with the baseline on the test rows (paired bootstrap); or say why not.
+
+    Returns ``(comparison, None)`` or ``(None, reason)``.
+    """
+    import tempfile
+
+    import pandas as pd
+
+    from tools.training._modeling import frame_scorer
+    from tools.training.holdout import PREDICTIONS_ARTIFACT, paired_bootstrap
+
+    best, baseline = result.best, result.baseline
+    if best is None or baseline is None or not best.run_id or not baseline.run_id:
+        return None, "no best trial and baseline to compare on the test split"
+    try:
+        with tempfile.TemporaryDirectory() as tmp, _no_progress_bars():
+            frames = [
+                pd.read_csv(client.download_artifacts(run_id, PREDICTIONS_ARTIFACT, tmp + f"/{i}"))
+                for i, run_id in enumerate((best.run_id, baseline.run_id))
+            ]
+        scorer = frame_scorer(result.metric)
+        found = paired_bootstrap(frames[0], frames[1], result.metric, scorer)
+    except Exception as exc:  # noqa: BLE001 - an older run without predictions: say so, do not fail
+        return None, f"best vs baseline not compared on the test split: {type(exc).__name__}: {exc}"
+    return TestComparison(
+        metric=result.metric, best_value=scorer(frames[0]), baseline_value=scorer(frames[1]),
+        difference=found.difference, low=found.low, high=found.high, rows=found.rows,
+        resamples=found.resamples,
+    ), None  # fmt: skip
 
 
 def comparison(result: StudyResult) -> dict[str, Any]:
@@ -171,7 +247,9 @@ def comparison(result: StudyResult) -> dict[str, Any]:
         "direction": result.direction,
         "best": brief(result.best),
         "baseline": brief(result.baseline),
+        "selected_on": f"val_{result.metric}",
         "improved_over_baseline": result.improved_over_baseline,
+        "test_comparison": result.test_comparison.model_dump() if result.test_comparison else None,
         "stop_reason": result.stop_reason,
         "stop_detail": result.stop_detail,
         "trials": {s: result.count(s) for s in ("COMPLETE", "PRUNED", "FAIL", "KILLED")},
@@ -185,8 +263,11 @@ def comparison_text(result: StudyResult) -> str:
     text = f"Tuning stopped ({result.stop_reason}: {result.stop_detail}). "
     if best is None:
         return text + "No trial completed."
-    text += f"Best {result.metric} = {best.value:.6g} (trial {best.number}, run {best.run_id})"
+    text += f"Best val_{result.metric} = {best.value:.6g} (trial {best.number}, run {best.run_id})"
     base = result.baseline
     if base is not None and base.value is not None:
         text += f" vs baseline {base.value:.6g} (run {base.run_id})"
-    return text + "."
+    text += "."
+    if result.test_comparison is not None:
+        text += " " + result.test_comparison.sentence()
+    return text

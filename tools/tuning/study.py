@@ -18,6 +18,7 @@ from tools.tuning._loop import Progress, StudyLoop
 from tools.tuning.budget import BudgetEstimate, TrialCost, estimate_plan
 from tools.tuning.records import StudyResult, StudySettings, TrialResult
 from tools.tuning.space import load_search_space, supports_pruning
+from tools.tuning.warm_start import enqueue
 
 if TYPE_CHECKING:
     import optuna
@@ -51,6 +52,8 @@ def open_study(settings: StudySettings, storage_url: str) -> optuna.Study:
     )  # fmt: skip
     _check_same_study(study, settings)
     done = len(study.get_trials(deepcopy=False))
+    if not done and settings.warm_start:
+        enqueue(study, settings.warm_start_trials)
     if done:
         # A resumed study: a sampler seeded as before would replay its first random draws, so trials
         # after the restart would repeat the settings of the first ones. Seed it from the study's seed
