@@ -52,8 +52,9 @@ def run_request(
     from agent.turns import signals_cancel_turns
 
     err = Console(stderr=True)
-    service = AgentService(settings, model=model, on_progress=lambda e: _progress(err, e))
     signals: list[int] = []
+    with redirect_stdout(sys.stderr):  # opening the workspace ends orphans: MLflow may print then too
+        service = AgentService(settings, model=model, on_progress=lambda e: _progress(err, e))
     try:
         if thread_id and not new_thread and not service.thread_exists(thread_id):
             raise UnknownThread(
@@ -71,7 +72,8 @@ def run_request(
                 err,
             )
     finally:
-        service.close()
+        with redirect_stdout(sys.stderr):
+            service.close()
     if result.resumed is not None:
         err.print(f"[yellow]Finished the interrupted turn first:[/] {result.resumed!r}", highlight=False)
     _print(result, as_json)

@@ -23,7 +23,8 @@ from agent.state import RunRecord
 from tools.cleanup import RunToStop, stop_runs
 from tools.core.redact import redact_text
 from tools.core.tags import job_id_of, role_of, running_session_runs
-from tools.core.tracking import end_run
+from tools.core.tracking import end_run, outbox_of
+from tools.core.unreachable import is_unreachable
 
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
@@ -50,6 +51,11 @@ class TurnFailure(BaseModel):
     )
     trace_kept: bool = Field(True, description="Whether the traceback was attached to the session run.")
     log_path: str | None = Field(None, description="The agent's log file, which holds the traceback.")
+    store_unreachable: bool = Field(False, description="The tracking server could not be reached.")
+    jobs_cancelled: list[str] = Field(
+        default_factory=list, description="Jobs cancelled without MLflow (the store was unreachable)."
+    )
+    kept: str = Field("", description="What waits in the workspace's outbox for the tracking server.")
 
 
 def fail_turn(
@@ -66,11 +72,18 @@ def fail_turn(
     plan: ExperimentPlan | None = state.get("plan")
     session_run_id = plan.session_run_id if plan is not None else None
     thread_id = str(config["configurable"]["thread_id"])
-    failure.stopped = stop_running_runs(tools, thread_id, session_run_id, failure)
+    try:
+        failure.stopped = stop_running_runs(tools, thread_id, session_run_id, failure)
+    except Exception as listing:  # noqa: BLE001 - the store cannot be read: stop what runs here, say so
+        log.exception("could not list the runs of thread %s after the turn failed", thread_id)
+        failure.store_unreachable = is_unreachable(listing) or is_unreachable(exc)
+        failure.jobs_cancelled = _cancel_jobs_without_store(tools, thread_id, failure)
     trace = redact_text("".join(traceback.format_exception(exc)))
     if session_run_id is not None and _end_session_run(tools.tracking, session_run_id, failure, trace):
         failure.session_run_id = session_run_id
     failure.still_running = _still_running(tools, thread_id)
+    box = outbox_of(tools.tracking)
+    failure.kept = box.describe() if box is not None else ""
     answer = render_answer(failure_sections(state, failure))
     update = {"answer": answer, "messages": [AIMessage(answer)], "runs": _records(failure)}
     graph.update_state(config, update, as_node="respond")  # type: ignore[arg-type]
@@ -107,6 +120,30 @@ def stop_running_runs(
     return stopped
 
 
+def _cancel_jobs_without_store(tools: ToolContext, thread_id: str, failure: TurnFailure) -> list[str]:
+    """Cancel the thread's jobs that still run, knowing them from the runtimes rather than MLflow.
+
+    The runs' endings are kept in the outbox (``tools.core.tracking.end_run``); runs no job closes are
+    ended as orphans by whoever opens the workspace next.
+    """
+    reason = f"the agent turn failed in {failure.node} ({failure.error})"[:500]
+    cancelled = []
+    for runtime in list(tools.runtimes.values()):
+        try:
+            jobs = [job for job in runtime.list_jobs(thread_id) if not job.done]
+        except Exception:  # noqa: BLE001
+            log.exception("could not list the jobs of thread %s", thread_id)
+            continue
+        for job in jobs:
+            try:
+                runtime.cancel(job.job_id, reason, _CANCELLED_BY)
+            except Exception:  # noqa: BLE001 - one job that cannot be cancelled must not hide the others
+                log.exception("could not cancel job %s after the turn failed", job.job_id)
+                continue
+            cancelled.append(job.job_id)
+    return cancelled
+
+
 def _still_running(tools: ToolContext, thread_id: str) -> list[str]:
     """Return the thread's runs that are RUNNING after the cleanup (each is named in the answer)."""
     try:
@@ -119,7 +156,13 @@ def _still_running(tools: ToolContext, thread_id: str) -> list[str]:
 def _end_session_run(client: MlflowClient, run_id: str, failure: TurnFailure, trace: str) -> bool:
     """End the session run FAILED with the traceback (unless it already ended); False if it cannot."""
     try:
-        if client.get_run(run_id).info.status not in ("RUNNING", "SCHEDULED"):
+        try:
+            status = str(client.get_run(run_id).info.status)
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            status = "RUNNING"  # unknown: end_run keeps the ending in the outbox (replayed if still RUNNING)
+        if status not in ("RUNNING", "SCHEDULED"):
             return False
         # Status first: an artifact store that fails must not leave the run RUNNING.
         end_run(client, run_id, "FAILED", note=f"The turn failed in {failure.node}: {failure.error}")
@@ -143,7 +186,15 @@ def failure_sections(state: dict[str, Any], failure: TurnFailure) -> dict[str, s
     kept = session is not None and failure.trace_kept
     log = f"the agent's log `{failure.log_path}`" if failure.log_path else "the agent's log"
     where = f"the traceback is on the {session} (`{ERROR_ARTIFACT}`) and in {log}" if kept else f"see {log}"
-    if failure.still_running:
+    if failure.store_unreachable:
+        jobs = ", ".join(f"`{j}`" for j in failure.jobs_cancelled)
+        cancelled = f"cancelled job(s) {jobs}; " if jobs else ""
+        waiting = failure.kept or "nothing kept"
+        left = (
+            f"The tracking server could not be reached: {cancelled}{waiting}. The next expagent command that "
+            "reaches the server writes them and ends the runs this turn left RUNNING"
+        )
+    elif failure.still_running:
         left = "Still RUNNING (could not be stopped): " + ", ".join(f"`{r}`" for r in failure.still_running)
     else:
         left = "Nothing of this turn is left running"

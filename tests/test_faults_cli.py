@@ -172,14 +172,17 @@ def test_undecodable_bytes_in_a_request_are_not_a_crash(tmp_path: Path) -> None:
 SLOW = {"EXPAGENT_LOCAL_LAUNCH": "subprocess"}  # every trial starts a fresh Python: seconds, not ms
 
 
-def test_sigterm_mid_study_cancels_answers_and_exits_143(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_mid_study_cancels_answers_and_exits_128_plus_n(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
     settings = make_settings(tmp_path)
     proc = _start(tmp_path, "--yes", STUDY, **SLOW)
     _wait_for_trials(settings, proc, 2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     rc = proc.wait(timeout=120)
     stdout, stderr = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
-    assert rc == 143, stderr[-3000:]
+    assert rc == code, stderr[-3000:]
     _no_traceback(stderr)
     assert "Rollback" in stdout and "Summary" in stdout
     world = _study_world(settings)
@@ -222,3 +225,49 @@ def test_a_deleted_journal_stops_the_study_with_a_clear_error(tmp_path: Path) ->
     world = _study_world(settings)
     assert world["running"] == [] and world["duplicate_numbers"] == []
     assert _finished_trials(settings) == before and world["roles"]["trial"] <= 4
+
+
+@pytest.mark.skipif(
+    shutil.which("setpriv") is None, reason="needs util-linux setpriv to drop root's override"
+)
+def test_artifacts_made_unwritable_mid_study_end_every_run_and_the_turn_says_so(tmp_path: Path) -> None:
+    """Issue #12 (7): the session run must end (status before artifacts) and the exit code be honest."""
+    settings = make_settings(tmp_path)
+    cmd = [
+        "setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all",
+        EXPAGENT, "run", "--yes", "--json", STUDY,
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path, **SLOW)
+    )
+    _wait_for_trials(settings, proc, 2)
+    artifacts = tmp_path / "artifacts"
+    modes = {p: p.stat().st_mode for p in [artifacts, *artifacts.rglob("*")] if p.is_dir()}
+    for path in modes:
+        path.chmod(0o555)
+    try:
+        rc = proc.wait(timeout=180)
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    _no_traceback(stderr)
+    answer = json.loads(stdout)
+    _reopen(tmp_path)
+    world = _study_world(settings)
+    assert world["running"] == [] and world["duplicate_numbers"] == [] and world["repeated_params"] == []
+    assert world["finished_without_metric"] == []
+    failed_trials = [
+        r
+        for r in all_runs(settings)
+        if r.data.tags.get("expagent.role") == "trial" and r.info.status == "FAILED"
+    ]
+    if failed_trials:  # what could not be logged is not reported as a success
+        assert rc == 5 or "FAILED" in answer["answer"], (rc, answer["answer"][-2000:])
+    assert rc in (0, 5), stderr[-2000:]
+    if rc == 5:
+        assert answer["status"] == "failed"
+    print(
+        f"artifacts unwritable: rc {rc}, {len(failed_trials)} failed trial(s); summary: "
+        f"{answer['sections'].get('Summary', '')[:400]}"
+    )

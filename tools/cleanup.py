@@ -8,6 +8,7 @@ job to stop, or whose cancel failed, or whose job ended without closing it, is e
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -16,8 +17,10 @@ from tools.context import ToolContext
 from tools.core import tags as tag_keys
 from tools.core.liveness import owner_alive
 from tools.core.specs import CancellationRecord
-from tools.core.tracking import end_run, write_cancellation
+from tools.core.tracking import end_run, replay_outbox, write_cancellation
 from tools.guard.policy import guarded_call
+
+log = logging.getLogger(__name__)
 
 #: ``cancel_job``'s reason field takes at most this many characters.
 _MAX_REASON = 500
@@ -99,6 +102,11 @@ def reconcile_orphans(ctx: ToolContext, limit: int = 1000) -> list[StoppedRun]:
     ended KILLED with an ``orphan`` cancellation record. Any command that opens a workspace calls this.
     """
     client = ctx.tracking
+    written, waiting = replay_outbox(client)  # real outcomes first: a kept FINISHED is not an orphan
+    for write in written:
+        log.info("wrote the kept %s of run %s (%s)", write.op, write.run_id, write.status)
+    if waiting:
+        log.warning("%d kept run-state write(s) still wait for the tracking server", waiting)
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return []

@@ -18,21 +18,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from tools.core.outbox import Outbox
 from tools.core.redact import redact, redact_text
+from tools.core.unreachable import TrackingUnavailable, is_unreachable
 
 BREAKER_HOLD_S = 45.0
-_CONNECTION_SIGNS = (
-    "Max retries exceeded", "Connection refused", "NewConnectionError", "Read timed out", "ConnectTimeout",
-    "RemoteDisconnected", "Connection aborted", "Failed to establish",
-)  # fmt: skip
-
-
-class TrackingUnavailable(ConnectionError):
-    """The tracking server could not be reached a moment ago; calls fail fast until the hold ends."""
 
 
 class _Breaker:
@@ -50,9 +45,9 @@ class _Breaker:
                 f"the tracking server {uri} is unreachable ({cause}); not retrying for another {left:.0f} s"
             )
 
-    def trip(self, exc: BaseException) -> None:
-        text = str(exc)
-        if not any(sign in text for sign in _CONNECTION_SIGNS):
+    def trip(self, exc: BaseException | str) -> None:
+        """Open the breaker if ``exc`` (an error, or another process's error text) says "unreachable"."""
+        if not is_unreachable(exc):
             return
         with self.lock:
             self.open_until = time.monotonic() + BREAKER_HOLD_S
@@ -60,6 +55,17 @@ class _Breaker:
 
 
 BREAKER = _Breaker()
+
+
+def note_job_error(tracking_uri: str, text: str) -> None:
+    """Open this process's breaker when a job process reports that *this* tracking server was unreachable.
+
+    The job waited out its own retries already; waiting them out again here would double the time a
+    turn needs to notice an outage. Only errors that name the tracking server count.
+    """
+    host = urlparse(tracking_uri).netloc
+    if host and host in text and is_unreachable(text):
+        BREAKER.trip(text)
 
 
 def _through_breaker(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -82,7 +88,13 @@ def _text(value: Any) -> Any:
 
 
 class RedactingMlflowClient(MlflowClient):
-    """``MlflowClient`` whose writes of text are redacted (metrics are numbers and pass unchanged)."""
+    """``MlflowClient`` whose writes of text are redacted (metrics are numbers and pass unchanged).
+
+    ``outbox`` (set by ``tools.core.tracking.make_client``) keeps run-state writes the server could not
+    take (``tools.core.tracking.end_run``).
+    """
+
+    outbox: Outbox | None = None
 
     def create_run(
         self,

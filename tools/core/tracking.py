@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,16 +18,20 @@ from urllib.parse import unquote, urlparse
 from tools.core import provenance
 from tools.core import tags as tag_keys
 from tools.core.liveness import owner_tags
+from tools.core.outbox import KeptWrite, Outbox
 from tools.core.redact import redact, redact_text
 from tools.core.settings import Settings
 from tools.core.specs import CancellationRecord, TrainingSpec
 from tools.core.text import normalize
+from tools.core.unreachable import is_unreachable
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
     from tools.core.registry import DatasetRegistry
+
+log = logging.getLogger(__name__)
 
 MANAGED_TAG = tag_keys.MANAGED
 NOTE_TAG = "mlflow.note.content"
@@ -101,16 +106,20 @@ def make_client(settings: Settings) -> MlflowClient:
 
     bound_mlflow_http(settings)
     settings.home.mkdir(parents=True, exist_ok=True)
-    return RedactingMlflowClient(tracking_uri=settings.resolved_tracking_uri)
+    client = RedactingMlflowClient(tracking_uri=settings.resolved_tracking_uri)
+    client.outbox = Outbox(settings.home / "outbox")
+    return client
 
 
 def bound_mlflow_http(settings: Settings) -> None:
     """Bound MLflow's HTTP retries (its defaults wait ~4 minutes per failing call); env wins if set.
 
-    The defaults (5 retries, backoff factor 2, 15 s per request) keep one call under ~60 s of waiting
-    while the server is unreachable: long enough for a server restart, short enough that a turn on a
-    store that is gone for good ends within ~90 s (``RedactingMlflowClient`` stops calling after one
-    call has failed to connect, for ``BREAKER_HOLD_S``).
+    urllib3 sleeps ``factor * 2**n`` before retry n (n = 1, 2, ...): MLflow's defaults (7 retries,
+    factor 2) wait 4 + 8 + ... + 256 s. Ours (5 retries, factor 1: 2 + 4 + 8 + 16 + 32 s) keep one call
+    that cannot connect under ~62 s of waiting: long enough to ride out a server restart, short
+    enough that a turn on a store that is gone for good ends within ~90 s (``RedactingMlflowClient``
+    stops calling after one call has failed to connect, for ``BREAKER_HOLD_S``; a job's report of the
+    same failure opens the agent's breaker too). Measured with factor 2: one call took ~124 s.
 
     Set in the environment, so job processes started from here inherit the same bounds.
     """
@@ -118,10 +127,11 @@ def bound_mlflow_http(settings: Settings) -> None:
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", f"{settings.mlflow_http_timeout:g}")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_http_retries))
-    # urllib3 waits 0, 2f, 4f, 8f, ... between retries: with f=2 and 5 retries a call rides out an
-    # outage of ~60 s (a server restart) and then fails; the client's breaker makes later calls fail fast.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
+    # MLflow writes "🏃 View run … at: <url>" to stdout when a run ends against a server: stdout belongs
+    # to the front end (``--json``, the MCP stdio channel), never to a library.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 
 def _default_artifact_root(client: MlflowClient) -> Path | None:
@@ -425,30 +435,75 @@ def end_run(
     artifacts: Mapping[str, str] | None = None,
     only_if_running: bool = True,
 ) -> bool:
-    """End a run with ``status``, first attaching a note and text artifacts (all redacted).
+    """End a run with ``status``: its note first, then the status, then text artifacts (all redacted).
 
     Returns False (and writes nothing) when ``only_if_running`` and the run has already ended, so an
-    observer never overwrites the trainer's own outcome.
+    observer never overwrites the trainer's own outcome. The status is written before the artifacts:
+    an artifact store that fails must not leave the run RUNNING (the artifact failure is logged).
+
+    When the tracking server cannot be reached, the write is kept in the workspace's outbox
+    (``tools.core.outbox``) and replayed by whoever opens the workspace next; True is returned (the
+    run will end with ``status``), and the breaker makes the caller's next MLflow call fail fast.
     """
+    client = _client_of(target)
+    note = redact_text(note) if note else note
+    texts = {name: redact_text(text) for name, text in (artifacts or {}).items()}
+    try:
+        return _end_run_now(client, run_id, status, note, texts, only_if_running)
+    except Exception as exc:
+        args = {"note": note, "artifacts": texts, "only_if_running": only_if_running}
+        if not _keep_for_later(client, exc, KeptWrite(op="end_run", run_id=run_id, status=status, args=args)):
+            raise
+        return True
+
+
+def _end_run_now(
+    client: MlflowClient, run_id: str, status: str, note: str | None, texts: Mapping[str, str],
+    only_if_running: bool,
+) -> bool:  # fmt: skip
     from mlflow.entities import RunTag
 
-    client = _client_of(target)
     if only_if_running and client.get_run(run_id).info.status != "RUNNING":
         return False
-    for name, text in (artifacts or {}).items():
-        client.log_text(run_id, redact_text(text), name)
     if note:
-        client.log_batch(run_id, tags=[RunTag(NOTE_TAG, clip(redact_text(note), _MAX_TAG_CHARS))])
+        client.log_batch(run_id, tags=[RunTag(NOTE_TAG, clip(note, _MAX_TAG_CHARS))])
     client.set_terminated(run_id, status)
+    _attach_texts(client, run_id, status, texts)
     return True
 
 
+def _attach_texts(client: MlflowClient, run_id: str, status: str, texts: Mapping[str, str]) -> None:
+    """Attach text artifacts to an ended run; a failure is logged (and kept when the server is away)."""
+    for index, (name, text) in enumerate(texts.items()):
+        try:
+            client.log_text(run_id, text, name)
+        except Exception as exc:  # noqa: BLE001 - the run has ended; an artifact must not undo that
+            left = dict(list(texts.items())[index:])
+            args = {"note": None, "artifacts": left, "only_if_running": False}
+            kept = KeptWrite(op="end_run", run_id=run_id, status=status, args=args)
+            if not _keep_for_later(client, exc, kept):
+                log.warning("could not attach %s to run %s: %s", name, run_id, exc)
+            return
+
+
 def write_cancellation(client: MlflowClient, record: CancellationRecord) -> None:
-    """Attach ``cancellation.json`` to the run, tag who stopped it and why, and end it KILLED."""
+    """Tag who stopped the run and why, end it KILLED (if still RUNNING), attach ``cancellation.json``.
+
+    Kept in the outbox like ``end_run`` when the tracking server cannot be reached.
+    """
+    try:
+        _write_cancellation_now(client, record)
+    except Exception as exc:
+        payload = {"record": redact(record.model_dump(mode="json"))}
+        kept = KeptWrite(op="write_cancellation", run_id=record.run_id, status="KILLED", args=payload)
+        if not _keep_for_later(client, exc, kept):
+            raise
+
+
+def _write_cancellation_now(client: MlflowClient, record: CancellationRecord) -> None:
     from mlflow.entities import RunTag
 
     payload = redact(record.model_dump(mode="json"))
-    client.log_text(record.run_id, json.dumps(payload, indent=2) + "\n", "cancellation.json")
     note = f"{record.kind.capitalize()} by {record.cancelled_by}: {record.reason}"
     tags = clean_tags(
         {
@@ -461,6 +516,57 @@ def write_cancellation(client: MlflowClient, record: CancellationRecord) -> None
     client.log_batch(record.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     if client.get_run(record.run_id).info.status == "RUNNING":
         client.set_terminated(record.run_id, "KILLED")
+    client.log_text(record.run_id, json.dumps(payload, indent=2) + "\n", "cancellation.json")
+
+
+def outbox_of(client: MlflowClient) -> Outbox | None:
+    """Return the outbox of a client made by ``make_client`` (None for a plain client)."""
+    return getattr(client, "outbox", None)
+
+
+def _keep_for_later(client: MlflowClient, exc: BaseException, write: KeptWrite) -> bool:
+    """Keep ``write`` in the client's outbox if ``exc`` means the server is unreachable; True if kept."""
+    box = outbox_of(client)
+    if box is None or not is_unreachable(exc):
+        return False
+    write.cause = redact_text(f"{type(exc).__name__}: {exc}")[:500]
+    try:
+        path = box.keep(write)
+    except OSError:
+        log.exception("could not keep the %s of run %s in the outbox", write.op, write.run_id)
+        return False
+    log.warning("tracking server unreachable: %s of run %s (%s) kept in %s", write.op, write.run_id,
+                write.status, path)  # fmt: skip
+    return True
+
+
+def replay_outbox(client: MlflowClient) -> tuple[list[KeptWrite], int]:
+    """Write what the outbox kept, oldest first; return what was written and how many writes still wait.
+
+    Stops at the first write the server still cannot take (the rest keep their order). A write the
+    store refuses for another reason (e.g. the run was deleted) is logged and dropped.
+    """
+    box = outbox_of(client)
+    if box is None:
+        return [], 0
+    pending = box.pending()
+    written: list[KeptWrite] = []
+    for index, (path, write) in enumerate(pending):
+        try:
+            if write.op == "end_run":
+                args = write.args
+                texts, only = args.get("artifacts") or {}, bool(args.get("only_if_running"))
+                _end_run_now(client, write.run_id, write.status, args.get("note"), texts, only)
+            else:
+                _write_cancellation_now(client, CancellationRecord.model_validate(write.args["record"]))
+        except Exception as exc:  # noqa: BLE001
+            if is_unreachable(exc):
+                return written, len(pending) - index
+            log.exception("dropped the kept %s of run %s: the store refused it", write.op, write.run_id)
+        else:
+            written.append(write)
+        box.done(path)
+    return written, 0
 
 
 def get_run_or_error(client: MlflowClient, run_id: str) -> Run:

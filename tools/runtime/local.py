@@ -29,6 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tools.core._redacting_client import note_job_error
 from tools.core.settings import Settings
 from tools.core.specs import CancellationRecord, JobInfo, JobState, TrainingSpec
 from tools.runtime import forkserver
@@ -138,7 +139,12 @@ class LocalRuntime:
 
     def _outcome(self, job_id: str) -> JobOutcome | None:
         path = self._dir(job_id) / "status.json"
-        return JobOutcome.model_validate_json(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        outcome = JobOutcome.model_validate_json(path.read_text())
+        if outcome.reason:  # a job that could not reach the tracking server: so will this process
+            note_job_error(str(self.client.tracking_uri), outcome.reason)
+        return outcome
 
     def _cancel_request(self, job_id: str) -> CancelRequest | None:
         path = self._dir(job_id) / "cancel_request.json"

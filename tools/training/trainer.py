@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from tools.core import provenance, tracking
+from tools.core._redacting_client import note_job_error
 from tools.core.redact import redact_text
 from tools.core.registry import DatasetRegistry
 from tools.core.settings import Settings, load_settings
@@ -189,11 +190,12 @@ def run_training(spec: TrainingSpec, settings: Settings, capture_output: bool = 
             failure = (stop, "")
         except Exception as exc:
             failure = (exc, traceback.format_exc())
-    if result is not None:
-        client.set_terminated(run_id, "FINISHED")
+    if result is not None:  # kept in the workspace's outbox if the server went away just now
+        tracking.end_run(client, run_id, "FINISHED", only_if_running=False)
         return result.model_copy(update={"wall_seconds": time.monotonic() - started})
     assert failure is not None
     error, trace = failure
+    note_job_error(uri, str(error))  # the server is gone: end the run at once (outbox), not in a minute
     wall = time.monotonic() - started
     if isinstance(error, Interrupted):
         tracking.end_run(client, run_id, "KILLED", note=f"Training stopped: {error}")
