@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from tools.core import provenance, tracking
 from tools.core.redact import redact_text
-from tools.core.registry import DatasetRegistry
+from tools.core.registry import ChecksumMismatch, DatasetRecord, DatasetRegistry
 from tools.core.settings import Settings, load_settings
 from tools.core.specs import CancellationRecord, TrainingSpec
 from tools.training._limits import apply_resource_limits
@@ -73,7 +73,7 @@ def _train_and_log(
 ) -> TrainingResult:
     begun = time.monotonic()
     registry = DatasetRegistry.open(settings)
-    record = registry.get(spec.dataset, spec.version)
+    record = _pinned_record(spec, registry.get(spec.dataset, spec.version))
     task = check_spec(spec, record)
     frame = load_verified_frame(registry, record)  # sha256 verified when read (see dataset_cache)
     target = record.schema.target
@@ -112,6 +112,25 @@ def _train_and_log(
         run_id=run.run_id, status="FINISHED", metric=spec.metric, value=metrics[spec.metric],
         metrics=metrics, model_uri=uri,
     )  # fmt: skip
+
+
+def _pinned_record(spec: TrainingSpec, record: DatasetRecord) -> DatasetRecord:
+    """Return ``record``, checked against the S3 object version the launcher passed in ``spec.data_source``.
+
+    The job reads exactly the object version (and checks exactly the sha256) it was given; the catalog only
+    supplies the schema. An entry that no longer agrees with what was launched stops the run.
+    """
+    source = spec.data_source
+    if source is None:
+        return record
+    pinned = (source.uri, source.version_id, source.sha256, source.format)
+    if (record.uri, record.s3_version_id, record.sha256, record.format) != pinned:
+        raise ChecksumMismatch(
+            f"{record.ref}: the catalog entry ({record.uri} version {record.s3_version_id}) is not the "
+            f"object version this run was launched with ({source.uri} version {source.version_id}); "
+            "nothing was trained"
+        )
+    return record
 
 
 def _attach(spec: TrainingSpec, settings: Settings, client: MlflowClient) -> RunTarget:
