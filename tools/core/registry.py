@@ -449,8 +449,8 @@ class DatasetRegistry:
         if fmt is None:
             raise InvalidDataset(f"{location.uri} must name a .csv or .parquet object")
         try:
+            check_versioned_bucket(ref, location.bucket, self.objects)
             pinned = pinned_location(ref, location.uri, s3_version_id or location.version_id)
-            check_versioned_bucket(ref, pinned.bucket, self.objects)
             data = self.objects.read(pinned)
         except ObjectCheckFailed as exc:
             raise InvalidDataset(str(exc)) from exc

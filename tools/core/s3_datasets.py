@@ -90,14 +90,17 @@ def _guarded(ref: str, location: S3Location, step: str) -> ObjectCheckFailed:
 def check_object(ref: str, uri: str, version_id: str | None, sha256: str, objects: S3Reader,
                  digests: Digests) -> None:  # fmt: skip
     """Raise ObjectCheckFailed unless the pinned version exists in a versioned bucket and matches sha256."""
-    location = pinned_location(ref, uri, version_id)
     try:
-        check_versioned_bucket(ref, location.bucket, objects)
+        # The bucket first: "not versioned" is what a team must fix before any version ID means anything.
+        check_versioned_bucket(ref, parse_s3_uri(uri).bucket, objects)
+        location = pinned_location(ref, uri, version_id)
         actual = object_digest(location, objects, digests)
+    except ValueError as exc:
+        raise ObjectCheckFailed(f"{ref}: {exc}") from exc
     except ObjectVersionMissing as exc:
         raise _guarded(ref, location, "the registered data cannot be read") from exc
     except ObjectStoreError as exc:
-        raise ObjectCheckFailed(f"{ref}: could not check {location}: {exc}") from exc
+        raise ObjectCheckFailed(f"{ref}: could not check {uri} (version {version_id}): {exc}") from exc
     if actual != sha256:
         raise _mismatch(ref, location, actual, sha256)
 
