@@ -365,3 +365,49 @@ def test_a_job_refuses_an_object_version_other_than_the_one_it_was_launched_with
         _pinned_record(other, record)
     with pytest.raises(ChecksumMismatch, match="has sha256"):
         registry.read_verified_bytes(record.model_copy(update={"sha256": "0" * 64}))
+
+
+@pytest.mark.timeout(300)
+def test_a_pod_on_the_fake_cluster_reads_the_pinned_object_with_credentials_from_a_secret(
+    s3: Any, bc_csv: bytes, tmp_path: Path, demo_home: Path
+) -> None:
+    from evals.fakes.kube import FakeKube
+    from tools.context import build_context
+    from tools.guard.policy import guarded_call
+
+    bucket = _bucket(s3, "de-curated-pod")
+    version = _put(s3, bucket, "bc.csv", bc_csv)
+    _put(s3, bucket, "bc.csv", b"overwritten,later\n1,2\n")  # a newer version under the same key
+    secrets = {"ml-experiments/aws-creds": {"id": ACCESS_KEY_ID, "secret": SECRET_ACCESS_KEY}}
+    with FakeKube(secrets=secrets) as kube:
+        # The pod gets no environment of ours: the endpoint comes from the setting, the keys from a Secret.
+        settings = make_settings(
+            _workspace(tmp_path, demo_home).home, runtime="kubernetes", k8s_kubeconfig=kube.kubeconfig_path,
+            s3_endpoint_url=s3.meta.endpoint_url,
+            k8s_secret_env={"AWS_ACCESS_KEY_ID": "aws-creds/id", "AWS_SECRET_ACCESS_KEY": "aws-creds/secret"},
+        )  # fmt: skip
+        DatasetRegistry.open(settings).register_s3(f"s3://{bucket}/bc.csv", version, "bc_s3", "1", BC_TARGET)
+        ctx = build_context(settings, session_id="s3-pod")
+        try:
+            args = {
+                "dataset": "bc_s3", "version": "1", "model_family": "logistic_regression",
+                "metric": "roc_auc", "experiment": "s3-pod", "resources": {"cpu": 1, "memory_gb": 1},
+            }  # fmt: skip
+            outcome = guarded_call("start_training_run", args, ctx)
+            assert outcome.ok, outcome.to_model_message()
+            job_id = outcome.result["job_id"]  # type: ignore[index]
+            final = ctx.runtime.wait([job_id], timeout=240)[0]
+            assert final.state == "succeeded", f"{final.reason}\n{ctx.runtime.logs(job_id)}"
+            run = ctx.tracking.get_run(outcome.result["run_id"])  # type: ignore[index]
+        finally:
+            ctx.close()
+        (pod,) = kube.pods()
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["EXPAGENT_DATA_VERSION_ID"]["value"] == version
+    assert (
+        "value" not in env["AWS_SECRET_ACCESS_KEY"]
+        and "secretKeyRef" in env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]
+    )
+    assert run.info.status == "FINISHED" and run.data.tags["dataset.s3_version_id"] == version
+    assert run.data.tags["dataset.sha256"] == _sha(bc_csv) and "roc_auc" in run.data.metrics
+    _assert_no_credentials(settings, [json.dumps(pod["spec"])])
