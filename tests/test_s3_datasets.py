@@ -380,10 +380,11 @@ def test_a_pod_on_the_fake_cluster_reads_the_pinned_object_with_credentials_from
     _put(s3, bucket, "bc.csv", b"overwritten,later\n1,2\n")  # a newer version under the same key
     secrets = {"ml-experiments/aws-creds": {"id": ACCESS_KEY_ID, "secret": SECRET_ACCESS_KEY}}
     with FakeKube(secrets=secrets) as kube:
-        # The pod gets no environment of ours: the endpoint comes from the setting, the keys from a Secret.
+        # The pod gets no environment of ours: the endpoint comes from the setting, the keys from a Secret,
+        # and its workspace is not ours (no shared catalog): the launcher passes the object and its entry.
         settings = make_settings(
             _workspace(tmp_path, demo_home).home, runtime="kubernetes", k8s_kubeconfig=kube.kubeconfig_path,
-            s3_endpoint_url=s3.meta.endpoint_url,
+            s3_endpoint_url=s3.meta.endpoint_url, k8s_pod_home=str(tmp_path / "pod-home"),
             k8s_secret_env={"AWS_ACCESS_KEY_ID": "aws-creds/id", "AWS_SECRET_ACCESS_KEY": "aws-creds/secret"},
         )  # fmt: skip
         DatasetRegistry.open(settings).register_s3(f"s3://{bucket}/bc.csv", version, "bc_s3", "1", BC_TARGET)
@@ -402,6 +403,10 @@ def test_a_pod_on_the_fake_cluster_reads_the_pinned_object_with_credentials_from
         finally:
             ctx.close()
         (pod,) = kube.pods()
+    pod_catalog = tmp_path / "pod-home" / "registry" / "catalog.json"
+    assert (
+        pod_catalog.exists() and "bc_s3" not in pod_catalog.read_text()
+    )  # the pod had only the demo catalog
     env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
     assert env["EXPAGENT_DATA_VERSION_ID"]["value"] == version
     assert (

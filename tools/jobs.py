@@ -95,8 +95,9 @@ def data_source_of(record: DatasetRecord) -> DataSource | None:
     if not record.in_s3 or not record.s3_version_id:
         return None
     return DataSource(
-        uri=record.uri, version_id=record.s3_version_id, sha256=record.sha256, format=record.format
-    )
+        uri=record.uri, version_id=record.s3_version_id, sha256=record.sha256, format=record.format,
+        catalog_entry=record.model_dump(mode="json"),
+    )  # fmt: skip
 
 
 def _data_source(ctx: ToolContext, args: TrainingSpec) -> DataSource | None:

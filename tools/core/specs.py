@@ -85,6 +85,11 @@ class DataSource(BaseModel):
     version_id: str = Field(description="The pinned S3 object version ID.")
     sha256: str = Field(description="sha256 of the version's bytes; the job checks it before training.")
     format: Literal["csv", "parquet"] = Field("csv", description="File format.")
+    catalog_entry: dict[str, Any] | None = Field(
+        None,
+        description="The registry record (schema, target, PII columns), so a pod without the workspace's "
+        "catalog still knows how to read the data.",
+    )
 
 
 class TrainingSpec(RunTemplate):
