@@ -416,3 +416,29 @@ def test_a_pod_on_the_fake_cluster_reads_the_pinned_object_with_credentials_from
     assert run.info.status == "FINISHED" and run.data.tags["dataset.s3_version_id"] == version
     assert run.data.tags["dataset.sha256"] == _sha(bc_csv) and "roc_auc" in run.data.metrics
     _assert_no_credentials(settings, [json.dumps(pod["spec"])])
+
+
+def test_keys_pasted_into_a_request_reach_no_sink(
+    s3: Any, bc_csv: bytes, tmp_path: Path, demo_home: Path
+) -> None:
+    bucket = _bucket(s3, "de-curated-keys")
+    version = _put(s3, bucket, "bc.csv", bc_csv)
+    settings = _workspace(tmp_path, demo_home)
+    DatasetRegistry.open(settings).register_s3(f"s3://{bucket}/bc.csv", version, "bc_s3", "1", BC_TARGET)
+    request = "Train a logistic_regression baseline on bc_s3@1 optimizing roc_auc, experiment s3-keys"
+    pasted = f"aws_access_key_id={ACCESS_KEY_ID} and aws_secret_access_key={SECRET_ACCESS_KEY}"
+    service = AgentService(settings, model=OfflineChatModel())
+    try:
+        # Keys as key=value pairs read as hyperparameters: refused by the allowlist, nothing runs.
+        refused = _send(service, "pairs", f"{request}. The bucket needs {pasted}")
+        assert all_runs(settings) == [] and "allowlist" in refused.answer
+        # Keys as prose next to a valid request: it runs, and the session run records the request.
+        trained = _send(service, "prose", f"{request} (my keys: {ACCESS_KEY_ID} / {SECRET_ACCESS_KEY})")
+    finally:
+        service.close()
+    runs = all_runs(settings)
+    assert sorted(r.data.tags.get("expagent.role") for r in runs) == ["baseline", "session"], trained.answer
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    notes = [r.data.tags.get("mlflow.note.content", "") for r in runs]
+    assert any(n.startswith("Request by") and "bc_s3@1" in n for n in notes), notes
+    _assert_no_credentials(settings, [r.answer + json.dumps(r.sections) for r in (refused, trained)])
