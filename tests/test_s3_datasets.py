@@ -33,7 +33,7 @@ from tools.runtime.job_manifest import build_job
 
 # Look like real AWS keys, so a leak would also be caught by anyone grepping for key formats.
 ACCESS_KEY_ID = "AKIAZ7S3TESTKEY00042"
-SECRET_ACCESS_KEY = "q8Vw3nS3cr3tT3stK3yN0tF0rUs3/InAnyRealAcct"
+SECRET_ACCESS_KEY = "q8Vw3nS3cr3tT3stK3yN0tF0rUs3/InAnyRealAc"  # 40 characters, as AWS issues them
 BC_TARGET = "target"
 
 
