@@ -1,11 +1,13 @@
-"""The file formats a registered dataset may have (CSV, Parquet): recognising them and reading their bytes.
+"""The file formats a registered dataset may have (CSV, Parquet): recognising, parsing and reading them.
 
-CSV parsing for schema inference stays in ``tools.core.registry`` (it checks every row); Parquet files carry
-their own schema, read here with pyarrow. pandas and pyarrow are imported on use only.
+CSV columns get their dtypes inferred from every cell (and every row is checked against the header);
+Parquet files carry their own schema, read with pyarrow. pandas and pyarrow are imported on use only.
+``tools.core.registry.infer_schema`` turns either into a ``DatasetSchema``.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 from typing import TYPE_CHECKING, Literal
 
@@ -24,6 +26,68 @@ def format_of(name: str) -> DataFormat | None:
     """Return the format a file or key name's suffix names (``.csv``, ``.parquet``, ``.pq``), else None."""
     lowered = name.lower()
     return next((fmt for suffix, fmt in _SUFFIXES.items() if lowered.endswith(suffix)), None)
+
+
+#: an integer target with at most this many distinct values is inferred to be a classification target.
+_MAX_CLASSES = 20
+
+
+def _cell_dtype(value: str) -> str:
+    try:
+        int(value)
+        return "int64"
+    except ValueError:
+        pass
+    try:
+        float(value)
+        return "float64"
+    except ValueError:
+        return "string"
+
+
+def _column_dtype(values: list[str]) -> str:
+    kinds = {_cell_dtype(v) for v in values if v != ""}
+    if not kinds or "string" in kinds:
+        return "string"
+    if kinds == {"int64"} and "" not in values:
+        return "int64"
+    return "float64"  # mixed ints/floats, or ints with gaps (read as NaN)
+
+
+def infer_task(values: list[str], dtype: str) -> Literal["classification", "regression"]:
+    """Return the task a target column suggests: text or few distinct integers mean classification."""
+    if dtype == "string" or (dtype == "int64" and len(set(values)) <= _MAX_CLASSES):
+        return "classification"
+    return "regression"
+
+
+def _parse_csv(data: bytes, source: str) -> tuple[list[str], list[list[str]]]:
+    """Return the header and rows of CSV bytes, every row as long as the header."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{source} is not UTF-8 text: {exc}") from exc
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header or not any(h.strip() for h in header):
+        raise FormatError(f"{source} is empty or has no header row")
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    if duplicates:
+        raise FormatError(f"{source} has duplicate column names: {', '.join(duplicates)}")
+    rows = list(reader)
+    for line, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise FormatError(f"{source} line {line} has {len(row)} cells; the header has {len(header)}")
+    if not rows:
+        raise FormatError(f"{source} has a header but no data rows")
+    return header, rows
+
+
+def csv_table(data: bytes, source: str) -> tuple[list[str], dict[str, str], dict[str, list[str]]]:
+    """Return a CSV file's columns, their inferred dtypes (int64/float64/string) and each column's values."""
+    header, rows = _parse_csv(data, source)
+    values = {name: [row[j] for row in rows] for j, name in enumerate(header)}
+    return header, {name: _column_dtype(column) for name, column in values.items()}, values
 
 
 def _dtype_name(arrow_type: object) -> str:

@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tools.core.dataset_formats import DataFormat, FormatError, format_of, parquet_table, read_frame
+from tools.core.dataset_formats import (
+    DataFormat,
+    FormatError,
+    csv_table,
+    format_of,
+    infer_task,
+    parquet_table,
+    read_frame,
+)
 from tools.core.object_store import ObjectStoreError, S3Reader, is_s3_uri, parse_s3_uri
 from tools.core.redact import redact_text
 from tools.core.s3_datasets import (
@@ -52,8 +60,6 @@ Status = Literal["validated", "raw", "deprecated"]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: version strings that name no version at all; an explicit, immutable version is always required.
 FLOATING_VERSIONS = frozenset({"", "latest", "current", "newest", "head", "*", "default"})
-#: an integer target with at most this many distinct values is inferred to be a classification target.
-_MAX_CLASSES = 20
 #: a data file changed within this many nanoseconds before it was hashed is hashed again on every check.
 _SETTLED_NS = 2_000_000_000
 
@@ -167,74 +173,20 @@ def _atomic_write(path: Path, data: bytes) -> None:
 # ---- schema inference -----------------------------------------------------------------------------
 
 
-def _cell_dtype(value: str) -> str:
-    try:
-        int(value)
-        return "int64"
-    except ValueError:
-        pass
-    try:
-        float(value)
-        return "float64"
-    except ValueError:
-        return "string"
-
-
-def _column_dtype(values: list[str]) -> str:
-    kinds = {_cell_dtype(v) for v in values if v != ""}
-    if not kinds or "string" in kinds:
-        return "string"
-    if kinds == {"int64"} and "" not in values:
-        return "int64"
-    return "float64"  # mixed ints/floats, or ints with gaps (read as NaN)
-
-
-def _infer_task(values: list[str], dtype: str) -> Task:
-    if dtype == "string" or (dtype == "int64" and len(set(values)) <= _MAX_CLASSES):
-        return "classification"
-    return "regression"
-
-
-def _parse_csv(data: bytes, source: str) -> tuple[list[str], list[list[str]]]:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidDataset(f"{source} is not UTF-8 text: {exc}") from exc
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if not header or not any(h.strip() for h in header):
-        raise InvalidDataset(f"{source} is empty or has no header row")
-    duplicates = sorted({h for h in header if header.count(h) > 1})
-    if duplicates:
-        raise InvalidDataset(f"{source} has duplicate column names: {', '.join(duplicates)}")
-    rows = list(reader)
-    for line, row in enumerate(rows, start=2):
-        if len(row) != len(header):
-            raise InvalidDataset(f"{source} line {line} has {len(row)} cells; the header has {len(header)}")
-    if not rows:
-        raise InvalidDataset(f"{source} has a header but no data rows")
-    return header, rows
-
-
 def infer_schema(
     data: bytes, target: str, task: Task | None = None, source: str = "file", fmt: DataFormat = "csv"
 ) -> DatasetSchema:
     """Infer columns, dtypes and (unless given) the task from CSV or Parquet bytes; check the target."""
-    if fmt == "parquet":
-        try:
-            header, dtypes, columns = parquet_table(data, source)
-        except FormatError as exc:
-            raise InvalidDataset(str(exc)) from exc
-    else:
-        header, rows = _parse_csv(data, source)
-        columns = {name: [row[j] for row in rows] for j, name in enumerate(header)}
-        dtypes = {name: _column_dtype(values) for name, values in columns.items()}
+    try:
+        header, dtypes, columns = parquet_table(data, source) if fmt == "parquet" else csv_table(data, source)
+    except FormatError as exc:
+        raise InvalidDataset(str(exc)) from exc
     if target not in header:
         raise InvalidDataset(f"target column {target!r} is not in {source}; columns: {', '.join(header)}")
     missing = columns[target].count("")
     if missing:
         raise InvalidDataset(f"target column {target!r} has {missing} empty cells in {source}")
-    inferred = task or _infer_task(columns[target], dtypes[target])
+    inferred = task or infer_task(columns[target], dtypes[target])
     if inferred == "regression" and dtypes[target] == "string":
         raise InvalidDataset(f"target column {target!r} is text; it cannot be a regression target")
     n_rows = len(columns[target])
