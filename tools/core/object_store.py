@@ -13,6 +13,7 @@ boto3 is imported on first use, so a workspace without S3 datasets never pays fo
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -69,26 +70,41 @@ def _error_code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
+_CLIENTS: dict[tuple[int | str | None, ...], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _client(endpoint_url: str | None) -> Any:
+    """Return this process's S3 client for ``endpoint_url`` (made once: a client costs ~0.25 s to build).
+
+    Keyed by process ID as well: a process forked from one that had a client (a warm worker) makes its own.
+    """
+    # What boto3 resolves from the environment is part of the key, so a changed environment (another
+    # endpoint, profile or key) gets a new client rather than a stale one.
+    env = tuple(os.environ.get(n) for n in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
+                                             "AWS_ACCESS_KEY_ID"))  # fmt: skip
+    key = (os.getpid(), endpoint_url, *env)
+    with _CLIENTS_LOCK:
+        if key not in _CLIENTS:
+            import boto3
+            from botocore.config import Config
+
+            # Bounded: a guard check against an unreachable store must fail in seconds, not minutes.
+            retries: Any = {"max_attempts": 3, "mode": "standard"}
+            config = Config(connect_timeout=5, read_timeout=60, retries=retries)
+            session = boto3.session.Session()
+            _CLIENTS[key] = session.client("s3", endpoint_url=endpoint_url, config=config)
+        return _CLIENTS[key]
+
+
 class S3Reader:
-    """Versioning status and object bytes from S3; one boto3 client per reader, made on first use."""
+    """Versioning status and object bytes from S3 through the process's boto3 client, made on first use."""
 
     def __init__(self, endpoint_url: str | None = None) -> None:
         self.endpoint_url = endpoint_url or None  # None: boto3 reads AWS_ENDPOINT_URL(_S3) itself
-        self._client: Any = None
-        self._lock = threading.Lock()
 
     def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                import boto3
-                from botocore.config import Config
-
-                # Bounded: a guard check against an unreachable store must fail in seconds, not minutes.
-                retries: Any = {"max_attempts": 3, "mode": "standard"}
-                config = Config(connect_timeout=5, read_timeout=60, retries=retries)
-                session = boto3.session.Session()
-                self._client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
-            return self._client
+        return _client(self.endpoint_url)
 
     def versioning_status(self, bucket: str) -> str:
         """Return the bucket's versioning status: 'Enabled', 'Suspended' or NEVER_ENABLED."""

@@ -78,6 +78,8 @@ def preload_workspace(catalog_path: Path, data_dir: Path, max_bytes: int = PRELO
         records = registry.list("validated")
     except RegistryError:
         return 0
+    if any(r.in_s3 for r in records):
+        import boto3  # noqa: F401 - ~0.4 s a worker would otherwise pay on its first S3 job
     for record in records:
         if record.in_s3:
             continue  # read by the first job that needs it (its worker keeps the frame); no network here
