@@ -442,3 +442,22 @@ def test_keys_pasted_into_a_request_reach_no_sink(
     notes = [r.data.tags.get("mlflow.note.content", "") for r in runs]
     assert any(n.startswith("Request by") and "bc_s3@1" in n for n in notes), notes
     _assert_no_credentials(settings, [r.answer + json.dumps(r.sections) for r in (refused, trained)])
+
+
+def test_the_model_cannot_choose_the_object_a_job_reads(tmp_path: Path, demo_home: Path) -> None:
+    from tools.context import build_context
+    from tools.guard.policy import guarded_call
+
+    settings = _workspace(tmp_path, demo_home)
+    ctx = build_context(settings, session_id="s3-forged")
+    forged = {"uri": "s3://attacker/other.csv", "version_id": "v1", "sha256": "0" * 64}
+    args = {
+        "dataset": "breast_cancer", "version": "1", "model_family": "logistic_regression",
+        "metric": "roc_auc", "experiment": "s3-forged", "data_source": forged,
+    }  # fmt: skip
+    try:
+        outcome = guarded_call("start_training_run", args, ctx)
+    finally:
+        ctx.close()
+    assert outcome.verdict.verdict == "reject" and outcome.verdict.rule == "invalid_arguments"
+    assert "data_source" in outcome.verdict.reason and all_runs(settings) == []
