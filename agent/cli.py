@@ -130,6 +130,7 @@ def datasets_show(
 ) -> None:
     """Show one dataset version: metadata, checksum status and columns."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from tools.core.registry import RegistryError
@@ -139,16 +140,19 @@ def datasets_show(
         record = registry.resolve(ref)
     except RegistryError as error:
         _fail(str(error))
-    checksum_ok = registry.verify(record)
+    problem = registry.problem(record)
+    checksum_ok = problem is None
     if as_json:
-        _print_json({**record.model_dump(mode="json"), "checksum_ok": checksum_ok})
+        _print_json({**record.model_dump(mode="json"), "checksum_ok": checksum_ok, "problem": problem})
         return
     about = Table.grid(padding=(0, 2))
-    checksum = "[green]verified[/]" if checksum_ok else "[bold red]MISMATCH or missing file[/]"
+    checksum = "[green]verified[/]" if checksum_ok else f"[bold red]NOT USABLE[/]: {escape(problem or '')}"
     facts = {
         "dataset": record.ref, "status": f"[{_STATUS_STYLE[record.status]}]{record.status}[/]",
         "task": record.schema.task, "target": record.schema.target, "rows": str(record.schema.n_rows),
-        "sha256": f"{record.sha256} ({checksum})", "file": str(registry.local_path(record)),
+        "sha256": f"{record.sha256} ({checksum})",
+        **({"object": f"{record.uri} version {record.s3_version_id}"} if record.in_s3
+           else {"file": str(registry.local_path(record))}),
         "owner": record.owner, "created": record.created_at.isoformat(), "description": record.description,
     }  # fmt: skip
     for key, value in facts.items():
@@ -167,7 +171,14 @@ def datasets_show(
 
 @datasets_app.command("register")
 def datasets_register(
-    file: Annotated[Path, typer.Argument(help="CSV file to copy into the registry.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE_OR_S3_URI",
+            help="CSV/Parquet file to copy into the registry, or s3://BUCKET/KEY of an object in a versioned "
+            "bucket (it stays in S3; give --s3-version-id).",
+        ),
+    ],
     name: Annotated[str, typer.Option(help="Dataset name.")],
     version: Annotated[str, typer.Option(help="New, immutable version (e.g. 2).")],
     target: Annotated[str, typer.Option(help="Target column.")],
@@ -178,23 +189,42 @@ def datasets_register(
     owner: Annotated[str | None, typer.Option(help="Owner (default: EXPAGENT_REQUESTER).")] = None,
     description: Annotated[str, typer.Option(help="What the data is.")] = "",
     task: Annotated[str | None, typer.Option(help="classification or regression (default: inferred)")] = None,
+    s3_version_id: Annotated[
+        str | None, typer.Option(help="S3 object version ID to pin (required for s3:// sources).")
+    ] = None,
+    sha256: Annotated[
+        str | None, typer.Option(help="Expected sha256 of the S3 object version (checked when given).")
+    ] = None,
     as_json: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
-    """Register a CSV file as a new dataset version (checksummed; never overwrites a version)."""
+    """Register a CSV/Parquet file or a pinned S3 object version as a new dataset version (checksummed).
+
+    Never overwrites a version. An S3 object must be in a bucket with versioning enabled; credentials come
+    from the standard AWS chain (environment, ~/.aws, web identity), the endpoint from AWS_ENDPOINT_URL or
+    EXPAGENT_S3_ENDPOINT_URL.
+    """
     from tools.core.registry import RegistryError
 
     if status not in _STATUS_STYLE:
         _fail(f"--status must be one of {', '.join(_STATUS_STYLE)}, got {status!r}")
     if task not in (None, "classification", "regression"):
         _fail(f"--task must be classification or regression, got {task!r}")
+    from tools.core.object_store import is_s3_uri
+
     registry = _registry(home)
     pii_columns = [c.strip() for item in pii or [] for c in item.split(",") if c.strip()]
+    common: dict[str, Any] = {
+        "name": name, "version": version, "target": target, "pii": pii_columns, "status": status,
+        "owner": owner or _settings(home=home).requester, "description": description, "task": task,
+    }  # fmt: skip
+    if not is_s3_uri(source) and (s3_version_id or sha256):
+        _fail("--s3-version-id and --sha256 apply to s3:// sources only")
     try:
-        record = registry.register(
-            file, name=name, version=version, target=target, pii=pii_columns, status=status,  # type: ignore[arg-type]
-            owner=owner or _settings(home=home).requester, description=description, task=task,  # type: ignore[arg-type]
-        )  # fmt: skip
+        if is_s3_uri(source):
+            record = registry.register_s3(source, s3_version_id, sha256=sha256, **common)
+        else:
+            record = registry.register(Path(source), **common)
     except (RegistryError, OSError) as error:
         _fail(str(error))
     if as_json:
@@ -202,7 +232,10 @@ def datasets_register(
         return
     schema = record.schema
     typer.echo(f"registered {record.ref} ({record.status}, {schema.task}, target {schema.target})")
-    typer.echo(f"sha256 {record.sha256}  rows {schema.n_rows}  file {registry.local_path(record)}")
+    where = f"{record.uri} version {record.s3_version_id}" if record.in_s3 else registry.local_path(record)
+    typer.echo(
+        f"sha256 {record.sha256}  rows {schema.n_rows}  {'object' if record.in_s3 else 'file'} {where}"
+    )
 
 
 # ---- tools ----------------------------------------------------------------------------------------

@@ -169,11 +169,31 @@ def test_register_rejects_bad_input_and_changes_nothing(
     assert not (settings.data_dir / "bad").exists()
 
 
-def test_register_rejects_non_csv_files(registry: DatasetRegistry, tmp_path: Path) -> None:
-    with pytest.raises(InvalidDataset, match="must be an existing .csv file"):
+def test_register_rejects_files_that_are_not_csv_or_parquet(
+    registry: DatasetRegistry, tmp_path: Path
+) -> None:
+    with pytest.raises(InvalidDataset, match="must be an existing .csv or .parquet file"):
         registry.register(tmp_path / "missing.csv", name="m", version="1", target="y")
-    with pytest.raises(InvalidDataset, match="must be an existing .csv file"):
+    with pytest.raises(InvalidDataset, match="must be an existing .csv or .parquet file"):
+        registry.register(write_csv(tmp_path / "d.json", "x"), name="m", version="1", target="y")
+    with pytest.raises(InvalidDataset, match="is not a readable Parquet file"):
         registry.register(write_csv(tmp_path / "d.parquet", "x"), name="m", version="1", target="y")
+
+
+def test_a_parquet_file_registers_with_the_schema_of_the_same_csv(
+    registry: DatasetRegistry, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    source = registry.local_path(registry.get("breast_cancer", "1"))
+    pd.read_csv(source).to_parquet(tmp_path / "bc.parquet", index=False)
+    record = registry.register(tmp_path / "bc.parquet", name="bc_pq", version="1", target="target")
+    csv_record = registry.get("breast_cancer", "1")
+    assert record.format == "parquet" and registry.local_path(record).suffix == ".parquet"
+    assert record.schema.model_dump() == csv_record.schema.model_dump() and registry.verify(record)
+    pd.testing.assert_frame_equal(
+        registry.load_frame(record), registry.load_frame(csv_record), check_dtype=False
+    )
 
 
 def test_failed_catalog_write_leaves_the_catalog_and_no_orphan_file(

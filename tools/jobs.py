@@ -20,7 +20,8 @@ from tools.context import ToolContext, job_id_of_run, runtime_name
 from tools.core import tags as tag_keys
 from tools.core import tracking
 from tools.core.redact import redact_text
-from tools.core.specs import JobInfo, RuntimeName, TrainingSpec
+from tools.core.registry import DatasetRecord, RegistryError
+from tools.core.specs import DataSource, JobInfo, RuntimeName, TrainingSpec
 from tools.toolset import tool
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class StartTrainingRunArgs(TrainingSpec):
 
     # Set by the launcher, never by the model: hidden from the schema and only None is accepted.
     run_id: SkipJsonSchema[None] = Field(default=None, exclude=True)
+    data_source: SkipJsonSchema[None] = Field(default=None, exclude=True)
     session_id: SkipJsonSchema[None] = Field(default=None, exclude=True)
     requester: SkipJsonSchema[None] = Field(default=None, exclude=True)
 
@@ -88,6 +90,23 @@ class CancelJobArgs(BaseModel):
     reason: str = Field(min_length=3, max_length=500, description="Why the job is being stopped.")
 
 
+def data_source_of(record: DatasetRecord) -> DataSource | None:
+    """Return the pinned S3 object version a job of ``record`` reads (None: a workspace file)."""
+    if not record.in_s3 or not record.s3_version_id:
+        return None
+    return DataSource(
+        uri=record.uri, version_id=record.s3_version_id, sha256=record.sha256, format=record.format,
+        catalog_entry=record.model_dump(mode="json"),
+    )  # fmt: skip
+
+
+def _data_source(ctx: ToolContext, args: TrainingSpec) -> DataSource | None:
+    try:  # the entry the guard has just verified
+        return data_source_of(ctx.registry.get(args.dataset, args.version))
+    except RegistryError:
+        return None  # not a plain name and version: the trainer reports what is wrong
+
+
 def _submit(ctx: ToolContext, runtime: Runtime, spec: TrainingSpec) -> JobInfo:
     """Submit ``spec`` (its run exists); on failure end the run FAILED with the error and re-raise."""
     assert spec.run_id is not None
@@ -112,9 +131,10 @@ def start_training_run(ctx: ToolContext, args: StartTrainingRunArgs) -> StartedR
     Kubernetes namespace) choose where it runs; leave them null for the configured defaults.
     """
     spec = TrainingSpec(
-        **args.model_dump(exclude={"run_id", "session_id", "requester"}),
+        **args.model_dump(exclude={"run_id", "session_id", "requester", "data_source"}),
         session_id=ctx.session_id,
         requester=ctx.requester,
+        data_source=_data_source(ctx, args),
     )
     runtime = ctx.runtime_for(spec)  # no cluster configured or reachable: fail before any run exists
     spec.runtime = cast(RuntimeName, runtime_name(runtime, spec.runtime or ctx.settings.runtime))

@@ -99,6 +99,16 @@ PATTERNS: tuple[Pattern, ...] = (
     ),
     Pattern("slack_token", re.compile(r"\bxox[abposre]-[A-Za-z0-9-]{10,}"), placeholder("slack_token")),
     Pattern("aws_access_key", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), placeholder("aws_access_key")),
+    # A bare AWS secret access key: exactly 40 base64 characters mixing upper case, lower case and digits
+    # (a git SHA is 40 hex digits in one case and passes; the keyword form is the 'secret' pattern below).
+    Pattern(
+        "aws_secret_key",
+        re.compile(
+            r"(?<![A-Za-z0-9/+])(?=[A-Za-z0-9/+]{0,39}[A-Z])(?=[A-Za-z0-9/+]{0,39}[a-z])"
+            r"(?=[A-Za-z0-9/+]{0,39}[0-9])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
+        ),
+        placeholder("aws_secret_key"),
+    ),
     Pattern(
         "github_token",
         re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),

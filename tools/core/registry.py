@@ -1,8 +1,10 @@
 """The dataset registry: versioned, checksummed datasets (stands in for Data Engineering's catalog).
 
-The catalog is one JSON file (``settings.resolved_catalog_path``); data files live under
-``settings.data_dir/<name>/<version>.csv``. Writers take a file lock and replace the catalog
-atomically, so concurrent registrations never lose an entry and a crash never leaves half a catalog.
+The catalog is one JSON file (``settings.resolved_catalog_path``); data files (CSV or Parquet) live under
+``settings.data_dir/<name>/<version>.<format>``, or stay where Data Engineering keeps them: an entry may
+pin an S3 object version (``s3://bucket/key``, version ID, sha256; see ``tools.core.s3_datasets``).
+Writers take a file lock and replace the catalog atomically, so concurrent registrations never lose an
+entry and a crash never leaves half a catalog.
 A workspace without a catalog gets the demo catalog (see ``tools.core.demo_catalog``) on first open.
 """
 
@@ -27,7 +29,24 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tools.core.dataset_formats import (
+    DataFormat,
+    FormatError,
+    csv_table,
+    format_of,
+    infer_task,
+    parquet_table,
+    read_frame,
+)
+from tools.core.object_store import ObjectStoreError, S3Reader, is_s3_uri, parse_s3_uri
 from tools.core.redact import redact_text
+from tools.core.s3_datasets import (
+    ObjectCheckFailed,
+    check_object,
+    check_versioned_bucket,
+    pinned_location,
+    read_object,
+)
 from tools.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -41,8 +60,6 @@ Status = Literal["validated", "raw", "deprecated"]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: version strings that name no version at all; an explicit, immutable version is always required.
 FLOATING_VERSIONS = frozenset({"", "latest", "current", "newest", "head", "*", "default"})
-#: an integer target with at most this many distinct values is inferred to be a classification target.
-_MAX_CLASSES = 20
 #: a data file changed within this many nanoseconds before it was hashed is hashed again on every check.
 _SETTLED_NS = 2_000_000_000
 
@@ -86,9 +103,14 @@ with warnings.catch_warnings():
 
         name: str = Field(description="Dataset name, e.g. 'breast_cancer'.")
         version: str = Field(description="Immutable version, e.g. '1'.")
-        uri: str = Field(description="Where the data file was stored when registered (file:// URI).")
+        uri: str = Field(
+            description="Where the data is: the workspace file (file:// URI) or the S3 object (s3://bucket/key)."
+        )
         sha256: str = Field(description="sha256 of the file's bytes, verified before every read.")
-        format: Literal["csv"] = Field(default="csv", description="File format.")
+        format: DataFormat = Field(default="csv", description="File format: csv or parquet.")
+        s3_version_id: str | None = Field(
+            default=None, description="For s3:// entries: the S3 object version ID the entry pins (required)."
+        )
         status: Status = Field(description="validated (trainable), raw (not validated) or deprecated.")
         schema: DatasetSchema = Field(description="Columns, dtypes, target and task.")  # type: ignore[assignment]
         pii_columns: list[str] = Field(default_factory=list, description="Columns holding personal data.")
@@ -100,6 +122,11 @@ with warnings.catch_warnings():
         def ref(self) -> str:
             """Return ``name@version``."""
             return f"{self.name}@{self.version}"
+
+        @property
+        def in_s3(self) -> bool:
+            """Whether the data is an S3 object (read through boto3) rather than a workspace file."""
+            return is_s3_uri(self.uri)
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -146,69 +173,24 @@ def _atomic_write(path: Path, data: bytes) -> None:
 # ---- schema inference -----------------------------------------------------------------------------
 
 
-def _cell_dtype(value: str) -> str:
+def infer_schema(
+    data: bytes, target: str, task: Task | None = None, source: str = "file", fmt: DataFormat = "csv"
+) -> DatasetSchema:
+    """Infer columns, dtypes and (unless given) the task from CSV or Parquet bytes; check the target."""
     try:
-        int(value)
-        return "int64"
-    except ValueError:
-        pass
-    try:
-        float(value)
-        return "float64"
-    except ValueError:
-        return "string"
-
-
-def _column_dtype(values: list[str]) -> str:
-    kinds = {_cell_dtype(v) for v in values if v != ""}
-    if not kinds or "string" in kinds:
-        return "string"
-    if kinds == {"int64"} and "" not in values:
-        return "int64"
-    return "float64"  # mixed ints/floats, or ints with gaps (read as NaN)
-
-
-def _infer_task(values: list[str], dtype: str) -> Task:
-    if dtype == "string" or (dtype == "int64" and len(set(values)) <= _MAX_CLASSES):
-        return "classification"
-    return "regression"
-
-
-def _parse_csv(data: bytes, source: str) -> tuple[list[str], list[list[str]]]:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidDataset(f"{source} is not UTF-8 text: {exc}") from exc
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if not header or not any(h.strip() for h in header):
-        raise InvalidDataset(f"{source} is empty or has no header row")
-    duplicates = sorted({h for h in header if header.count(h) > 1})
-    if duplicates:
-        raise InvalidDataset(f"{source} has duplicate column names: {', '.join(duplicates)}")
-    rows = list(reader)
-    for line, row in enumerate(rows, start=2):
-        if len(row) != len(header):
-            raise InvalidDataset(f"{source} line {line} has {len(row)} cells; the header has {len(header)}")
-    if not rows:
-        raise InvalidDataset(f"{source} has a header but no data rows")
-    return header, rows
-
-
-def infer_schema(data: bytes, target: str, task: Task | None = None, source: str = "file") -> DatasetSchema:
-    """Infer columns, dtypes and (unless given) the task from CSV bytes; check the target column."""
-    header, rows = _parse_csv(data, source)
+        header, dtypes, columns = parquet_table(data, source) if fmt == "parquet" else csv_table(data, source)
+    except FormatError as exc:
+        raise InvalidDataset(str(exc)) from exc
     if target not in header:
         raise InvalidDataset(f"target column {target!r} is not in {source}; columns: {', '.join(header)}")
-    columns = {name: [row[j] for row in rows] for j, name in enumerate(header)}
-    dtypes = {name: _column_dtype(values) for name, values in columns.items()}
     missing = columns[target].count("")
     if missing:
         raise InvalidDataset(f"target column {target!r} has {missing} empty cells in {source}")
-    inferred = task or _infer_task(columns[target], dtypes[target])
+    inferred = task or infer_task(columns[target], dtypes[target])
     if inferred == "regression" and dtypes[target] == "string":
         raise InvalidDataset(f"target column {target!r} is text; it cannot be a regression target")
-    return DatasetSchema(columns=header, dtypes=dtypes, target=target, task=inferred, n_rows=len(rows))
+    n_rows = len(columns[target])
+    return DatasetSchema(columns=header, dtypes=dtypes, target=target, task=inferred, n_rows=n_rows)
 
 
 # ---- the registry ---------------------------------------------------------------------------------
@@ -217,9 +199,11 @@ def infer_schema(data: bytes, target: str, task: Task | None = None, source: str
 class DatasetRegistry:
     """Versioned dataset catalog. Build with :meth:`open`; safe for concurrent processes."""
 
-    def __init__(self, catalog_path: Path, data_dir: Path) -> None:
+    def __init__(self, catalog_path: Path, data_dir: Path, objects: S3Reader | None = None) -> None:
         self.catalog_path = Path(catalog_path)
         self.data_dir = Path(data_dir)
+        self.objects = objects or S3Reader()  # s3:// entries; boto3 is imported on first use only
+        self._object_digests: dict[tuple[str, str, str], str] = {}  # see tools.core.s3_datasets
         self._cache_key: tuple[int, int] | None = None
         self._records: dict[tuple[str, str], DatasetRecord] = {}
         self._digests: dict[Path, tuple[tuple[int, ...], str]] = {}  # see _file_sha256
@@ -227,7 +211,7 @@ class DatasetRegistry:
     @classmethod
     def open(cls, settings: Settings) -> DatasetRegistry:
         """Open the catalog of ``settings``, creating the demo catalog if the file does not exist."""
-        registry = cls(settings.resolved_catalog_path, settings.data_dir)
+        registry = cls(settings.resolved_catalog_path, settings.data_dir, S3Reader(settings.s3_endpoint_url))
         if not registry.catalog_path.exists():
             with registry._locked():
                 if not registry.catalog_path.exists():  # another process may have just created it
@@ -274,11 +258,31 @@ class DatasetRegistry:
         return self.data_dir / record.name / f"{record.version}.{record.format}"
 
     def verify(self, record: DatasetRecord) -> bool:
-        """Return whether the file on disk exists and matches the recorded sha256."""
+        """Return whether the data exists and matches the recorded sha256 (see :meth:`problem`)."""
+        return self.problem(record) is None
+
+    def problem(self, record: DatasetRecord) -> str | None:
+        """Return why ``record``'s data cannot be trained on as registered (one line), or None if it can.
+
+        A workspace file must exist and match its sha256. An S3 entry must pin an object version in a
+        bucket with versioning enabled, and that version's bytes must match the sha256.
+        """
+        if record.in_s3:
+            try:
+                check_object(record.ref, record.uri, record.s3_version_id, record.sha256, self.objects,
+                             self._object_digests)  # fmt: skip
+            except ObjectCheckFailed as exc:
+                return str(exc)
+            return None
         try:
-            return self._file_sha256(self.local_path(record)) == record.sha256
+            if self._file_sha256(self.local_path(record)) == record.sha256:
+                return None
         except FileNotFoundError:
-            return False
+            pass
+        return (
+            f"{record.ref}: the file on disk does not match the catalog sha256 {record.sha256[:12]}…; the "
+            "data changed after registration. Ask Data Engineering to restore it or register a new version."
+        )
 
     def _file_sha256(self, path: Path) -> str:
         """Return the sha256 of ``path``'s bytes, reusing the last digest while the file is unchanged."""
@@ -297,7 +301,13 @@ class DatasetRegistry:
         return digest
 
     def read_verified_bytes(self, record: DatasetRecord) -> bytes:
-        """Return the file's bytes after checking them against the catalog; raise ChecksumMismatch."""
+        """Return the data's bytes after checking them against the catalog; raise ChecksumMismatch."""
+        if record.in_s3:
+            try:
+                return read_object(record.ref, record.uri, record.s3_version_id, record.sha256, self.objects,
+                                   self._object_digests)  # fmt: skip
+            except ObjectCheckFailed as exc:
+                raise ChecksumMismatch(str(exc)) from exc
         path = self.local_path(record)
         try:
             data = path.read_bytes()
@@ -313,11 +323,8 @@ class DatasetRegistry:
 
     def load_frame(self, record: DatasetRecord, drop_pii: bool = True) -> pd.DataFrame:
         """Read the dataset as a DataFrame after verifying its checksum; PII columns dropped by default."""
-        import pandas as pd
-
         data = self.read_verified_bytes(record)
-        text_columns = {c: "string" for c, dtype in record.schema.dtypes.items() if dtype == "string"}
-        frame = pd.read_csv(io.BytesIO(data), dtype=text_columns)  # type: ignore[arg-type]
+        frame = read_frame(data, record.format, record.schema.dtypes)
         if drop_pii:
             frame = frame.drop(columns=[c for c in record.pii_columns if c in frame.columns])
         return frame
@@ -336,7 +343,7 @@ class DatasetRegistry:
         description: str = "",
         task: Task | None = None,
     ) -> DatasetRecord:
-        """Copy a CSV file into the registry as ``name@version``; refuse to overwrite a version.
+        """Copy a CSV or Parquet file into the registry as ``name@version``; refuse to overwrite a version.
 
         The description and owner are redacted before the catalog stores them (the catalog is read back
         into answers and tool results).
@@ -347,23 +354,90 @@ class DatasetRegistry:
         _check_identifier("version", version)
         if version.lower() in FLOATING_VERSIONS:
             raise InvalidDataset(f"version {version!r} is not allowed; use an immutable version like '1'")
-        if source.suffix.lower() != ".csv" or not source.is_file():
-            raise InvalidDataset(f"{source} must be an existing .csv file (the only supported format)")
+        fmt = format_of(source.name)
+        if fmt is None or not source.is_file():
+            raise InvalidDataset(f"{source} must be an existing .csv or .parquet file")
         data = source.read_bytes()
-        schema = infer_schema(data, target, task, source=str(source))
+        schema = infer_schema(data, target, task, source=str(source), fmt=fmt)
         _check_pii(list(pii), schema)
         with self._locked():
             records = self._load(force=True)
-            if (name, version) in records:
-                existing = records[(name, version)]
-                taken = ", ".join(self.versions(name))
-                raise VersionExists(
-                    f"{name}@{version} already exists (sha256 {existing.sha256[:12]}…); versions are "
-                    f"immutable, register a new version instead (registered versions: {taken})"
-                )
-            record = self._store(name, version, data, schema, list(pii), status, owner, description)
+            self._check_new(records, name, version)
+            record = self._store(name, version, data, schema, list(pii), status, owner, description, fmt)
             self._save({**records, (name, version): record})
         return record
+
+    def register_s3(
+        self,
+        uri: str,
+        s3_version_id: str | None,
+        name: str,
+        version: str,
+        target: str,
+        sha256: str | None = None,
+        pii: Sequence[str] = (),
+        status: Status = "validated",
+        owner: str = "unknown",
+        description: str = "",
+        task: Task | None = None,
+    ) -> DatasetRecord:
+        """Register one S3 object version (CSV or Parquet) as ``name@version``; the data stays in S3.
+
+        The bucket must have versioning enabled and the version ID must be given (``s3://b/k?versionId=V``
+        works too). The object is read once to compute its sha256 (which must equal ``sha256`` when given,
+        e.g. the checksum Data Engineering published) and to infer the schema.
+        """
+        description, owner = redact_text(description), redact_text(owner)
+        _check_identifier("name", name)
+        _check_identifier("version", version)
+        try:
+            location = parse_s3_uri(uri)
+        except ValueError as exc:
+            raise InvalidDataset(str(exc)) from exc
+        if version.lower() in FLOATING_VERSIONS:
+            raise InvalidDataset(f"version {version!r} is not allowed; use an immutable version like '1'")
+        ref = f"{name}@{version}"
+        fmt = format_of(location.key)
+        if fmt is None:
+            raise InvalidDataset(f"{location.uri} must name a .csv or .parquet object")
+        try:
+            check_versioned_bucket(ref, location.bucket, self.objects)
+            pinned = pinned_location(ref, location.uri, s3_version_id or location.version_id)
+            data = self.objects.read(pinned)
+        except ObjectCheckFailed as exc:
+            raise InvalidDataset(str(exc)) from exc
+        except ObjectStoreError as exc:
+            raise InvalidDataset(f"{ref}: {exc}") from exc
+        if sha256 and sha256_bytes(data) != sha256.strip().lower():
+            raise InvalidDataset(
+                f"{ref}: S3 object {pinned} has sha256 {sha256_bytes(data)}, not the {sha256.strip()} given; "
+                "check the version ID and the published checksum"
+            )
+        schema = infer_schema(data, target, task, source=str(pinned), fmt=fmt)
+        record = DatasetRecord(
+            name=name, version=version, uri=pinned.uri, s3_version_id=pinned.version_id,
+            sha256=sha256_bytes(data), format=fmt, status=status, schema=schema, pii_columns=list(pii),
+            owner=owner, description=description, created_at=datetime.now(UTC),
+        )  # fmt: skip
+        return self._add(record)
+
+    def _add(self, record: DatasetRecord) -> DatasetRecord:
+        """Add a record whose data lives outside the workspace (an S3 object); never overwrite a version."""
+        _check_pii(record.pii_columns, record.schema)
+        with self._locked():
+            records = self._load(force=True)
+            self._check_new(records, record.name, record.version)
+            self._save({**records, (record.name, record.version): record})
+        return record
+
+    def _check_new(self, records: dict[tuple[str, str], DatasetRecord], name: str, version: str) -> None:
+        if (name, version) in records:
+            existing = records[(name, version)]
+            taken = ", ".join(self.versions(name))
+            raise VersionExists(
+                f"{name}@{version} already exists (sha256 {existing.sha256[:12]}…); versions are "
+                f"immutable, register a new version instead (registered versions: {taken})"
+            )
 
     def _store(
         self,
@@ -375,11 +449,12 @@ class DatasetRegistry:
         status: Status,
         owner: str,
         description: str,
+        fmt: DataFormat = "csv",
     ) -> DatasetRecord:
-        path = self.data_dir / name / f"{version}.csv"
+        path = self.data_dir / name / f"{version}.{fmt}"
         _atomic_write(path, data)
         return DatasetRecord(
-            name=name, version=version, uri=path.resolve().as_uri(), sha256=sha256_bytes(data), format="csv",
+            name=name, version=version, uri=path.resolve().as_uri(), sha256=sha256_bytes(data), format=fmt,
             status=status, schema=schema, pii_columns=pii, owner=owner, description=description,
             created_at=datetime.now(UTC),
         )  # fmt: skip
@@ -391,7 +466,8 @@ class DatasetRegistry:
             _atomic_write(self.catalog_path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
         except BaseException:
             for key in set(records) - set(self._records):  # new data files no catalog refers to
-                self.local_path(records[key]).unlink(missing_ok=True)
+                if not records[key].in_s3:
+                    self.local_path(records[key]).unlink(missing_ok=True)
             raise
         self._records, self._cache_key = dict(records), None
 

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         ),
     )
     require_approval_for_kubernetes: bool = False
+    # --- Datasets in S3 (issue #15); credentials come from boto3's standard chain, never from settings ---
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="S3 endpoint for s3:// datasets (MinIO, Ceph, a test server); default boto3's own "
+        "AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3, else AWS.",
+    )
     agent_experiment: str = "expagent-agent"
     trace: bool = True
     context_token_budget: int = 12000

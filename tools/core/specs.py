@@ -74,6 +74,24 @@ class RunTemplate(BaseModel):
         return model.model_dump(mode="json", include=set(cls.model_fields))
 
 
+class DataSource(BaseModel):
+    """The exact data a job reads: an S3 object version and its sha256 (set by the launcher, never the model).
+
+    The launcher copies it from the registry entry the guard has just verified, so a local process and a
+    Kubernetes pod read the same object version and check the same checksum.
+    """
+
+    uri: str = Field(description="s3://bucket/key of the object.")
+    version_id: str = Field(description="The pinned S3 object version ID.")
+    sha256: str = Field(description="sha256 of the version's bytes; the job checks it before training.")
+    format: Literal["csv", "parquet"] = Field("csv", description="File format.")
+    catalog_entry: dict[str, Any] | None = Field(
+        None,
+        description="The registry record (schema, target, PII columns), so a pod without the workspace's "
+        "catalog still knows how to read the data.",
+    )
+
+
 class TrainingSpec(RunTemplate):
     """Everything the trainer needs to run one reproducible, fully logged training run."""
 
@@ -94,8 +112,10 @@ class TrainingSpec(RunTemplate):
     session_id: str | None = Field(None, description="Agent session (graph thread) that launched it.")
     requester: str | None = Field(None, description="Who asked for the run.")
     tags: dict[str, str] = Field(default_factory=dict, description="Extra MLflow tags.")
-    # Filled by the launcher, not the model: the MLflow run the trainer attaches to.
+    # Filled by the launcher, not the model: the MLflow run the trainer attaches to, and the S3 object
+    # version it reads (None for workspace files).
     run_id: str | None = Field(None, description="Pre-created MLflow run ID the trainer attaches to.")
+    data_source: DataSource | None = Field(None, description="The pinned S3 object the job reads.")
 
 
 class JobInfo(BaseModel):

@@ -336,6 +336,9 @@ def run_tags(spec: TrainingSpec, role: str, session_id: str, requester: str) -> 
         tags[tag_keys.TRIAL_NUMBER] = spec.trial_number
     if spec.parent_run_id:
         tags["mlflow.parentRunId"] = spec.parent_run_id
+    if spec.data_source is not None:  # the S3 object version the job reads
+        tags["dataset.uri"] = spec.data_source.uri
+        tags["dataset.s3_version_id"] = spec.data_source.version_id
     return clean_tags(tags)
 
 

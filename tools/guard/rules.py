@@ -155,16 +155,10 @@ def _unversioned_reject(name: str, version: Any, ctx: ToolContext) -> Reject:
 def _check_record(record: DatasetRecord, ctx: ToolContext) -> list[Finding]:
     if record.status != "validated":
         return [_unvalidated_reject(record, ctx)]
-    if not ctx.registry.verify(record):
-        return [
-            Reject(
-                rule="versioned_data",
-                reason=f"{record.ref}: the file on disk does not match the catalog sha256 "
-                f"{record.sha256[:12]}…; the data changed after registration. Ask Data Engineering to "
-                "restore it or register a new version.",
-            )
-        ]
-    return []
+    # A workspace file must match its sha256; an S3 entry must pin a version in a versioned bucket whose
+    # bytes match (tools.core.s3_datasets). Checked before every launch, so before any run exists.
+    problem = ctx.registry.problem(record)
+    return [Reject(rule="versioned_data", reason=problem)] if problem else []
 
 
 def _unvalidated_reject(record: DatasetRecord, ctx: ToolContext) -> Reject:

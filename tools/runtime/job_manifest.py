@@ -131,6 +131,15 @@ def container_env(spec: TrainingSpec, settings: Settings) -> list[client.V1EnvVa
         client.V1EnvVar(name="EXPAGENT_DATASET", value=f"{spec.dataset}@{spec.version}"),
         client.V1EnvVar(name="PYTHONUNBUFFERED", value="1"),
     ]
+    if spec.data_source is not None:  # the pinned S3 object the pod reads (also in --spec-json)
+        source = spec.data_source
+        env += [
+            client.V1EnvVar(name="EXPAGENT_DATA_URI", value=source.uri),
+            client.V1EnvVar(name="EXPAGENT_DATA_VERSION_ID", value=source.version_id),
+            client.V1EnvVar(name="EXPAGENT_DATA_SHA256", value=source.sha256),
+        ]
+    if settings.s3_endpoint_url:  # credentials never go here: k8s_secret_env or the pod's service account
+        env.append(client.V1EnvVar(name="EXPAGENT_S3_ENDPOINT_URL", value=settings.s3_endpoint_url))
     for env_name, ref in sorted(settings.k8s_secret_env.items()):
         secret, sep, key = ref.partition("/")
         if not sep or not secret or not key:

@@ -124,6 +124,8 @@ def _run_tags(spec: TrainingSpec, record: DatasetRecord) -> dict[str, str]:
         "python_version": provenance.python_version(),
         **provenance.code_version().tags(),
     }
+    if record.in_s3:
+        tags.update({"dataset.uri": record.uri, "dataset.s3_version_id": record.s3_version_id or ""})
     return tracking.clean_tags(tags)
 
 
