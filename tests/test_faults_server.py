@@ -51,6 +51,26 @@ def _runs(server: MlflowServer, experiment: str) -> list:  # type: ignore[type-a
     return list(client.search_runs([found.experiment_id], max_results=500)) if found else []
 
 
+def _start_study(
+    tmp_path: Path, server: MlflowServer, request: str, experiment: str, finished_trials: int
+) -> subprocess.Popen[str]:
+    """Start ``expagent run --json request`` and return once ``finished_trials`` trials FINISHED."""
+    env = _env(tmp_path, server, EXPAGENT_LOCAL_LAUNCH="subprocess")
+    proc = subprocess.Popen(
+        [EXPAGENT, "run", "--yes", "--json", request], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 200
+    while time.monotonic() < deadline:
+        trials = [r for r in _runs(server, experiment) if r.data.tags.get("expagent.role") == "trial"]
+        if sum(r.info.status == "FINISHED" for r in trials) >= finished_trials:
+            return proc
+        assert proc.poll() is None, proc.stderr.read()[-3000:]  # type: ignore[union-attr]
+        time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(f"fewer than {finished_trials} trials of {experiment} finished in 200 s")
+
+
 def _no_traceback(text: str) -> None:
     assert "Traceback (most recent call last)" not in text, text[-3000:]
 
@@ -97,18 +117,7 @@ def test_a_permanent_outage_mid_study_ends_in_bounded_time_and_nothing_stays_run
         "Train a logistic_regression baseline on breast_cancer version 1 optimizing roc_auc, then tune "
         "8 trials, experiment srv-outage"
     )
-    env = _env(tmp_path, server, EXPAGENT_LOCAL_LAUNCH="subprocess")
-    proc = subprocess.Popen(
-        [EXPAGENT, "run", "--yes", "--json", request], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 200
-    while time.monotonic() < deadline:
-        trials = [r for r in _runs(server, "srv-outage") if r.data.tags.get("expagent.role") == "trial"]
-        if sum(r.info.status == "FINISHED" for r in trials) >= 1:
-            break
-        assert proc.poll() is None, proc.stderr.read()[-3000:]  # type: ignore[union-attr]
-        time.sleep(0.5)
+    proc = _start_study(tmp_path, server, request, "srv-outage", finished_trials=1)
     server.stop()  # the tracking server goes away for good (for this turn)
     stopped_at = time.monotonic()
     try:
@@ -154,18 +163,7 @@ def test_a_short_outage_mid_study_loses_nothing_and_leaves_nothing_running(
         "Train a logistic_regression baseline on breast_cancer version 1 optimizing roc_auc, then tune "
         "8 trials, experiment srv-blip"
     )
-    env = _env(tmp_path, server, EXPAGENT_LOCAL_LAUNCH="subprocess")
-    proc = subprocess.Popen(
-        [EXPAGENT, "run", "--yes", "--json", request], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 200
-    while time.monotonic() < deadline:
-        trials = [r for r in _runs(server, "srv-blip") if r.data.tags.get("expagent.role") == "trial"]
-        if sum(r.info.status == "FINISHED" for r in trials) >= 2:
-            break
-        assert proc.poll() is None, proc.stderr.read()[-3000:]  # type: ignore[union-attr]
-        time.sleep(0.5)
+    proc = _start_study(tmp_path, server, request, "srv-blip", finished_trials=2)
     before = {r.info.run_id for r in _runs(server, "srv-blip") if r.info.status == "FINISHED"}
     server.stop()
     time.sleep(20)  # the tracking server is away for ~30 s, counting its restart
