@@ -59,6 +59,12 @@ class ExperimentRequest(BaseModel):
     search_space: dict[str, Any] = Field(
         default_factory=dict, description="User overrides of the tuning search space."
     )
+    continues_from: str | None = Field(
+        None,
+        description="Baseline run of an earlier turn this request continues ('N more trials'): no new "
+        "baseline is trained; the study compares with that run.",
+    )
+    trials_before: int = Field(0, description="Trials the thread already ran for this request.")
     assumptions: list[str] = Field(
         default_factory=list, description="Defaults chosen for inputs the user did not state."
     )

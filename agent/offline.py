@@ -25,6 +25,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from agent.grammar import QuestionPlan, parse_message, parse_question
+from agent.grammar.followups import read_followup
 from agent.offline_answers import write_answer
 from agent.state import RECORD_INTAKE, IntakeDecision
 from agent.tokens import estimate_usage
@@ -112,9 +113,16 @@ def intake_from_history(messages: Sequence[BaseMessage]) -> IntakeDecision:
         return IntakeDecision(
             intent="unknown", forbidden_action=None, question=None, not_understood=["(no user message)"]
         )
+    followup = _followup(humans[-1])
+    if followup is not None:
+        return followup
     decision, fields_only = parse_message(humans[-1])
     if not fields_only:
         return decision
+    if not decision.request.dataset and not decision.request.dataset_uri:
+        # Fields without a dataset change the thread's pending or last request (the intake node decides
+        # which one from the thread memory; a pending draft comes first).
+        decision = decision.model_copy(update={"follow_up": True})
     merged = decision.request.model_dump()
     for text in reversed(humans[:-1]):
         earlier, earlier_fields_only = parse_message(text)
@@ -124,6 +132,37 @@ def intake_from_history(messages: Sequence[BaseMessage]) -> IntakeDecision:
         if not earlier_fields_only:
             break
     return decision.model_copy(update={"request": type(decision.request)(**merged)})
+
+
+def _followup(text: str) -> IntakeDecision | None:
+    """Return the decision for a follow-up ("rerun with seed 7", "3 more trials"), else None.
+
+    The request holds only what changes; the intake node merges it with the thread's last request.
+    Anything the request rules leave over is reported, so the node acts on nothing.
+    """
+    raw, _ = parse_message(text)
+    if raw.intent not in ("experiment", "unknown"):
+        return None
+    followup = read_followup(text)
+    if followup is None:
+        return None
+    if followup.text.strip():
+        decision, _ = parse_message(followup.text)
+        if decision.intent not in ("experiment", "unknown"):
+            return None
+        missed = decision.not_understood
+    else:
+        decision, missed = IntakeDecision(intent="experiment"), []
+    return decision.model_copy(
+        update={
+            "intent": "experiment",
+            "question": None,
+            "follow_up": True,
+            "more_trials": followup.more_trials,
+            "accept_defaults": followup.accept_defaults,
+            "not_understood": missed,
+        }
+    )
 
 
 def _fill_missing(target: dict[str, Any], earlier: dict[str, Any]) -> None:

@@ -123,7 +123,12 @@ def missing_input_sections(state: AgentState) -> Sections:
     known = {k: v for k, v in (draft.model_dump(exclude_defaults=True) if draft else {}).items() if v}
     known_text = ", ".join(f"{k}={v}" for k, v in known.items()) or "nothing yet"
     needs = [REQUIRED_LABELS.get(a, a) for a in asked]
-    question = "Before I launch anything, please tell me " + _join(needs) + "." if needs else ""
+    memory = state.get("memory")
+    proposed = memory is not None and memory.proposal is not None
+    # With proposed defaults the one question is in the problems ("Which version? … — ok?").
+    question = (
+        "Before I launch anything, please tell me " + _join(needs) + "." if needs and not proposed else ""
+    )
     problem_text = "\n".join(f"- {p}" for p in problems)
     missed = not_understood_text(state.get("intake"))
     summary = "\n\n".join(t for t in (problem_text, missed, question) if t)

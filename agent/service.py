@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from agent.answer import parse_sections, render_answer
 from agent.chat_models import model_wire
+from agent.grammar.followups import answer_word
 from agent.state import AgentState, ApprovalRequest, PolicyEvent, ProgressEvent, RunRecord, Usage
 from tools.core.redact import redact_text
 from tools.core.settings import Settings
@@ -172,8 +173,10 @@ class AgentService:
             return finished.model_copy(update={"resumed": interrupted})
         if self.pending_approval(thread_id) is not None:
             word = " ".join(text.lower().strip(" .!").split())
-            if word in _APPROVE_WORDS or word in _DENY_WORDS:
-                return self.resume(thread_id, word in _APPROVE_WORDS, requester)
+            answer = answer_word(text)  # "yes go ahead", "sure", "nope" as well as the single words
+            if word in _APPROVE_WORDS or word in _DENY_WORDS or answer is not None:
+                approve = word in _APPROVE_WORDS if answer is None else answer == "yes"
+                return self.resume(thread_id, approve, requester)
             return self._result(thread_id)
         requester = requester or self.settings.requester
         # The user's words are redacted before anything stores them or sends them to a model.

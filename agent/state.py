@@ -75,6 +75,67 @@ class IntakeDecision(BaseModel):
     not_understood: list[str] = Field(
         default_factory=list, description="Parts of the message that could not be interpreted."
     )
+    follow_up: bool = Field(
+        False,
+        description=(
+            "True when the message changes the thread's last request (see the thread memory): 'rerun "
+            "with seed 7', 'same but with random forest', 'try max_depth=5'. `request` then holds only "
+            "what changes; everything else is reused from the thread's last request."
+        ),
+    )
+    more_trials: int | None = Field(
+        None,
+        description=(
+            "For 'N more trials' / 'give it N more trials': continue the thread's last tuning with N "
+            "more trials and no new baseline."
+        ),
+    )
+    accept_defaults: bool = Field(
+        False,
+        description="True when the user accepts the defaults the agent proposed ('ok', 'whatever model').",
+    )
+
+
+class ThreadMemory(BaseModel):
+    """What this thread did, so follow-ups reuse it: the last complete request and the runs it created.
+
+    Spans turns (intake never resets it); a question, a refusal or an unclear message leaves it as it is.
+    """
+
+    request: ExperimentRequestDraft | None = Field(
+        None, description="The thread's last complete request (every required input set)."
+    )
+    experiment: str | None = Field(None, description="MLflow experiment of the thread's last runs.")
+    baseline_run_id: str | None = Field(None, description="The last baseline run the thread trained.")
+    best_run_id: str | None = Field(None, description="The best run of the thread's last request.")
+    tuning_run_id: str | None = Field(None, description="Parent run of the thread's last tuning study.")
+    run_ids: list[str] = Field(default_factory=list, description="Training runs the thread created.")
+    trials_done: int = Field(0, description="Tuning trials run for the current request so far.")
+    proposal: ExperimentRequestDraft | None = Field(
+        None, description="Defaults the agent proposed for a pending request ('lightgbm … — ok?')."
+    )
+
+    def describe(self) -> str:
+        """Return the memory as short lines for a prompt (empty when the thread did nothing yet)."""
+        lines: list[str] = []
+        if self.request is not None:
+            fields = self.request.model_dump(exclude_none=True, exclude_defaults=True)
+            lines.append("last request: " + ", ".join(f"{k}={v}" for k, v in fields.items()))
+        for label, value in (
+            ("baseline run", self.baseline_run_id),
+            ("best run", self.best_run_id),
+            ("tuning run", self.tuning_run_id),
+        ):
+            if value:
+                lines.append(f"{label}: {value}")
+        if self.trials_done:
+            lines.append(f"tuning trials so far: {self.trials_done}")
+        if self.proposal is not None:
+            fields = self.proposal.model_dump(exclude_none=True, exclude_defaults=True)
+            lines.append(
+                "proposed defaults awaiting an answer: " + ", ".join(f"{k}={v}" for k, v in fields.items())
+            )
+        return "\n".join(lines)
 
 
 class PolicyEvent(BaseModel):
@@ -168,7 +229,7 @@ def _merge_runs(old: list[RunRecord], new: list[RunRecord]) -> list[RunRecord]:
 class AgentState(TypedDict, total=False):
     """LangGraph state for one conversation thread.
 
-    ``messages`` and ``draft`` span turns; every other field describes the current turn and is reset
+    ``messages``, ``draft`` and ``memory`` span turns; every other field describes the current turn and is reset
     by intake (``runs`` and ``policy_events`` with ``langgraph.types.Overwrite``).
     """
 
@@ -178,6 +239,7 @@ class AgentState(TypedDict, total=False):
     turn_started_at: float  # epoch seconds when intake began this turn
     intake: IntakeDecision | None
     draft: ExperimentRequestDraft | None  # inputs gathered while a request is incomplete
+    memory: ThreadMemory | None  # what the thread did (spans turns): follow-ups reuse it
     request: ExperimentRequest | None
     asked_for: list[str]
     request_problems: list[str]  # inputs that were given but cannot be used (e.g. metric vs task)

@@ -274,6 +274,10 @@ class RunExpectation(Strict):
     experiment: str
     count: CountRange = Field(default_factory=lambda: CountRange(min=1, max=None))
     role: str | None = Field(None, description="Only runs with tag expagent.role equal to this.")
+    with_params: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Only runs whose params have these values (e.g. the one rerun with seed 7).",
+    )
     status: list[RunStatus] = Field(
         default_factory=list, description="Every matching run has one of these statuses."
     )

@@ -157,6 +157,7 @@ def check_runs(obs: Observation, want: RunExpectation) -> list[str]:
         r
         for r in obs.new_runs
         if r.experiment == want.experiment and (want.role is None or r.role == want.role)
+        and not _check_keys("", "param", r.params, want.with_params)
     ]
     role = f" with role {want.role}" if want.role else ""
     problems = []

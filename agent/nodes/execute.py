@@ -43,6 +43,8 @@ def execute(state: AgentState, runtime: Runtime[TurnContext]) -> Command[Route]:
     if ctx.cancel_event.is_set():
         update["rollback"] = _cancel_record(ctx)
         return Command(goto="rollback", update=update)
+    if plan.request.continues_from and plan.tuning is not None:
+        return _continue(ctx, plan, plan.request.continues_from, update)
     started = adopt_baseline(ctx, plan)  # a turn resumed after a crash must not launch it twice
     if started is None:
         launch = call_tool(ctx.tools, "start_training_run", training_args(plan))
@@ -133,8 +135,39 @@ def study_runner() -> StudyRunner | None:
     return run_study  # type: ignore[no-any-return]
 
 
+def _continue(
+    ctx: TurnContext, plan: ExperimentPlan, baseline_id: str, update: dict[str, Any]
+) -> Command[Route]:
+    """Run more trials for the thread's earlier request: no new baseline, compared with the earlier one."""
+    run = ctx.tools.tracking.get_run(baseline_id)
+    m = plan.request.metric
+    metrics = dict(run.data.metrics)
+    baseline = RunRecord(
+        run_id=baseline_id, role="baseline", status=run.info.status, params=dict(run.data.params),
+        metrics=metrics, note="the thread's earlier baseline (not run again)",
+    )  # fmt: skip
+    from agent.sections import primary_value
+
+    seed = TrialResult(
+        number=None, run_id=baseline_id, state="COMPLETE",
+        value=metrics.get(f"val_{m}", primary_value(metrics, m)), params=baseline.params,
+    )  # fmt: skip
+    update["execution_notes"].append(
+        f"No new baseline: continuing from the thread's baseline `{baseline_id}` with "
+        f"{plan.tuning.study.n_trials if plan.tuning else 0} more trials."
+    )
+    update["runs"].append(baseline)
+    update.update(baseline_run_id=baseline_id, best_run_id=baseline_id)
+    return _tune(ctx, plan, baseline, None, update, seed)
+
+
 def _tune(
-    ctx: TurnContext, plan: ExperimentPlan, baseline: RunRecord, job: JobInfo, update: dict[str, Any]
+    ctx: TurnContext,
+    plan: ExperimentPlan,
+    baseline: RunRecord,
+    job: JobInfo | None,
+    update: dict[str, Any],
+    seed: TrialResult | None = None,
 ) -> Command[Route]:
     assert plan.tuning is not None
     run_study = study_runner()
@@ -147,7 +180,9 @@ def _tune(
     if baseline.status != "FINISHED":
         update["execution_notes"].append("Tuning was not started because the baseline did not finish.")
         return Command(goto="verify", update=update)
-    seed = _baseline_trial(baseline, job, plan)
+    if seed is None:
+        assert job is not None
+        seed = _baseline_trial(baseline, job, plan)
     result = run_study(ctx.tools, plan.tuning.study, seed, ctx.progress_from, ctx.cancel_event)
     update["runs"] += study_records(result, plan)
     update["execution_notes"].append(

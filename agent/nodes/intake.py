@@ -16,6 +16,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite
 from pydantic import ValidationError
 
+from agent.grammar.followups import answer_word
 from agent.grammar.forbidden import requested_forbidden_action
 from agent.grammar.unsupported import unsupported_note
 from agent.model_wire import endpoint_of, invoke_model
@@ -29,6 +30,7 @@ from agent.state import (
     IntakeDecision,
     PolicyEvent,
     Refusal,
+    ThreadMemory,
     Usage,
     intake_tool_schema,
 )
@@ -50,6 +52,11 @@ def intake(state: AgentState, runtime: Runtime[TurnContext]) -> Command[Route]:
     if state.get("directive") == "cancel":
         update["intake"] = IntakeDecision(intent="cancel")
         return Command(goto="rollback", update=update)
+    memory = state.get("memory") or ThreadMemory()
+    answer = answer_word(_last_user_text(state)) if state.get("draft") is not None else None
+    if answer is not None and memory.proposal is not None:
+        # "yes" / "no" to the defaults proposed last turn: no model needed to read it.
+        return _answer_proposal(ctx, state, memory, answer == "yes", update)
     decision, usage, events = classify(ctx, state)
     decision = second_opinion(decision, _last_user_text(state))
     update.update(intake=decision, usage=usage)
@@ -61,6 +68,22 @@ def intake(state: AgentState, runtime: Runtime[TurnContext]) -> Command[Route]:
         decision.intent, "respond"
     )  # type: ignore[assignment]
     return Command(goto=goto, update=update)
+
+
+def _answer_proposal(
+    ctx: TurnContext, state: AgentState, memory: ThreadMemory, accepted: bool, update: dict[str, Any]
+) -> Command[Route]:
+    """Take (yes) or drop (no) the defaults proposed for the pending request."""
+    draft = state.get("draft")
+    assert draft is not None and memory.proposal is not None
+    decision = IntakeDecision(intent="experiment", follow_up=True, accept_defaults=accepted)
+    update["intake"] = decision
+    if accepted:
+        return _route_draft(ctx, fill_from(draft, memory.proposal), decision, memory, update)
+    update["memory"] = memory.model_copy(update={"proposal": None})
+    update["asked_for"] = missing_inputs(draft)
+    update["request_problems"] = ["OK, I will not use those defaults; nothing was launched."]
+    return Command(goto="respond", update=update)
 
 
 def second_opinion(decision: IntakeDecision, text: str) -> IntakeDecision:
@@ -243,8 +266,36 @@ def _retry_messages(reply: AIMessage, problem: str) -> list[BaseMessage]:
 def route_experiment(
     ctx: TurnContext, state: AgentState, decision: IntakeDecision, update: dict[str, Any]
 ) -> Command[Route]:
-    """Complete the request, ask for what is missing, or refuse unusable data."""
-    draft = merge_drafts(state.get("draft"), decision.request)
+    """Complete the request, ask for what is missing, or refuse unusable data.
+
+    A follow-up ("rerun with seed 7", "3 more trials") changes the thread's last request (the thread
+    memory); fields answering a pending question complete the pending draft, with the defaults the
+    agent proposed for what is still missing. A message with any part not understood changes nothing.
+    """
+    memory = state.get("memory") or ThreadMemory()
+    pending = state.get("draft")
+    if _unmapped(decision) and (
+        decision.follow_up or decision.more_trials is not None or _would_launch(state, decision, memory)
+    ):
+        return unclear(update, decision, pending or memory.request)
+    if decision.more_trials is not None:
+        return _more_trials(ctx, memory, decision, update)
+    if decision.follow_up and pending is None and memory.request is not None:
+        draft = merge_followup(memory.request, decision.request)
+    else:
+        draft = merge_drafts(pending, decision.request)
+        if pending is not None and memory.proposal is not None and not decision.not_understood:
+            draft = fill_from(draft, memory.proposal)  # the user answered the question the proposal was in
+    return _route_draft(ctx, draft, decision, memory, update)
+
+
+def _route_draft(
+    ctx: TurnContext,
+    draft: ExperimentRequestDraft,
+    decision: IntakeDecision,
+    memory: ThreadMemory,
+    update: dict[str, Any],
+) -> Command[Route]:
     if draft.dataset_uri:
         update["intake"] = decision.model_copy(update={"intent": "forbidden", "forbidden_action": "raw_data"})
         update["draft"] = None
@@ -262,9 +313,141 @@ def route_experiment(
     if missing:
         if "version" in missing and draft.dataset:
             update["request_problems"] = [*update["request_problems"], _versions_hint(ctx, draft.dataset)]
+        proposal = propose_defaults(ctx, draft, missing)
+        update["memory"] = memory.model_copy(update={"proposal": proposal})
+        if proposal is not None:
+            update["request_problems"] = [
+                *update["request_problems"],
+                proposal_text(draft, proposal, missing),
+            ]
         update["asked_for"] = missing
         return Command(goto="respond", update=update)
+    update["memory"] = memory.model_copy(update={"proposal": None})
     return _check_dataset(ctx, draft, update)
+
+
+def _unmapped(decision: IntakeDecision) -> list[str]:
+    """Return the parts of the message nothing was mapped to (a note that a link was ignored is fine)."""
+    return [m for m in decision.not_understood if not m.startswith("ignored a link")]
+
+
+def _would_launch(state: AgentState, decision: IntakeDecision, memory: ThreadMemory) -> bool:
+    """Return whether the message, as understood, would complete a request (and so launch runs)."""
+    base = state.get("draft")
+    draft = merge_drafts(base, decision.request)
+    if base is not None and memory.proposal is not None:
+        draft = fill_from(draft, memory.proposal)
+    return not missing_inputs(draft)
+
+
+def merge_followup(last: ExperimentRequestDraft, change: ExperimentRequestDraft) -> ExperimentRequestDraft:
+    """Return the thread's last request with only what the follow-up changes (params are added to)."""
+    merged = merge_drafts(last, change)
+    return merged.model_copy(
+        update={
+            "params": {**last.params, **change.params},
+            "search_space": {**last.search_space, **change.search_space},
+        }
+    )
+
+
+def fill_from(draft: ExperimentRequestDraft, proposal: ExperimentRequestDraft) -> ExperimentRequestDraft:
+    """Return ``draft`` with its still-empty fields taken from the proposed defaults."""
+    offered = {k: v for k, v in proposal.model_dump(exclude_defaults=True).items() if v is not None}
+    return draft.model_copy(update={k: v for k, v in offered.items() if getattr(draft, k) is None})
+
+
+#: family proposed when the user did not name one: the fastest to train on small tabular data.
+DEFAULT_FAMILY = "lightgbm"
+_DEFAULT_METRIC = {"classification": "accuracy", "regression": "rmse"}
+
+
+def propose_defaults(
+    ctx: TurnContext, draft: ExperimentRequestDraft, missing: list[str]
+) -> ExperimentRequestDraft | None:
+    """Return defaults for the missing inputs that have a safe one (family, metric, experiment).
+
+    A dataset and its version never get a default; the metric needs the dataset's task.
+    """
+    if not draft.dataset:
+        return None
+    record = ctx.tools.registry.latest_validated(draft.dataset)
+    task = record.schema.task if record is not None else None
+    offered: dict[str, Any] = {}
+    if "model_family" in missing:
+        offered["model_family"] = DEFAULT_FAMILY
+    if "metric" in missing and task in _DEFAULT_METRIC:
+        offered["metric"] = _DEFAULT_METRIC[task]
+    if "experiment" in missing:
+        kind = "tuning" if draft.trials else "baseline"
+        offered["experiment"] = f"{draft.dataset}-{kind}"
+    return ExperimentRequestDraft(**offered) if offered else None
+
+
+def proposal_text(draft: ExperimentRequestDraft, proposal: ExperimentRequestDraft, missing: list[str]) -> str:
+    """Return the one question: what has no default, and the defaults offered for the rest."""
+    parts = []
+    if proposal.model_family:
+        parts.append(str(proposal.model_family))
+    if proposal.metric:
+        parts.append(f"metric {proposal.metric}")
+    if proposal.experiment:
+        parts.append(f"experiment {proposal.experiment}")
+    no_default = [m for m in missing if getattr(proposal, m, None) is None]
+    ask = f"Which {_join_words(no_default)} should I use? " if no_default else ""
+    return (
+        f"{ask}For the rest I propose: {', '.join(parts)} — ok? Reply 'yes' to take these defaults"
+        + (" together with the " + _join_words(no_default) if no_default else "")
+        + ", or name what you want instead."
+    )
+
+
+def _join_words(names: list[str]) -> str:
+    words = [n.replace("model_family", "model family").replace("version", "dataset version") for n in names]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def unclear(
+    update: dict[str, Any], decision: IntakeDecision, known: ExperimentRequestDraft | None
+) -> Command[Route]:
+    """Act on nothing: restate what was understood, name what was not, and ask (state unchanged)."""
+    understood = decision.request.model_dump(exclude_none=True, exclude_defaults=True)
+    if decision.more_trials is not None:
+        understood["more trials"] = decision.more_trials
+    said = ", ".join(f"{k}={v}" for k, v in understood.items()) or "nothing I can act on"
+    missed = "; ".join(f"'{m}'" for m in _unmapped(decision))
+    update["intake"] = decision.model_copy(update={"intent": "unknown"})
+    update["request_problems"] = [
+        f"I understood: {said}. I did not understand: {missed}. Nothing was launched or changed; "
+        "please rephrase that part (or leave it out) and I will go ahead."
+    ]
+    update["asked_for"] = []
+    return Command(goto="respond", update=update)
+
+
+def _more_trials(
+    ctx: TurnContext, memory: ThreadMemory, decision: IntakeDecision, update: dict[str, Any]
+) -> Command[Route]:
+    """Continue the thread's last request with N more tuning trials and no new baseline."""
+    if memory.request is None or memory.baseline_run_id is None:
+        update["intake"] = decision.model_copy(update={"intent": "unknown"})
+        update["request_problems"] = [
+            f"There is no earlier run in this thread to add {decision.more_trials} trials to. Name the "
+            "request, e.g. 'tune lightgbm on wine@1 for 5 trials, metric accuracy, experiment x'."
+        ]
+        return Command(goto="respond", update=update)
+    draft = merge_followup(memory.request, decision.request).model_copy(
+        update={"trials": max(1, decision.more_trials or 1)}
+    )
+    update["draft"] = draft
+    command = _check_dataset(ctx, draft, update)
+    request = update.get("request")
+    if request is not None:
+        update["request"] = request.model_copy(
+            update={"continues_from": memory.baseline_run_id, "trials_before": memory.trials_done,
+                    "warm_start": False}
+        )  # fmt: skip
+    return command
 
 
 def _check_dataset(ctx: TurnContext, draft: ExperimentRequestDraft, update: dict[str, Any]) -> Command[Route]:

@@ -115,6 +115,7 @@ def _tuning_plan(
         target=request.target,
         trial_timeout_seconds=timeout,
         warm_start=request.warm_start,
+        trials_before=request.trials_before,
     )
     if study.warm_start:
         study.warm_start_trials = _warm_start_trials(ctx, study)

@@ -12,6 +12,7 @@ from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 
 from agent.answer import render_answer
+from agent.memory import remember
 from agent.sections import compose_sections
 from agent.state import AgentState, RunRecord, Usage
 from agent.turn_context import TurnContext, turn_context
@@ -31,6 +32,9 @@ def respond(state: AgentState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
     final = {**state, "runs": [_closing(r, session_id) for r in state.get("runs", [])]}
     answer = render_answer(compose_sections(final, run_links(ctx, final)))  # type: ignore[arg-type]
     update: dict[str, Any] = {"answer": answer, "messages": [AIMessage(answer)]}
+    memory = remember(state)
+    if memory is not None:
+        update["memory"] = memory
     if session_id:
         usage = state.get("usage") or Usage()
         update["runs"] = [close_session_run(ctx.tools.tracking, session_id, answer, usage, state)]

@@ -75,6 +75,12 @@ class StudySettings(RunTemplate):
     warm_start_trials: list[WarmStartTrial] = Field(
         default_factory=list, description="The earlier trials found when planning (enqueued first)."
     )
+    trials_before: int = Field(
+        default=0,
+        ge=0,
+        description="Trials earlier studies of the same request already ran ('N more trials'): the "
+        "sampler is seeded past them so it does not replay their settings.",
+    )
     prune: bool = Field(
         default=True, description="Prune unpromising trials (families with intermediate metrics)."
     )

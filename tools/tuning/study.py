@@ -46,8 +46,9 @@ def open_study(settings: StudySettings, storage_url: str) -> optuna.Study:
         pruner = optuna.pruners.MedianPruner(
             n_startup_trials=settings.prune_startup_trials, n_warmup_steps=settings.prune_warmup_steps
         )
+    seed = resumed_seed(settings.seed, settings.trials_before) if settings.trials_before else settings.seed
     study = optuna.create_study(
-        storage=storage, sampler=optuna.samplers.TPESampler(seed=settings.seed), pruner=pruner,
+        storage=storage, sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
         study_name=settings.study_name, direction=settings.direction, load_if_exists=True,
     )  # fmt: skip
     _check_same_study(study, settings)
@@ -58,7 +59,7 @@ def open_study(settings: StudySettings, storage_url: str) -> optuna.Study:
         # A resumed study: a sampler seeded as before would replay its first random draws, so trials
         # after the restart would repeat the settings of the first ones. Seed it from the study's seed
         # and how far the study got: still reproducible, never a replay.
-        study.sampler = optuna.samplers.TPESampler(seed=resumed_seed(settings.seed, done))
+        study.sampler = optuna.samplers.TPESampler(seed=resumed_seed(seed, done))
     return study
 
 
