@@ -26,6 +26,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from agent.grammar import QuestionPlan, parse_message, parse_question
 from agent.grammar.followups import read_followup
+from agent.grammar.scanner import Scanner
 from agent.offline_answers import write_answer
 from agent.state import RECORD_INTAKE, IntakeDecision
 from agent.tokens import estimate_usage
@@ -151,6 +152,8 @@ def _followup(text: str) -> IntakeDecision | None:
         if decision.intent not in ("experiment", "unknown"):
             return None
         missed = decision.not_understood
+        if decision.intent == "unknown" and not decision.request.model_dump(exclude_defaults=True):
+            missed = Scanner(followup.text).leftovers()  # only filler words left ("please") is fine
     else:
         decision, missed = IntakeDecision(intent="experiment"), []
     return decision.model_copy(

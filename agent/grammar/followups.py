@@ -182,6 +182,8 @@ def read_followup(text: str) -> FollowUp | None:
             kind = kind or cue_kind  # type: ignore[assignment]
             rewritten = _AND_RETRAIN.sub(" ", rewritten)
             rewritten = pattern.sub(" ", rewritten)
+    if kind == "rerun" and changed:
+        kind = "change"  # "bump x to 5 and retrain": a change, then the rerun
     if kind is None and changed and re.search(r"\b[a-z][a-z0-9_]*=", rewritten):
         kind = "change"
     if kind is None:

@@ -149,7 +149,10 @@ def classify(ctx: TurnContext, state: AgentState) -> tuple[IntakeDecision, Usage
     asks to deploy, promote, stage, serve or register makes the turn a refusal at once.
     """
     settings = ctx.tools.settings
-    system = SystemMessage(render_prompt("intake", **_prompt_vars(ctx)))
+    memory = state.get("memory") or ThreadMemory()
+    system = SystemMessage(
+        render_prompt("intake", **_prompt_vars(ctx), thread_memory=memory.describe() or "nothing yet")
+    )
     prompt: list[BaseMessage] = trim_history(
         [system, *state.get("messages", [])], settings.context_token_budget, settings.model
     )
