@@ -116,8 +116,9 @@ def intake_from_history(messages: Sequence[BaseMessage]) -> IntakeDecision:
         )
     followup = _followup(humans[-1])
     if followup is not None:
-        return followup
-    decision, fields_only = parse_message(humans[-1])
+        decision, fields_only = followup, followup.more_trials is None and not followup.not_understood
+    else:
+        decision, fields_only = parse_message(humans[-1])
     if not fields_only:
         return decision
     if not decision.request.dataset and not decision.request.dataset_uri:
@@ -126,6 +127,9 @@ def intake_from_history(messages: Sequence[BaseMessage]) -> IntakeDecision:
         decision = decision.model_copy(update={"follow_up": True})
     merged = decision.request.model_dump()
     for text in reversed(humans[:-1]):
+        earlier_followup = read_followup(text)
+        if earlier_followup is not None and earlier_followup.more_trials is not None:
+            break  # "3 more trials" continued a study; its count is not part of the request
         earlier, earlier_fields_only = parse_message(text)
         if earlier.intent != "experiment":
             break

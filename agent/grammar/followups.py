@@ -134,7 +134,7 @@ _SAME = re.compile(
 )
 _TRY = re.compile(
     r"^\s*(?:(?:let's|lets|can\s+you|could\s+you|please|and|now|ok(?:ay)?|also)\s+)*"
-    r"(?:try|switch\s+to|swap\s+(?:in|to)|go\s+with|change\s+(?:it|the\s+model|the\s+family)\s+to|use)\b(?:\s+(?:it\s+)?with)?",
+    r"(?:try|switch\s+to|swap\s+(?:in|to)|go\s+with|change\s+(?:it|the\s+model|the\s+family)\s+to)\b(?:\s+(?:it\s+)?with)?",
     re.I,
 )
 _AND_RETRAIN = re.compile(r"\s*,?\s*\b(?:and|then)\s+(?=re-?(?:run|train|fit)\b)", re.I)

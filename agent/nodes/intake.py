@@ -287,8 +287,8 @@ def route_experiment(
         draft = merge_followup(memory.request, decision.request)
     else:
         draft = merge_drafts(pending, decision.request)
-        if pending is not None and memory.proposal is not None and not decision.not_understood:
-            draft = fill_from(draft, memory.proposal)  # the user answered the question the proposal was in
+        if pending is not None and memory.proposal is not None and decision.accept_defaults:
+            draft = fill_from(draft, memory.proposal)  # "ok, v1" / "whatever model is fastest"
     return _route_draft(ctx, draft, decision, memory, update)
 
 
@@ -338,7 +338,7 @@ def _would_launch(state: AgentState, decision: IntakeDecision, memory: ThreadMem
     """Return whether the message, as understood, would complete a request (and so launch runs)."""
     base = state.get("draft")
     draft = merge_drafts(base, decision.request)
-    if base is not None and memory.proposal is not None:
+    if base is not None and memory.proposal is not None and decision.accept_defaults:
         draft = fill_from(draft, memory.proposal)
     return not missing_inputs(draft)
 
