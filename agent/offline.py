@@ -139,23 +139,34 @@ def intake_from_history(messages: Sequence[BaseMessage]) -> IntakeDecision:
     return decision.model_copy(update={"request": type(decision.request)(**merged)})
 
 
+_QUESTION_OPENING = re.compile(
+    r"^\s*(?:what|what's|whats|which|how|who|when|where|why|is|are|did|does|was|were|show|list)\b", re.I
+)
+
+
 def _followup(text: str) -> IntakeDecision | None:
     """Return the decision for a follow-up ("rerun with seed 7", "3 more trials"), else None.
 
     The request holds only what changes; the intake node merges it with the thread's last request.
     Anything the request rules leave over is reported, so the node acts on nothing.
     """
+    if _QUESTION_OPENING.match(text):
+        return None  # "what did the rerun do?", "how did it do with seed 7?": questions
     raw, _ = parse_message(text)
-    if raw.intent not in ("experiment", "unknown"):
-        return None
     followup = read_followup(text)
     if followup is None:
+        return None
+    # "could you run that again with seed 3?" is a request; any other question stays a question.
+    asked = raw.intent == "question"
+    if raw.intent not in ("experiment", "unknown") and not asked:
         return None
     if followup.text.strip():
         decision, _ = parse_message(followup.text)
         if decision.intent not in ("experiment", "unknown"):
             return None
         missed = decision.not_understood
+        if asked and (missed or decision.intent != "experiment"):
+            return None  # "what did the rerun do?" is a question
         if decision.intent == "unknown" and not decision.request.model_dump(exclude_defaults=True):
             missed = Scanner(followup.text).leftovers()  # only filler words left ("please") is fine
     else:

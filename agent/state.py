@@ -229,8 +229,8 @@ def _merge_runs(old: list[RunRecord], new: list[RunRecord]) -> list[RunRecord]:
 class AgentState(TypedDict, total=False):
     """LangGraph state for one conversation thread.
 
-    ``messages``, ``draft`` and ``memory`` span turns; every other field describes the current turn and is reset
-    by intake (``runs`` and ``policy_events`` with ``langgraph.types.Overwrite``).
+    ``messages``, ``draft`` and ``memory`` span turns; every other field describes the current turn and
+    is reset by intake (``runs`` and ``policy_events`` with ``langgraph.types.Overwrite``).
     """
 
     messages: Annotated[list[AnyMessage], add_messages]

@@ -156,7 +156,8 @@ def check_runs(obs: Observation, want: RunExpectation) -> list[str]:
     runs = [
         r
         for r in obs.new_runs
-        if r.experiment == want.experiment and (want.role is None or r.role == want.role)
+        if r.experiment == want.experiment
+        and (want.role is None or r.role == want.role)
         and not _check_keys("", "param", r.params, want.with_params)
     ]
     role = f" with role {want.role}" if want.role else ""

@@ -130,7 +130,10 @@ def test_memory_records_the_request_and_adds_continued_trials() -> None:
     first = remember({"plan": _plan(), "runs": runs, "baseline_run_id": "b1", "best_run_id": "r2"})
     assert first is not None and first.request is not None
     assert (first.request.dataset, first.request.trials, first.baseline_run_id, first.trials_done) == (
-        "wine", 2, "b1", 2
+        "wine",
+        2,
+        "b1",
+        2,
     )
     more = [RunRecord(run_id="b1", role="baseline", status="FINISHED"),
             RunRecord(run_id="t1", role="tuning", status="FINISHED"),

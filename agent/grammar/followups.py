@@ -24,7 +24,8 @@ _YES = frozenset(
     "for me with thanks thank you".split()
 )
 _YES_CORE = frozenset(
-    "y yes yeah yep yup ok okay sure go proceed approve approved lgtm confirm confirmed absolutely good great perfect fine".split()
+    "y yes yeah yep yup ok okay sure go proceed approve approved lgtm confirm confirmed absolutely".split()
+    + "good great perfect fine".split()
     + ["do"]
 )
 _NO = frozenset("n no nope nah deny denied reject don't dont not cancel abort stop".split())
@@ -123,7 +124,7 @@ _MORE_TRIALS = re.compile(
 _RERUN = re.compile(
     r"\b(?:re-?run|re-?train|re-?fit|run\s+(?:it|that|this)\s+again|train\s+(?:it|that|this)\s+again|"
     r"do\s+(?:it|that|this)\s+again|run\s+again|again|one\s+more\s+time|repeat\s+(?:it|that|this|the\s+run))"
-    r"(?:\s+(?:it|that|this|the\s+(?:run|baseline|model|experiment|same)))?\b",
+    r"(?:\s+(?:it|that|this|the\s+(?:run|baseline|model|experiment|same)))?(?:\s+(?:again))?(?:\s*,?\s*but)?\b",
     re.I,
 )
 _SAME = re.compile(
@@ -138,6 +139,15 @@ _TRY = re.compile(
     re.I,
 )
 _AND_RETRAIN = re.compile(r"\s*,?\s*\b(?:and|then)\s+(?=re-?(?:run|train|fit)\b)", re.I)
+
+
+# A polite wrapper around a follow-up ("could you …, please?") is not a question.
+_POLITE = re.compile(
+    r"^\s*(?:(?:hi|hey|hello|ok(?:ay)?|so|thanks|great)\b[\s,.!]*)*(?:(?:could|can|would|will)\s+you\s+"
+    r"(?:please\s+|kindly\s+|maybe\s+)?|please\s+|pls\s+|kindly\s+)",
+    re.I,
+)
+_POLITE_END = re.compile(r"[\s,]*(?:please|pls|thanks|thank you|thx)?\s*[?!.]*\s*$", re.I)
 
 
 def _count(match: re.Match[str]) -> int:
@@ -160,6 +170,9 @@ def read_followup(text: str) -> FollowUp | None:
     "try …"/"switch to …", "N more trials", or a change written as "bump/set X to N".
     """
     body = text.strip()
+    unwrapped = _POLITE_END.sub("", _POLITE.sub("", body, count=1))
+    if unwrapped != body and (_RERUN.search(unwrapped) or _MORE_TRIALS.search(unwrapped)):
+        body = unwrapped
     accept = decline = False
     if m := _LEAD_YES.match(body):
         rest = body[m.end() :]
