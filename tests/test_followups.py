@@ -178,3 +178,23 @@ def test_proposal_then_no_then_unclear_answer_change_nothing(tmp_path: Path) -> 
     finally:
         service.close()
     assert all_runs(settings) == []
+
+
+def test_with_params_selects_the_runs_an_expectation_checks() -> None:
+    from evals.observe import Observation, RunSnapshot
+    from evals.schema import RunExpectation
+    from evals.scorers import check_runs
+
+    tags = {"expagent.role": "baseline"}
+    obs = Observation(
+        runs=[
+            RunSnapshot("a", "x", "FINISHED", params={"seed": "42"}, tags=tags),
+            RunSnapshot("b", "x", "FINISHED", params={"seed": "7"}, tags=tags),
+        ]
+    )
+    one = RunExpectation.model_validate(
+        {"experiment": "x", "role": "baseline", "with_params": {"seed": 7}, "count": 1}
+    )
+    assert check_runs(obs, one) == []
+    none = RunExpectation.model_validate({"experiment": "x", "with_params": {"seed": 3}, "count": 1})
+    assert check_runs(obs, none) == ["experiment 'x' has 0 new runs, expected 1"]
