@@ -198,3 +198,19 @@ def test_with_params_selects_the_runs_an_expectation_checks() -> None:
     assert check_runs(obs, one) == []
     none = RunExpectation.model_validate({"experiment": "x", "with_params": {"seed": 3}, "count": 1})
     assert check_runs(obs, none) == ["experiment 'x' has 0 new runs, expected 1"]
+
+
+def test_more_trials_study_is_not_a_replay_of_the_first(tmp_path: Path) -> None:
+    from tuning_support import make_ctx, study
+
+    from tools.tuning.study import open_study
+
+    ctx = make_ctx(tmp_path)
+    storage = str(tmp_path / "journal.log")
+
+    def first_params(settings_name: str, before: int) -> float:
+        s = open_study(study(ctx, settings_name, trials_before=before, warm_start=False), storage)
+        return s.ask().suggest_float("x", 0.0, 1.0)
+
+    assert first_params("a", 0) == first_params("b", 0)  # same seed, same first draw
+    assert first_params("c", 2) != first_params("d", 0)  # continued: seeded past the earlier trials
