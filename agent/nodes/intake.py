@@ -278,7 +278,10 @@ def route_experiment(
     memory = state.get("memory") or ThreadMemory()
     pending = state.get("draft")
     if _unmapped(decision) and (
-        decision.follow_up or decision.more_trials is not None or _would_launch(state, decision, memory)
+        decision.follow_up
+        or decision.more_trials is not None
+        or decision.accept_defaults
+        or (_would_launch(state, decision, memory) and _in_request_sentence(state, decision))
     ):
         return unclear(update, decision, pending or memory.request)
     if decision.more_trials is not None:
@@ -332,6 +335,21 @@ def _route_draft(
 def _unmapped(decision: IntakeDecision) -> list[str]:
     """Return the parts of the message nothing was mapped to (a note that a link was ignored is fine)."""
     return [m for m in decision.not_understood if not m.startswith("ignored a link")]
+
+
+def _in_request_sentence(state: AgentState, decision: IntakeDecision) -> bool:
+    """Return whether an unmapped part is in the sentence that names the data (or in a short reply).
+
+    "Train … on wine@1 … with extra sparkle" is half understood; a request followed by chatter in a
+    sentence of its own ("… in experiment x. If anything goes wrong, my e-mail is …") is not.
+    """
+    text = _last_user_text(state)
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
+    dataset = decision.request.dataset
+    main = next((s for s in sentences if dataset and dataset.lower() in s.lower()), None)
+    if main is None or len(sentences) == 1:
+        return True
+    return any(part.lower() in main.lower() for part in _unmapped(decision))
 
 
 def _would_launch(state: AgentState, decision: IntakeDecision, memory: ThreadMemory) -> bool:
