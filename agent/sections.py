@@ -76,24 +76,37 @@ def refusal_sections(state: AgentState) -> Sections:
 
 
 def question_sections(state: AgentState) -> Sections:
-    """Answer a question about runs/datasets, listing the read-only lookups as verification."""
+    """Answer a question about runs/datasets (short sections; the lookups are the verification)."""
     intake = state["intake"]
     assert intake is not None
     calls = state.get("tool_calls", [])
-    looked_up = ", ".join(sorted({c.tool for c in calls})) or "no tools"
+    looked_up = ", ".join(sorted({c.tool for c in calls if c.tool != "log_note"})) or "no tools"
     checks = "\n".join(
         f"- `{c.tool}({_short_args(c.args)})`: {'ok' if c.ok else 'refused'} — {c.summary}" for c in calls
     )
+    notes = [c for c in calls if c.tool == "log_note" and c.ok]
+    changes = "\n".join(f"- {c.summary}; the call is in the audit log." for c in notes)
     return {
-        "Plan": f"Answer the question: {quote_line(intake.question or 'your question')} — looked up with "
-        f"{looked_up} (read-only).",
-        "Changes": "None (read-only lookups).",
-        "Verification": ("Checked against MLflow and the dataset registry:\n" + checks)
+        "Plan": f"Answer {quote_line(intake.question or 'your question')} from MLflow ({looked_up}).",
+        "Changes": changes or "None (read-only lookups).",
+        "Verification": checks
         if calls
         else "No lookups were needed; nothing in the answer comes from MLflow.",
-        "Rollback": "Nothing to roll back.",
+        "Rollback": "To take the note back, edit the run's description in the MLflow UI."
+        if notes
+        else "Nothing to roll back.",
         "Summary": state.get("model_answer") or "I could not find an answer.",
     }
+
+
+def answer_lead(state: AgentState) -> str | None:
+    """Return the answer's first paragraph for a question turn, shown above the five sections."""
+    intake = state.get("intake")
+    answer = (state.get("model_answer") or "").strip()
+    if intake is None or intake.intent != "question" or state.get("refusal") is not None or not answer:
+        return None
+    first = answer.split("\n\n", 1)[0].strip()
+    return first if first and not first.startswith(("|", "```")) and len(first) <= 600 else None
 
 
 def unknown_sections(intake: IntakeDecision | None) -> Sections:

@@ -12,6 +12,7 @@ from typing import Literal
 
 from agent.grammar.forbidden import requested_forbidden_action
 from agent.grammar.locations import place_locations
+from agent.grammar.notes import note_request
 from agent.grammar.scanner import Findings, Scanner
 from agent.grammar.vocabulary import (
     ANY_METRIC,
@@ -60,7 +61,8 @@ _QUESTION_CUES = re.compile(
     FLAGS,
 )
 _DOMAIN_NOUNS = re.compile(
-    rf"\b(?:runs?|experiments?|datasets?|data|models?|trials?|baseline|results?|scores?|catalog|metrics?)\b|\b[0-9a-f]{{32}}\b|\b(?:{ANY_METRIC})\b",
+    rf"\b(?:runs?|experiments?|datasets?|data|models?|trials?|baseline|results?|scores?|catalog|metrics?"
+    rf"|running|runing|jobs?|logs?|exps|expts|experiemnts|expirements)\b|\b[0-9a-f]{{32}}\b|\b(?:{ANY_METRIC})\b",
     FLAGS,
 )
 _CLAUSE_SPLIT = re.compile(r"(?<=[.!?;:,])\s+|\n+|\s+[—–-]+\s+")
@@ -77,6 +79,8 @@ def classify(sc: Scanner, p: Findings) -> Reading:
     if forbidden is not None:
         p.draft["forbidden_action"] = forbidden
         return "forbidden"
+    if note_request(sc.text) is not None:
+        return "question"  # a note on a named run: answered with log_note, never a training request
     experiment_verb = sc.take_all(EXPERIMENT_VERBS)
     cancel = sc.take_all(CANCEL)
     raw = sc.take_all(RAW_DATA)

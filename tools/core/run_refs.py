@@ -33,7 +33,7 @@ def resolve_run_id(client: MlflowClient, ref: str) -> str:
         return wanted
     if not _PREFIX.match(wanted):
         raise LookupError(
-            f"{ref!r} is not a run ID: give the 32-hex MLflow run ID or a unique prefix of at least "
+            f"{ref!r} is not an MLflow run ID: give the 32 hex characters or a unique prefix of at least "
             f"{MIN_PREFIX} hex characters (e.g. 8788935a)"
         )
     experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
