@@ -342,8 +342,10 @@ def _answer_list_runs(plan: QuestionPlan, data: _Results) -> str:
     if not runs:
         return f"No runs were found{where}."
     shown = runs[: plan.limit] if plan.limit > 1 else runs
-    if len(shown) < len(runs) or data.more:
+    if len(shown) < len(runs):
         count = f"The {len(shown)} most recent runs" if not plan.metric else f"The first {len(shown)} runs"
+    elif data.more:
+        count = f"More than {len(shown)} runs (the first {len(shown)} are shown)"
     else:
         count = f"{len(shown)} run(s)"
     return f"{count}{where}:\n\n" + _runs_table(shown, _shared_metrics(shown))
