@@ -67,16 +67,15 @@ def answer_failure(plan: QuestionPlan, found: Found) -> str:
     head = f"Run `{f['run_id']}`{name}{_link(f)}"
     if not f.get("failed"):
         return f"{head} did not fail: its status is {f.get('status')}."
-    lines = [f"{head} ended **{f.get('status')}**."]
-    if f.get("error"):
-        lines.append(f"Error: `{_cell(f['error'], 300)}`")
+    error = f": `{_cell(f['exception'], 300)}`" if f.get("exception") else "."
+    lines = [f"{head} ended **{f.get('status')}**{error}"]
     if f.get("cancelled_by"):
         lines.append(
             f"Stop record: by {_cell(f['cancelled_by'])}, reason: {_cell(f.get('cancel_reason'), 200)}."
         )
     if f.get("details"):
         lines.append(f"Last lines of {f.get('source')}:\n\n" + _fenced(str(f["details"])))
-    elif not f.get("error"):
+    elif not f.get("exception"):
         lines.append(
             "MLflow holds no traceback or log for it; its description says: " + _cell(f.get("note"), 300)
         )

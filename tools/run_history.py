@@ -8,6 +8,7 @@ of them only read MLflow and the workspace's job files; a run may be named by a 
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -150,7 +151,7 @@ class RunFailure(BaseModel):
     name: str | None = None
     status: str = Field(description="RUNNING, FINISHED, FAILED or KILLED.")
     failed: bool = Field(description="The run ended FAILED or KILLED.")
-    error: str | None = Field(
+    exception: str | None = Field(
         default=None, description="The exception line (type: message), when one was logged."
     )
     details: str | None = Field(default=None, description="The last lines of the traceback or record.")
@@ -164,13 +165,21 @@ class RunFailure(BaseModel):
 def _artifact_text(client: MlflowClient, run_id: str, path: str) -> str | None:
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="expagent-artifact-") as tmp:
-        try:
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # no download progress bar in the user's terminal
+    previous = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        with tempfile.TemporaryDirectory(prefix="expagent-artifact-") as tmp:
             local = client.download_artifacts(run_id, path, tmp)
-        except Exception:  # noqa: BLE001 - an artifact that cannot be read is simply not used
-            return None
-        with open(local, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
+            with open(local, encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+    except Exception:  # noqa: BLE001 - an artifact that cannot be read is simply not used
+        return None
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
 
 
 def exception_line(text: str) -> str | None:
@@ -207,7 +216,7 @@ def get_run_failure(ctx: ToolContext, args: RunRefArgs) -> RunFailure:
             error, details, source = exception_line(log), redact_text(_tail(log, 12)), "job output"
     return RunFailure(
         run_id=run_id, name=run.info.run_name, status=run.info.status,
-        failed=run.info.status in ("FAILED", "KILLED"), error=redact_text(error) if error else None,
+        failed=run.info.status in ("FAILED", "KILLED"), exception=redact_text(error) if error else None,
         details=details, source=source, note=redact_text(tags.get(NOTE_TAG, ""))[:500] or None,
         cancelled_by=tags.get(tag_keys.CANCELLED_BY), cancel_reason=tags.get(tag_keys.CANCEL_REASON),
         ui_url=ui_url(ctx.settings, run.info.experiment_id, run_id),

@@ -130,7 +130,7 @@ def _summary(name: str, data: dict[str, Any]) -> str:
             f"log of run {data.get('run_id')} ({len(str(data.get('text') or '').splitlines())} lines)"
         ),
         "get_run_failure": lambda: (
-            f"run {data.get('run_id')} ({data.get('status')}): {data.get('error') or 'no error line'}"
+            f"run {data.get('run_id')} ({data.get('status')}): {data.get('exception') or 'no error line'}"
         ),
     }
     if name in special:
