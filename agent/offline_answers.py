@@ -190,8 +190,9 @@ def _choose_metric(plan: QuestionPlan, runs: list[dict[str, Any]]) -> tuple[str 
             named = run["params"].get(key) or run["tags"].get(f"expagent.{key}")
             if named in _METRIC_PREFERENCE:
                 return str(named), f" (no metric named; {named} is the primary metric logged on the runs)"
+    scored = [r for r in runs if r["metrics"]] or runs  # a run that failed before logging anything
     for metric in _METRIC_PREFERENCE:
-        if all(_metric_value(r, metric) is not None for r in runs):
+        if all(_metric_value(r, metric) is not None for r in scored):
             return metric, f" (no metric named; ranked by {metric}, which every run reports)"
     return None, ""
 

@@ -87,7 +87,9 @@ def question_sections(state: AgentState) -> Sections:
     notes = [c for c in calls if c.tool == "log_note" and c.ok]
     changes = "\n".join(f"- {c.summary}; the call is in the audit log." for c in notes)
     return {
-        "Plan": f"Answer “{quote_line(intake.question or 'your question')}” from MLflow ({looked_up}).",
+        "Plan": "Add the note you asked for to the run's description (log_note), nothing else."
+        if notes
+        else f"Answer “{quote_line(intake.question or 'your question')}” from MLflow ({looked_up}).",
         "Changes": changes or "None (read-only lookups).",
         "Verification": checks
         if calls

@@ -29,7 +29,7 @@ from agent.state import ForbiddenAction, Intent
 Reading = Intent | Literal["fields_only"]
 
 _QUESTION_OPENING = re.compile(
-    r"^\s*(?:(?:what|how)\b(?!\s+about\b)|(?:which|who|when|where|why)\b"
+    r"^\s*(?:(?:what|how)\b(?!\s+about\b)|(?:whats|hows|wat|wats|which|who|when|where|why|diff)\b"
     r"|(?:show(?:ing)?|list(?:ing)?|describ(?:e|ing)|compar(?:e|ing)|summari[sz](?:e|ing)|display(?:ing)?"
     r"|explain(?:ing)?|(?:tell|give)(?:ing)?\s+(?:me|us)|let\s+(?:me|us)\s+(?:know|see))\b)",
     FLAGS,
@@ -56,13 +56,14 @@ _POLITE_LEAD = re.compile(
     FLAGS,
 )
 _QUESTION_CUES = re.compile(
-    r"^\s*(?:is|are|did|does|do|was|were|find|get|check|fetch|look)\b|\b(?:best|highest|lowest|top|worst|compare"
-    r"|versus|vs)\b",
+    r"^\s*(?:is|are|did|does|do|was|were|find|get|check|fetch|look|any|anything|last|latest|recent|previous"
+    r"|logs?|errors?|tracebacks?|output)\b|\b(?:best|highest|lowest|top|worst|compare|versus|vs)\b",
     FLAGS,
 )
 _DOMAIN_NOUNS = re.compile(
     rf"\b(?:runs?|experiments?|datasets?|data|models?|trials?|baseline|results?|scores?|catalog|metrics?"
-    rf"|running|runing|jobs?|logs?|exps|expts|experiemnts|expirements)\b|\b[0-9a-f]{{32}}\b|\b(?:{ANY_METRIC})\b",
+    rf"|running|runing|jobs?|logs?|exps|expts|exp[a-z]{{3,8}}nts|in\s+progress|in\s+flight)\b"
+    rf"|\b[0-9a-f]{{32}}\b|\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{{8,31}}\b|\b(?:{ANY_METRIC})\b",
     FLAGS,
 )
 _CLAUSE_SPLIT = re.compile(r"(?<=[.!?;:,])\s+|\n+|\s+[—–-]+\s+")

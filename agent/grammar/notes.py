@@ -22,7 +22,7 @@ _VERB = (
 _RUN = r"(?:the\s+)?(?:run\s+)?(?:(?:with\s+)?id\s+)?`?(?P<run>[0-9a-f]{6,32})`?"
 _SAID = (
     r"\s*(?::|\s-+\s|\s—\s|,?\s+saying\b|,?\s+that\s+says\b|,?\s+which\s+says\b|\s+with\s+(?:the\s+)?"
-    r"(?:text|note|comment)\b:?|\s+with\b|,?\s+that\b|,)\s*(?P<text>.+)$"
+    r"(?:text|note|comment)\b:?|\s+with\b:?|,?\s+that\b|,)\s*(?P<text>.+)$"
 )
 _NOTE = re.compile(
     rf"\b(?:{_VERB})\s*(?:(?:to|on|for|in|onto|at|about)\s+)?{_RUN}\b{_SAID}", FLAGS | re.DOTALL
@@ -43,7 +43,7 @@ def note_request(text: str) -> NoteRequest | None:
     match = _NOTE.search(text.strip())
     if match is None or not re.search(r"\d", match["run"]):
         return None
-    note = match["text"].strip()
+    note = match["text"].strip().lstrip(":-—– ").strip()
     quoted = _QUOTED.match(note)
     note = (quoted["inner"] if quoted else note).strip()
     if not note:

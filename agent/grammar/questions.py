@@ -73,7 +73,9 @@ _RUNNING = re.compile(
     r"\b(?:running|runing|runnning|in\s+progress|in\s+flight|still\s+going|going\s+on|under\s+way|busy)\b",
     FLAGS,
 )
-_EXPERIMENTS = re.compile(r"\b(?:exp[ei]r[ei]?m[ae]nts|expts|exps)\b", FLAGS)
+_EXPERIMENTS = re.compile(r"\b(?:exp[a-z]{3,8}nts|expts|exps)\b", FLAGS)
+#: a short run ID standing alone ("a1b2c3d4 vs e5f6a7b8"): 8-31 hex characters with a letter and a digit.
+_SHORT_ID = r"(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{8,31}"
 _RECENT_N = re.compile(
     rf"\b(?:last|latest|most\s+recent|newest|recent|previous)\s+(?P<n>{NUMBER}|couple(?:\s+of)?|few)?\s*"
     r"(?:runs|trials|ones)\b",
@@ -150,7 +152,7 @@ def _run_question(text: str, ids: tuple[str, ...], experiment: str | None) -> Qu
 
 def run_ids_in(text: str) -> tuple[str, ...]:
     """Return run IDs named in ``text``: 32-hex IDs anywhere, and IDs after 'run'/'runs' (and lists)."""
-    ids = re.findall(r"\b[0-9a-f]{32}\b", text, FLAGS)
+    ids = re.findall(rf"\b(?:[0-9a-f]{{32}}|{_SHORT_ID})\b", text)
     for match in re.finditer(rf"\bruns?\s+(?:id\s+)?(?P<first>{_RUN_ID})\b", text, FLAGS):
         ids.append(match["first"])
         rest = text[match.end() :]
