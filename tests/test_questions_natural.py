@@ -60,7 +60,7 @@ def _run(
 
 def _call(ctx: ToolContext, name: str, args: dict[str, Any]) -> dict[str, Any]:
     outcome = guarded_call(name, args, ctx)
-    assert outcome.allowed and outcome.error is None, (outcome.verdict, outcome.error)
+    assert outcome.allowed and outcome.error is None and outcome.result is not None, outcome
     return outcome.result
 
 
@@ -286,3 +286,26 @@ def test_a_bad_search_space_edit_names_the_valid_forms() -> None:
     unread = parse_message("tune lgbm on wine@1, learning_rate in [0.1]")[0]
     assert unread.request.search_space == {}
     assert any("not a search range I can read" in n for n in unread.not_understood)
+
+
+# ---- where the answer is read --------------------------------------------------------------------------
+
+
+def test_run_into_a_pipe_prints_plain_markdown_with_headings_and_full_links(ctx: ToolContext) -> None:
+    import os
+    import subprocess
+    import sys
+
+    failed = _run(ctx, "mine", "FAILED", artifacts={"traceback.txt": TRACEBACK})
+    env = {**os.environ, "EXPAGENT_HOME": str(ctx.settings.home), "EXPAGENT_TRACE": "false"}
+    env.update(EXPAGENT_MLFLOW_UI_BASE="http://mlflow.test")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    expagent = str(Path(sys.executable).with_name("expagent"))
+    done = subprocess.run(
+        [expagent, "run", f"why did run {failed[:8]} fail?"], capture_output=True, text=True, env=env,
+        timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"Run `{failed}`")  # the answer first
+    assert "\n### Plan\n" in done.stdout and "\n### Summary\n" in done.stdout
+    assert "(http://mlflow.test/#/experiments/" in done.stdout and "\x1b[" not in done.stdout
