@@ -302,7 +302,8 @@ def summary_text(request: ExperimentRequest, state: AgentState, links: Mapping[s
     baseline = runs.get(state.get("baseline_run_id") or "")
     best = runs.get(state.get("best_run_id") or "")
     if baseline is None or baseline.run_id not in verified:
-        return "No baseline result to report: " + _why_no_result(state)
+        stopped = stopped_summary(request, state, links)
+        return stopped or "No baseline result to report: " + _why_no_result(state)
     if baseline.status != "FINISHED":
         why = f": {_first_line(baseline.note).rstrip('.')}" if baseline.note else ""
         return (
@@ -318,6 +319,38 @@ def summary_text(request: ExperimentRequest, state: AgentState, links: Mapping[s
         parts.append("No tuning trial beat the baseline; the baseline is the best run.")
     if state.get("rollback") is not None:
         parts.append("Some work was rolled back; see Rollback.")
+    return " ".join(parts)
+
+
+def stopped_summary(request: ExperimentRequest, state: AgentState, links: Mapping[str, str]) -> str | None:
+    """Summarise a turn that was stopped (cancel, budget, failure): what finished, what was stopped, and
+    the best result so far; None when nothing of it finished."""
+    record = state.get("rollback")
+    if record is None:
+        return None
+    training = [r for r in state.get("runs", []) if r.role in ("baseline", "trial", "single")]
+    finished = [r for r in training if r.status == "FINISHED"]
+    if not finished:
+        return None
+    m = request.metric
+    scored = [r for r in finished if primary_value(r.metrics, m) is not None]
+    high = request.direction == "maximize"
+    best = max(scored, key=lambda r: (primary_value(r.metrics, m) or 0.0) * (1 if high else -1), default=None)
+    stopped = [a for a in record.actions if a.run_id and a.action != "nothing_running"]
+    baseline = next((r for r in finished if r.role == "baseline"), None)
+    trials = [r for r in finished if r.role == "trial"]
+    why = f"{record.trigger.replace('_', ' ')}: {_first_line(record.reason)}"
+    parts = [f"Stopped before the plan finished ({why})."]
+    done = [f"the baseline {_run_ref(baseline, m, links)}"] if baseline else []
+    if trials:
+        done.append(f"{len(trials)} tuning trial(s)")
+    parts.append("Finished: " + (" and ".join(done) or f"{len(finished)} run(s)") + ".")
+    if stopped:
+        parts.append(f"Stopped: {len(stopped)} run(s), recorded in MLflow (see Rollback).")
+    if best is not None and best is not baseline:
+        parts.append(f"Best so far: {_run_ref(best, m, links)}.")
+    elif best is not None:
+        parts.append("Best so far: the baseline.")
     return " ".join(parts)
 
 
