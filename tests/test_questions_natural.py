@@ -309,3 +309,20 @@ def test_run_into_a_pipe_prints_plain_markdown_with_headings_and_full_links(ctx:
     assert done.stdout.startswith(f"Run `{failed}`")  # the answer first
     assert "\n### Plan\n" in done.stdout and "\n### Summary\n" in done.stdout
     assert "(http://mlflow.test/#/experiments/" in done.stdout and "\x1b[" not in done.stdout
+
+
+def test_the_plan_reaches_the_front_end_before_training_starts(tmp_path: Path) -> None:
+    from agent.service import AgentService, ProgressEvent
+
+    events: list[ProgressEvent] = []
+    service = AgentService(make_settings(tmp_path), model="offline", on_progress=events.append)
+    try:
+        service.send(
+            None,
+            "Train a logistic regression baseline on breast_cancer version 1 for roc_auc in experiment p",
+        )
+    finally:
+        service.close()
+    kinds = [e.kind for e in events]
+    assert "plan" in kinds and "run_started" in kinds and kinds.index("plan") < kinds.index("run_started")
+    assert "logistic_regression" in events[kinds.index("plan")].message
