@@ -57,12 +57,12 @@ _POLITE_LEAD = re.compile(
 )
 _QUESTION_CUES = re.compile(
     r"^\s*(?:is|are|did|does|do|was|were|find|get|check|fetch|look|any|anything|last|latest|recent|previous"
-    r"|logs?|errors?|tracebacks?|output)\b|\b(?:best|highest|lowest|top|worst|compare|versus|vs)\b",
+    r"|logs?|errors?|tracebacks?|output|tail)\b|\b(?:best|highest|lowest|top|worst|compare|versus|vs)\b",
     FLAGS,
 )
 _DOMAIN_NOUNS = re.compile(
     rf"\b(?:runs?|experiments?|datasets?|data|models?|trials?|baseline|results?|scores?|catalog|metrics?"
-    rf"|running|runing|jobs?|logs?|exps|expts|exp[a-z]{{3,8}}nts|in\s+progress|in\s+flight|fail(?:ed|s|ure)?|crash(?:ed)?)\b"
+    rf"|running|runing|jobs?|logs?|exps|expts|exp[a-z]{{3,8}}nts|in\s+progress|in\s+flight|fail\w*|crash\w*|params?|parameters|hyperparameters)\b"
     rf"|\b[0-9a-f]{{32}}\b|\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{{8,31}}\b|\b(?:{ANY_METRIC})\b",
     FLAGS,
 )

@@ -68,9 +68,11 @@ _FAILURE = re.compile(
     r"|fail(?:ed|ure)\s+reason|reason\s+(?:it|for|why)\b.{0,40}\bfail)",
     FLAGS | re.DOTALL,
 )
+_FAILED_WORD = re.compile(r"\b(?:crash|fail|died|die|broke|error)\w*", FLAGS)
 _LOGS = re.compile(r"\b(?:logs?|output|stdout|stderr|console|printed)\b", FLAGS)
 _RUNNING = re.compile(
-    r"\b(?:running|runing|runnning|in\s+progress|in\s+flight|still\s+going|going\s+on|under\s+way|busy)\b",
+    r"\b(?:running|runing|runnning|in\s+progress|in\s+flight|still\s+going|going\s+on|under\s+way|busy"
+    r"|status\s+of\s+(?:my\s+|the\s+|our\s+)?jobs)\b",
     FLAGS,
 )
 _EXPERIMENTS = re.compile(r"\b(?:exp[a-z]{3,8}nts|expts|exps)\b", FLAGS)
@@ -122,7 +124,7 @@ def parse_question(text: str) -> QuestionPlan:
 
 def _run_question(text: str, ids: tuple[str, ...], experiment: str | None) -> QuestionPlan | None:
     """Return the plan for a question about failures, logs, what runs now, experiments or recent runs."""
-    failed = _FAILURE.search(text) is not None
+    failed = _FAILURE.search(text) is not None or bool(ids and _FAILED_WORD.search(text))
     if failed:
         failed_only = not ids and re.search(r"fail|crash|error|exception|traceback|die|broke", text, FLAGS)
         return QuestionPlan("why_failed", experiment, run_ids=ids[:1], failed_only=bool(failed_only))
