@@ -188,7 +188,9 @@ def test_log_note_appends_a_redacted_note_to_the_description_of_managed_runs_onl
     run_id = _finished_run(ctx, 0.9)
     before = ctx.tracking.get_run(run_id).data.tags.get("mlflow.note.content", "")
     artifacts_before = ctx.tracking.list_artifacts(run_id)
-    note = _call(ctx, "log_note", {"run_id": run_id[:10], "text": "ask dave@example.com", "as_tag": True}).result
+    note = _call(
+        ctx, "log_note", {"run_id": run_id[:10], "text": "ask dave@example.com", "as_tag": True}
+    ).result
     assert note["run_id"] == run_id and note["tag"] == "mlflow.note.content" and note["tagged"]
     description = ctx.tracking.get_run(run_id).data.tags["mlflow.note.content"]
     assert description.startswith(before) and "ask" in description and "(bob," in description
