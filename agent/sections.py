@@ -76,24 +76,39 @@ def refusal_sections(state: AgentState) -> Sections:
 
 
 def question_sections(state: AgentState) -> Sections:
-    """Answer a question about runs/datasets, listing the read-only lookups as verification."""
+    """Answer a question about runs/datasets (short sections; the lookups are the verification)."""
     intake = state["intake"]
     assert intake is not None
     calls = state.get("tool_calls", [])
-    looked_up = ", ".join(sorted({c.tool for c in calls})) or "no tools"
+    looked_up = ", ".join(sorted({c.tool for c in calls if c.tool != "log_note"})) or "no tools"
     checks = "\n".join(
         f"- `{c.tool}({_short_args(c.args)})`: {'ok' if c.ok else 'refused'} — {c.summary}" for c in calls
     )
+    notes = [c for c in calls if c.tool == "log_note" and c.ok]
+    changes = "\n".join(f"- {c.summary}; the call is in the audit log." for c in notes)
     return {
-        "Plan": f"Answer the question: {quote_line(intake.question or 'your question')} — looked up with "
-        f"{looked_up} (read-only).",
-        "Changes": "None (read-only lookups).",
-        "Verification": ("Checked against MLflow and the dataset registry:\n" + checks)
+        "Plan": "Add the note you asked for to the run's description (log_note), nothing else."
+        if notes
+        else f"Answer “{quote_line(intake.question or 'your question')}” from MLflow ({looked_up}).",
+        "Changes": changes or "None (read-only lookups).",
+        "Verification": checks
         if calls
         else "No lookups were needed; nothing in the answer comes from MLflow.",
-        "Rollback": "Nothing to roll back.",
+        "Rollback": "To take the note back, edit the run's description in the MLflow UI."
+        if notes
+        else "Nothing to roll back.",
         "Summary": state.get("model_answer") or "I could not find an answer.",
     }
+
+
+def answer_lead(state: AgentState) -> str | None:
+    """Return the answer's first paragraph for a question turn, shown above the five sections."""
+    intake = state.get("intake")
+    answer = (state.get("model_answer") or "").strip()
+    if intake is None or intake.intent != "question" or state.get("refusal") is not None or not answer:
+        return None
+    first = answer.split("\n\n", 1)[0].strip()
+    return first if first and not first.startswith(("|", "```")) and len(first) <= 600 else None
 
 
 def unknown_sections(intake: IntakeDecision | None) -> Sections:
@@ -287,7 +302,8 @@ def summary_text(request: ExperimentRequest, state: AgentState, links: Mapping[s
     baseline = runs.get(state.get("baseline_run_id") or "")
     best = runs.get(state.get("best_run_id") or "")
     if baseline is None or baseline.run_id not in verified:
-        return "No baseline result to report: " + _why_no_result(state)
+        stopped = stopped_summary(request, state, links)
+        return stopped or "No baseline result to report: " + _why_no_result(state)
     if baseline.status != "FINISHED":
         why = f": {_first_line(baseline.note).rstrip('.')}" if baseline.note else ""
         return (
@@ -303,6 +319,38 @@ def summary_text(request: ExperimentRequest, state: AgentState, links: Mapping[s
         parts.append("No tuning trial beat the baseline; the baseline is the best run.")
     if state.get("rollback") is not None:
         parts.append("Some work was rolled back; see Rollback.")
+    return " ".join(parts)
+
+
+def stopped_summary(request: ExperimentRequest, state: AgentState, links: Mapping[str, str]) -> str | None:
+    """Summarise a turn that was stopped (cancel, budget, failure): what finished, what was stopped, and
+    the best result so far; None when nothing of it finished."""
+    record = state.get("rollback")
+    if record is None:
+        return None
+    training = [r for r in state.get("runs", []) if r.role in ("baseline", "trial", "single")]
+    finished = [r for r in training if r.status == "FINISHED"]
+    if not finished:
+        return None
+    m = request.metric
+    scored = [r for r in finished if primary_value(r.metrics, m) is not None]
+    high = request.direction == "maximize"
+    best = max(scored, key=lambda r: (primary_value(r.metrics, m) or 0.0) * (1 if high else -1), default=None)
+    stopped = [a for a in record.actions if a.run_id and a.action != "nothing_running"]
+    baseline = next((r for r in finished if r.role == "baseline"), None)
+    trials = [r for r in finished if r.role == "trial"]
+    why = f"{record.trigger.replace('_', ' ')}: {_first_line(record.reason)}"
+    parts = [f"Stopped before the plan finished ({why})."]
+    done = [f"the baseline {_run_ref(baseline, m, links)}"] if baseline else []
+    if trials:
+        done.append(f"{len(trials)} tuning trial(s)")
+    parts.append("Finished: " + (" and ".join(done) or f"{len(finished)} run(s)") + ".")
+    if stopped:
+        parts.append(f"Stopped: {len(stopped)} run(s), recorded in MLflow (see Rollback).")
+    if best is not None and best is not baseline:
+        parts.append(f"Best so far: {_run_ref(best, m, links)}.")
+    elif best is not None:
+        parts.append("Best so far: the baseline.")
     return " ".join(parts)
 
 

@@ -149,7 +149,9 @@ class ProgressEvent(BaseModel):
     """Something front ends show while runs execute (never stored in graph state)."""
 
     thread_id: str
-    kind: Literal["run_started", "run_finished", "trial_finished", "status"]
+    kind: Literal["plan", "run_started", "run_finished", "trial_finished", "status"] = Field(
+        description="plan: the plan, sent before anything is launched; the others: run and study events."
+    )
     message: str
     run_id: str | None = None
 

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterable
 
 from agent.grammar.scanner import Findings, Scanner, strip_trailing_punct
+from agent.grammar.search_space import read_search_space
 from agent.grammar.vocabulary import (
     ANY_FAMILY,
     ANY_METRIC,
@@ -134,21 +135,9 @@ def _first_name(sc: Scanner, patterns: tuple[str, ...]) -> str | None:
 
 
 def take_search_space(sc: Scanner, p: Findings) -> None:
-    """Read search-space overrides: ranges ("lr in [0.01, 0.1]") and choices ("depth in {3,5}")."""
-    key = r"(?:(?:search|tune|vary|explore|sweep)\s+)?(?P<key>[a-z_][a-z0-9_]*)"
-    ranges = (
-        rf"{key}\s+(?:in|over|within|from|between)\s*[\[(]\s*(?P<a>{NUMBER})\s*,\s*(?P<b>{NUMBER})\s*[\])]",
-        rf"{key}\s+(?:between|from)\s+(?P<a>{NUMBER})\s+(?:and|to)\s+(?P<b>{NUMBER})",
-    )
-    for pattern in ranges:
-        for match in sc.find(pattern):
-            sc.take(match)
-            low, high = sorted((parse_value(match["a"]), parse_value(match["b"])))
-            p.draft["search_space"][match["key"]] = {"low": low, "high": high}
-    for match in sc.find(rf"{key}\s+(?:in|among|from)\s*\{{(?P<choices>[^}}]*)\}}"):
-        sc.take(match)
-        choices = [parse_value(c.strip()) for c in match["choices"].split(",") if c.strip()]
-        p.draft["search_space"][match["key"]] = {"choices": choices}
+    """Read search-space overrides: ranges ("lr in [0.01, 0.1]", "learning rate 1e-3..1e-1 log") and
+    choices ("n_estimators in [100, 200, 400]"); the phrasings are in ``grammar.search_space``."""
+    read_search_space(sc, p)
 
 
 def take_seed_and_params(sc: Scanner, p: Findings) -> None:

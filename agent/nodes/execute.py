@@ -15,6 +15,7 @@ from langgraph.types import Command
 
 from agent.experiment_plan import ExperimentPlan, RollbackRecord
 from agent.nodes.plan import training_args
+from agent.sections import plan_text
 from agent.state import AgentState, RunRecord
 from agent.tool_calls import call_tool
 from agent.turn_context import TurnContext, turn_context
@@ -45,6 +46,7 @@ def execute(state: AgentState, runtime: Runtime[TurnContext]) -> Command[Route]:
         return Command(goto="rollback", update=update)
     started = adopt_baseline(ctx, plan)  # a turn resumed after a crash must not launch it twice
     if started is None:
+        ctx.progress("plan", plan_text(plan, state))  # the front end shows the plan before training starts
         launch = call_tool(ctx.tools, "start_training_run", training_args(plan))
         update["policy_events"] += launch.policy_events()
         if not launch.ok:
