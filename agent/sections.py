@@ -14,6 +14,7 @@ from typing import Any
 from agent.experiment_plan import ExperimentPlan, ExperimentRequest, RollbackRecord, VerificationReport
 from agent.model_prose import quote_line
 from agent.state import AgentState, IntakeDecision, RunRecord
+from tools.core.specs import selection_metric
 from tools.tuning.warm_start import describe as warm_start_text
 
 Sections = dict[str, str]
@@ -216,7 +217,8 @@ def _tuning_line(plan: ExperimentPlan) -> str:
         f"- Tuning: {s.n_trials} trials, TPE sampler (seed {s.seed}), {s.parallelism} at a time; stopping: "
         f"{', '.join(stops)}. Search space ({plan.tuning.search_space_source}): {space}.\n"
         f"- {warm_start_text(s.warm_start_trials, s.metric, s.warm_start)}\n"
-        f"- Selection: trials are chosen on val_{s.metric} (validation split); the best and the baseline "
+        f"- Selection: trials are chosen on {_selection_words(s.metric, s.cv_folds)}; the best and the "
+        "baseline "
         f"are compared on test_{s.metric} (held-out test split) with a paired bootstrap interval.\n"
         f"- Tuning estimate: {plan.tuning.estimate.summary}"
     )
@@ -380,14 +382,39 @@ def _delta(best: RunRecord, baseline: RunRecord, request: ExperimentRequest, tun
     if gain is not None and low is not None and high is not None:
         noise = "within noise" if low <= 0 <= high else "outside noise"
         return (
-            f"selected on val_{m}; on the held-out test split test_{m} {gain:+.4f} vs the baseline (95% "
+            f"selected on {selection_metric(m, request.cv_folds)}; on the held-out test split test_{m} "
+            f"{gain:+.4f} vs the baseline (95% "
             f"paired bootstrap interval {low:+.4f} to {high:+.4f}: {noise})"
+            f"{_cv_spread(best, baseline, m)}"
         )
     b = primary_value(best.metrics, m)
     a = primary_value(baseline.metrics, m)
     if a is None or b is None:
         return "no comparable metric"
-    return f"{m} {b - a:+.4f} vs the baseline (no interval computed)"
+    return f"{m} {b - a:+.4f} vs the baseline (no interval computed){_cv_spread(best, baseline, m)}"
+
+
+def _selection_words(metric: str, cv_folds: int) -> str:
+    if cv_folds:
+        return (
+            f"cv_val_{metric}_mean ({cv_folds}-fold cross-validation on the non-test rows, mean ± std logged)"
+        )
+    return f"val_{metric} (validation split)"
+
+
+def _cv_spread(best: RunRecord, baseline: RunRecord, metric: str) -> str:
+    """Return the runs' cross-validation mean ± std, and whether the CV difference is within one std."""
+    mean, std = f"cv_val_{metric}_mean", f"cv_val_{metric}_std"
+    runs = [(r.metrics.get(mean), r.metrics.get(std)) for r in (best, baseline)]
+    if any(v is None for pair in runs for v in pair):
+        return ""
+    (bm, bs), (am, as_) = runs
+    assert bm is not None and bs is not None and am is not None and as_ is not None
+    noise = "within noise" if abs(bm - am) <= max(bs, as_) else "outside noise"
+    return (
+        f"; cross-validation {mean} {bm:.4f} ± {bs:.4f} vs baseline {am:.4f} ± {as_:.4f} "
+        f"(difference {bm - am:+.4f}, {noise} of one fold std)"
+    )
 
 
 def primary_value(metrics: Mapping[str, float], metric: str) -> float | None:

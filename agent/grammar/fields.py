@@ -266,3 +266,27 @@ def baseline_means_no_tuning(sc: Scanner, p: Findings) -> None:
     mentions_tuning = re.search(r"\btun(?:e|ing)\b|\bsweep\b|\bsearch\b", sc.text, FLAGS)
     if p.draft.get("trials") is None and re.search(r"\bbaseline\b", sc.work, FLAGS) and not mentions_tuning:
         p.draft["trials"] = 0
+
+
+_CV_FOLDS = (
+    rf"\b(?:cv|cross[\s-]?validat(?:e|ion|ed))\s*(?:with\s+|over\s+|on\s+|=\s*|:\s*)?(?P<n>{NUMBER})[\s-]*folds?\b",
+    rf"\b(?P<n>{NUMBER})[\s-]*folds?\s+(?:cv|cross[\s-]?validation|cross[\s-]?validated)\b",
+    rf"\b(?P<n>{NUMBER})[\s-]*folds?\b",
+)
+_NO_CV = r"\b(?:no|without)\s+(?:cv|cross[\s-]?validation)\b"
+
+
+def take_cv(sc: Scanner, p: Findings) -> None:
+    """Read k-fold cross-validation on the training part ("cv 5 folds", "5-fold cross-validation")."""
+    if sc.first(_NO_CV):
+        p.set("cv_folds", 0)
+        return
+    for pattern in _CV_FOLDS:
+        match = sc.first(pattern)
+        if match:
+            folds = parse_number(match["n"])
+            if folds != int(folds) or not 2 <= folds <= 20:
+                p.note_once(f"cross-validation needs 2 to 20 folds, not {match['n']}")
+                return
+            p.set("cv_folds", int(folds))
+            return

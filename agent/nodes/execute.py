@@ -20,7 +20,7 @@ from agent.state import AgentState, RunRecord
 from agent.tool_calls import call_tool
 from agent.turn_context import TurnContext, turn_context
 from tools.core import tags as tag_keys
-from tools.core.specs import JobInfo
+from tools.core.specs import JobInfo, selection_metric
 from tools.core.tracking import end_run
 from tools.tuning.records import StudyResult, TrialResult
 
@@ -175,10 +175,12 @@ def _tune(
 def _baseline_trial(baseline: RunRecord, job: JobInfo, plan: ExperimentPlan) -> TrialResult:
     from agent.sections import primary_value
 
-    m = plan.request.metric  # the study compares on validation: the baseline's val_<metric>
+    m = plan.request.metric  # the study compares on validation: the baseline's val_<metric> or CV mean
+    key = selection_metric(m, plan.request.cv_folds)
     return TrialResult(
         number=None, run_id=baseline.run_id, job_id=job.job_id, state="COMPLETE",
-        value=baseline.metrics.get(f"val_{m}", primary_value(baseline.metrics, m)), params=baseline.params,
+        value=baseline.metrics.get(key, primary_value(baseline.metrics, m)),
+        params=baseline.params,
         wall_seconds=job.wall_seconds, cpu_seconds=job.cpu_seconds,
     )  # fmt: skip
 
@@ -194,7 +196,7 @@ def study_records(result: StudyResult, plan: ExperimentPlan) -> list[RunRecord]:
         if not trial.run_id:
             continue
         metrics: dict[str, float] = (
-            {f"val_{plan.request.metric}": trial.value}
+            {selection_metric(plan.request.metric, plan.request.cv_folds): trial.value}
             if trial.value is not None and trial.state == "COMPLETE"
             else {}
         )

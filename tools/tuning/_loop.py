@@ -231,7 +231,7 @@ class StudyLoop:
         s = self.settings
         return (
             f"Trial {number} of study {s.study_name}: {s.model_family} on {s.dataset}@{s.version}, "
-            f"params {_short(params)}. Selected on val_{s.metric}; test_{s.metric} is reported, never "
+            f"params {_short(params)}. Selected on {s.selection_metric}; test_{s.metric} is reported, never "
             "selected on."
         )
 
@@ -397,7 +397,7 @@ class StudyLoop:
         s = self.settings
         return StudyResult(
             study_name=s.study_name, tuning_run_id=self.tuning_run_id, direction=s.direction or "maximize",
-            metric=s.metric, n_trials_requested=s.n_trials,
+            metric=s.metric, n_trials_requested=s.n_trials, selected_on=s.selection_metric,
             trials=[self.results[n] for n in sorted(self.results)], best=self.best, baseline=self.baseline,
             stop_reason=self.stop or "max_trials", stop_detail=self.stop_detail,
             budget=BudgetUsage(
