@@ -38,7 +38,7 @@ def run_request(source: Path, home: Path) -> None:
     """Run the tiny tuning request with the checkout at ``source`` (its modules shadow the installed ones)."""
     env = {**os.environ, "EXPAGENT_HOME": str(home), "PYTHONPATH": str(source)}
     done = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "run", REQUEST, "--yes"],
+        [sys.executable, "-c", "from agent.cli import app; app(prog_name='expagent')", "run", REQUEST, "--yes"],
         cwd=source, env=env, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     if done.returncode != 0:
@@ -51,8 +51,9 @@ def serve_ui(home: Path, port: int) -> subprocess.Popen[bytes]:
     command = [str(mlflow), "ui", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
                "--default-artifact-root", (home / "artifacts").as_uri(), "--host", "127.0.0.1",
                "--port", str(port)]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+    log = (home / "mlflow-ui.log").open("wb")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600  # ~10-30 s on a quiet machine; minutes on a loaded one
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
@@ -60,7 +61,7 @@ def serve_ui(home: Path, port: int) -> subprocess.Popen[bytes]:
         except OSError:
             time.sleep(1)
     server.kill()
-    raise SystemExit("the MLflow UI did not answer within 120 s")
+    raise SystemExit(f"the MLflow UI did not answer within 600 s (see {home / 'mlflow-ui.log'})")
 
 
 def pages(home: Path, port: int) -> dict[str, str]:
@@ -108,11 +109,13 @@ def main() -> None:
     parser.add_argument("--label", required=True, help="File name prefix, e.g. before or after.")
     parser.add_argument("--source", type=Path, default=ROOT, help="Source checkout that runs the request.")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    parser.add_argument("--home", type=Path, help="Keep the workspace here; reuse it if it has runs.")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="expagent-ui-") as tmp:
-        home = Path(tmp)
-        run_request(args.source.resolve(), home)
+        home = args.home.resolve() if args.home else Path(tmp)
+        if not (home / "mlflow.db").exists():
+            run_request(args.source.resolve(), home)
         port = _free_port()
         server = serve_ui(home, port)
         try:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tools.core import tags as tag_keys
 from tools.core.specs import RunTemplate
 from tools.tuning import _resume as recovery
-from tools.tuning._progress import log_best_so_far, log_study_plots
+from tools.tuning._progress import log_best_so_far, log_study_plots, prepare_plotting
 from tools.tuning._trials import InFlight, TrialMonitor
 from tools.tuning._watchdog import Watchdog
 from tools.tuning.budget import BudgetLedger, TrialCost, cost_from_job
@@ -77,6 +77,7 @@ class StudyLoop:
     def run(self) -> StudyResult:
         """Run until a stopping criterion is met and nothing is in flight; return the result."""
         self.tuning_run_id = recovery.tuning_run_for(self)
+        prepare_plotting()  # the plots at the end need matplotlib: import it while the trials run
         try:
             recovery.reconcile(self)
             while True:
