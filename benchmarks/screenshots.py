@@ -50,7 +50,7 @@ def serve_ui(home: Path, port: int) -> subprocess.Popen[bytes]:
     mlflow = Path(sys.executable).with_name("mlflow")
     command = [str(mlflow), "ui", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
                "--default-artifact-root", (home / "artifacts").as_uri(), "--host", "127.0.0.1",
-               "--port", str(port)]  # fmt: skip
+               "--port", str(port), "--workers", "1"]  # fmt: skip
     log = (home / "mlflow-ui.log").open("wb")
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600  # ~10-30 s on a quiet machine; minutes on a loaded one
@@ -105,7 +105,9 @@ def capture(url: str, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--label", required=True, help="File name prefix, e.g. before or after.")
     parser.add_argument("--source", type=Path, default=ROOT, help="Source checkout that runs the request.")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
