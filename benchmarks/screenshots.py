@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 REQUEST = "tune lightgbm on breast_cancer@1 for roc_auc, 4 trials, experiment ui-tour"
 WINDOW = "1400,900"
+_CLI = "from agent.cli import app; app(prog_name='expagent')"  # agent.cli has no __main__ block
 
 
 def _free_port() -> int:
@@ -38,7 +39,7 @@ def run_request(source: Path, home: Path) -> None:
     """Run the tiny tuning request with the checkout at ``source`` (its modules shadow the installed ones)."""
     env = {**os.environ, "EXPAGENT_HOME": str(home), "PYTHONPATH": str(source)}
     done = subprocess.run(
-        [sys.executable, "-c", "from agent.cli import app; app(prog_name='expagent')", "run", REQUEST, "--yes"],
+        [sys.executable, "-c", _CLI, "run", REQUEST, "--yes"],
         cwd=source, env=env, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     if done.returncode != 0:
