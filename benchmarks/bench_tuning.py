@@ -158,7 +158,7 @@ def run_expagent(home: Path, trials: int, parallelism: int, prune: bool, seed: i
                            cpu_seconds=job.cpu_seconds)  # fmt: skip
     baseline_done = time.perf_counter()
     study = StudySettings(
-        study_name="bench", session_id="bench", parent_run_id=session, dataset=DATASET, version=VERSION,
+        study_name=f"bench-{seed}" + ("-warm" if warm_start else ""), session_id="bench", parent_run_id=session, dataset=DATASET, version=VERSION,
         model_family="lightgbm", metric=METRIC, experiment="bench-expagent",
         search_space=load_search_space("lightgbm"), n_trials=trials, parallelism=parallelism, seed=seed,
         prune=prune, target=target, warm_start=warm_start,
