@@ -157,8 +157,9 @@ def run_expagent(home: Path, trials: int, parallelism: int, prune: bool, seed: i
                            value=run.data.metrics.get(f"val_{METRIC}"), wall_seconds=job.wall_seconds,
                            cpu_seconds=job.cpu_seconds)  # fmt: skip
     baseline_done = time.perf_counter()
+    name = f"bench-{seed}" + ("-warm" if warm_start else "")  # one workspace may hold two studies
     study = StudySettings(
-        study_name=f"bench-{seed}" + ("-warm" if warm_start else ""), session_id="bench", parent_run_id=session, dataset=DATASET, version=VERSION,
+        study_name=name, session_id="bench", parent_run_id=session, dataset=DATASET, version=VERSION,
         model_family="lightgbm", metric=METRIC, experiment="bench-expagent",
         search_space=load_search_space("lightgbm"), n_trials=trials, parallelism=parallelism, seed=seed,
         prune=prune, target=target, warm_start=warm_start,
