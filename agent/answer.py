@@ -28,11 +28,12 @@ class AnswerFormatError(ValueError):
     """An answer does not have the five sections in order."""
 
 
-def render_answer(sections: dict[str, str]) -> str:
+def render_answer(sections: dict[str, str], lead: str | None = None) -> str:
     """Render the five sections as markdown, filling empty or missing ones with their default.
 
     Args:
         sections: Section name -> markdown body; unknown names raise ``AnswerFormatError``.
+        lead: A short answer shown first, above the sections (questions are answered first).
     """
     unknown = set(sections) - set(SECTIONS)
     if unknown:
@@ -41,6 +42,8 @@ def render_answer(sections: dict[str, str]) -> str:
     for name in SECTIONS:
         body = (sections.get(name) or "").strip() or NOTHING[name]
         parts.append(f"### {name}\n{body}")
+    if lead and lead.strip():
+        parts.insert(0, _HEADING.sub("", lead.strip()))
     return redact_text("\n\n".join(parts) + "\n")  # the answer is a sink: shown, stored, posted
 
 

@@ -34,6 +34,9 @@ class ProgressDisplay:
         self.status: Status | None = None
 
     def __call__(self, event: ProgressEvent) -> None:
+        if event.kind == "plan":  # before anything is launched: the user sees what will run
+            self.console.print(Markdown("### Plan\n" + event.message))
+            return
         if event.kind in _SHOWN_KINDS:
             self.console.print(f"[dim]• {event.message}[/]", highlight=False)
         if self.status is not None:

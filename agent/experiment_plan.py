@@ -53,6 +53,12 @@ class ExperimentRequest(BaseModel):
     target: float | None = Field(None, description="Stop once the primary metric reaches this value.")
     seed: int = Field(42, description="Random seed for splits, models and the sampler.")
     params: dict[str, Any] = Field(default_factory=dict, description="Fixed hyperparameters.")
+    cv_folds: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="K-fold CV on the non-test rows; runs are selected on the CV mean (0 = off).",
+    )
     warm_start: bool = Field(
         True, description="Start tuning from the best params of earlier trials on the same problem."
     )
@@ -74,7 +80,7 @@ class ExperimentRequest(BaseModel):
         return RunTemplate(
             dataset=self.dataset, version=self.version, model_family=model_family or self.model_family,
             metric=self.metric, experiment=self.experiment, seed=self.seed if seed is None else seed,
-            resources=self.resources, runtime=self.runtime,
+            resources=self.resources, runtime=self.runtime, cv_folds=self.cv_folds,
             namespace=self.namespace if self.runtime == "kubernetes" else None,
         )  # fmt: skip
 

@@ -28,11 +28,15 @@ from agent.grammar import QuestionPlan, parse_message, parse_question
 from agent.grammar.followups import read_followup
 from agent.grammar.scanner import Scanner
 from agent.offline_answers import write_answer
+from agent.offline_questions import MAX_ROUNDS, first_calls, next_calls, payloads, resolved, thread_experiment
 from agent.state import RECORD_INTAKE, IntakeDecision
 from agent.tokens import estimate_usage
 from tools.core.specs import metric_direction
 
-QUESTION_TOOLS = frozenset({"search_runs", "get_run", "list_datasets", "lookup_dataset"})
+QUESTION_TOOLS = frozenset({
+    "search_runs", "get_run", "list_datasets", "lookup_dataset", "list_experiments", "list_running",
+    "get_run_failure", "get_run_logs", "compare_runs", "log_note",
+})  # fmt: skip
 # Names the tools' argument models may use for the same idea; the first one in the bound schema wins.
 _ARG_ALIASES: dict[str, tuple[str, ...]] = {
     "experiment": ("experiment", "experiment_name", "experiment_names"),
@@ -226,23 +230,37 @@ def question_text(messages: Sequence[BaseMessage]) -> tuple[int, str]:
 
 
 def _question_reply(messages: Sequence[BaseMessage], tools: list[dict[str, Any]]) -> AIMessage:
-    """Call the tools a question needs, or answer from the tool results that followed it."""
+    """Call the tools a question needs, round by round, then answer from the results."""
     index, question = question_text(messages)
-    plan = parse_question(question)
+    plan = thread_experiment(parse_question(question), messages[:index])
     later = messages[index + 1 :]
-    if any(isinstance(m, ToolMessage) for m in later):
-        return AIMessage(content=write_answer(plan, _tool_results(later)))
     bound = {t["function"]["name"]: t["function"].get("parameters") or {} for t in tools}
+    results = _tool_results(later)
+    rounds = sum(1 for m in later if isinstance(m, AIMessage) and m.tool_calls)
+    if results:
+        more = next_calls(plan, results, set(bound)) if rounds < MAX_ROUNDS else []
+        if not more:
+            return AIMessage(content=write_answer(resolved(plan, payloads(results)), results))
+        return _calls_or_question(more, bound, f"call_{len(messages)}", plan, results)
+    return _calls_or_question(first_calls(plan, set(bound)), bound, f"call_{len(messages)}", plan, [])
+
+
+def _calls_or_question(
+    wanted: list[tuple[str, dict[str, Any]]], bound: dict[str, dict[str, Any]], prefix: str,
+    plan: QuestionPlan, results: list[tuple[str, ToolMessage]],
+) -> AIMessage:  # fmt: skip
     calls: list[ToolCall] = []
-    for i, (name, meaning) in enumerate(_semantic_calls(plan)):
+    for i, (name, meaning) in enumerate(wanted):
         if name not in bound:
             continue
         args = fit_args(bound[name], meaning)
         missing = [r for r in bound[name].get("required", []) if r not in args]
         if missing:
             return AIMessage(content=_ask_for(name, missing))
-        calls.append(ToolCall(name=name, args=args, id=f"call_{len(messages)}_{i}"))
-    return AIMessage(content="", tool_calls=calls) if calls else AIMessage(content=write_answer(plan, []))
+        calls.append(ToolCall(name=name, args=args, id=f"{prefix}_{i}"))
+    return (
+        AIMessage(content="", tool_calls=calls) if calls else AIMessage(content=write_answer(plan, results))
+    )
 
 
 def _ask_for(tool: str, missing: list[str]) -> str:
@@ -258,30 +276,6 @@ def _tool_results(messages: Sequence[BaseMessage]) -> list[tuple[str, ToolMessag
     """Pair each ToolMessage with the name of the tool call it answers."""
     names = {c["id"]: c["name"] for m in messages if isinstance(m, AIMessage) for c in m.tool_calls}
     return [(names.get(m.tool_call_id, m.name or "tool"), m) for m in messages if isinstance(m, ToolMessage)]
-
-
-def _semantic_calls(plan: QuestionPlan) -> list[tuple[str, dict[str, Any]]]:
-    """Return (tool, arguments by meaning) for a question, before fitting them to the bound schemas."""
-    if plan.kind == "runs":
-        return [("get_run", {"run_id": run_id}) for run_id in plan.run_ids]
-    if plan.kind == "list_datasets":
-        return [("list_datasets", {})]
-    if plan.kind == "describe_dataset" and plan.version is None:
-        return [("list_datasets", {})]  # no version named: show the registered versions instead
-    if plan.kind == "describe_dataset":
-        return [("lookup_dataset", {"name": plan.dataset, "version": plan.version})]
-    if plan.kind == "unclear":
-        return []
-    if plan.kind == "latest_run":
-        return [("search_runs", {"experiment": plan.experiment, "rank": "latest", "max_results": 1})]
-    rank = "worst" if plan.reverse else "best"
-    meaning = {"experiment": plan.experiment, "metric": plan.metric, "rank": rank, "max_results": 20}
-    calls: list[tuple[str, dict[str, Any]]] = [("search_runs", meaning)]
-    if plan.kind == "best_run" and plan.baseline:
-        baseline = {"experiment": plan.experiment, "filter": "tags.`expagent.role` = 'baseline'",
-                    "rank": "latest", "max_results": 1}  # fmt: skip
-        calls.append(("search_runs", baseline))
-    return calls
 
 
 def fit_args(parameters: dict[str, Any], meaning: dict[str, Any]) -> dict[str, Any]:

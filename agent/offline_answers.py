@@ -17,6 +17,9 @@ from typing import Any
 from langchain_core.messages import ToolMessage
 
 from agent.grammar import QuestionPlan
+from agent.offline_questions import payloads
+from agent.run_answers import ANSWERS as RUN_ANSWERS
+from agent.run_answers import answer_experiments
 from tools.core import tags as tag_keys
 from tools.core.specs import metric_direction
 
@@ -47,7 +50,15 @@ def write_answer(plan: QuestionPlan, results: list[tuple[str, ToolMessage]]) -> 
     if plan.kind == "unclear":
         return _unclear()
     data = _collect(results)
-    body = _ANSWERS[plan.kind](plan, data) if (data.runs or data.datasets or not data.failures) else ""
+    found = payloads(results)
+    if plan.needs_experiment and "list_experiments" in found and "search_runs" not in found:
+        body = answer_experiments(plan, found)  # which experiment? (none named, not exactly one with runs)
+    elif plan.kind in RUN_ANSWERS:
+        body = RUN_ANSWERS[plan.kind](plan, found)
+        if not body and plan.kind == "compare" and data.runs:
+            body = _answer_runs(plan, data)  # compared with get_run (compare_runs not offered)
+    else:
+        body = _ANSWERS[plan.kind](plan, data) if (data.runs or data.datasets or not data.failures) else ""
     parts = [body] if body else []
     if data.failures:
         parts.append(
@@ -179,8 +190,9 @@ def _choose_metric(plan: QuestionPlan, runs: list[dict[str, Any]]) -> tuple[str 
             named = run["params"].get(key) or run["tags"].get(f"expagent.{key}")
             if named in _METRIC_PREFERENCE:
                 return str(named), f" (no metric named; {named} is the primary metric logged on the runs)"
+    scored = [r for r in runs if r["metrics"]] or runs  # a run that failed before logging anything
     for metric in _METRIC_PREFERENCE:
-        if all(_metric_value(r, metric) is not None for r in runs):
+        if all(_metric_value(r, metric) is not None for r in scored):
             return metric, f" (no metric named; ranked by {metric}, which every run reports)"
     return None, ""
 
@@ -327,12 +339,17 @@ def _winners(runs: list[dict[str, Any]], metrics: list[str]) -> list[str]:
 
 def _answer_list_runs(plan: QuestionPlan, data: _Results) -> str:
     where = f" in experiment `{_cell(plan.experiment)}`" if plan.experiment else ""
-    if not data.runs:
+    runs = [r for r in data.runs if r["role"] != "session"] or data.runs
+    if not runs:
         return f"No runs were found{where}."
-    count = f"More than {len(data.runs)} runs (the first {len(data.runs)} are shown)" if data.more else (
-        f"{len(data.runs)} run(s)"
-    )  # fmt: skip
-    return f"{count}{where}:\n\n" + _runs_table(data.runs, _shared_metrics(data.runs))
+    shown = runs[: plan.limit] if plan.limit > 1 else runs
+    if len(shown) < len(runs):
+        count = f"The {len(shown)} most recent runs" if not plan.metric else f"The first {len(shown)} runs"
+    elif data.more:
+        count = f"More than {len(shown)} runs (the first {len(shown)} are shown)"
+    else:
+        count = f"{len(shown)} run(s)"
+    return f"{count}{where}:\n\n" + _runs_table(shown, _shared_metrics(shown))
 
 
 def _safe(value: Any, data: _Results) -> str:

@@ -89,6 +89,7 @@ def complete_request(
         patience=draft.patience,
         target=draft.target,
         warm_start=draft.warm_start is not False,
+        cv_folds=draft.cv_folds or 0,
         seed=_default(draft.seed, DEFAULT_SEED, "seed {}", assumptions),
         params=draft.params,
         search_space=draft.search_space,

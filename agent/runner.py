@@ -126,4 +126,7 @@ def _print(result: TurnResult, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2, default=str) + "\n")
         return
+    if not sys.stdout.isatty():  # a pipe or a file: plain Markdown, `### ` headings and full links kept
+        sys.stdout.write(result.answer if result.answer.endswith("\n") else result.answer + "\n")
+        return
     Console().print(Markdown(result.answer))

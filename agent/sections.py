@@ -14,6 +14,7 @@ from typing import Any
 from agent.experiment_plan import ExperimentPlan, ExperimentRequest, RollbackRecord, VerificationReport
 from agent.model_prose import quote_line
 from agent.state import AgentState, IntakeDecision, RunRecord
+from tools.core.specs import selection_metric
 from tools.tuning.warm_start import describe as warm_start_text
 
 Sections = dict[str, str]
@@ -76,24 +77,39 @@ def refusal_sections(state: AgentState) -> Sections:
 
 
 def question_sections(state: AgentState) -> Sections:
-    """Answer a question about runs/datasets, listing the read-only lookups as verification."""
+    """Answer a question about runs/datasets (short sections; the lookups are the verification)."""
     intake = state["intake"]
     assert intake is not None
     calls = state.get("tool_calls", [])
-    looked_up = ", ".join(sorted({c.tool for c in calls})) or "no tools"
+    looked_up = ", ".join(sorted({c.tool for c in calls if c.tool != "log_note"})) or "no tools"
     checks = "\n".join(
         f"- `{c.tool}({_short_args(c.args)})`: {'ok' if c.ok else 'refused'} — {c.summary}" for c in calls
     )
+    notes = [c for c in calls if c.tool == "log_note" and c.ok]
+    changes = "\n".join(f"- {c.summary}; the call is in the audit log." for c in notes)
     return {
-        "Plan": f"Answer the question: {quote_line(intake.question or 'your question')} — looked up with "
-        f"{looked_up} (read-only).",
-        "Changes": "None (read-only lookups).",
-        "Verification": ("Checked against MLflow and the dataset registry:\n" + checks)
+        "Plan": "Add the note you asked for to the run's description (log_note), nothing else."
+        if notes
+        else f"Answer “{quote_line(intake.question or 'your question')}” from MLflow ({looked_up}).",
+        "Changes": changes or "None (read-only lookups).",
+        "Verification": checks
         if calls
         else "No lookups were needed; nothing in the answer comes from MLflow.",
-        "Rollback": "Nothing to roll back.",
+        "Rollback": "To take the note back, edit the run's description in the MLflow UI."
+        if notes
+        else "Nothing to roll back.",
         "Summary": state.get("model_answer") or "I could not find an answer.",
     }
+
+
+def answer_lead(state: AgentState) -> str | None:
+    """Return the answer's first paragraph for a question turn, shown above the five sections."""
+    intake = state.get("intake")
+    answer = (state.get("model_answer") or "").strip()
+    if intake is None or intake.intent != "question" or state.get("refusal") is not None or not answer:
+        return None
+    first = answer.split("\n\n", 1)[0].strip()
+    return first if first and not first.startswith(("|", "```")) and len(first) <= 600 else None
 
 
 def unknown_sections(intake: IntakeDecision | None) -> Sections:
@@ -206,7 +222,8 @@ def _tuning_line(plan: ExperimentPlan) -> str:
         f"- Tuning: {s.n_trials} trials, TPE sampler (seed {s.seed}), {s.parallelism} at a time; stopping: "
         f"{', '.join(stops)}. Search space ({plan.tuning.search_space_source}): {space}.\n"
         f"- {warm_start_text(s.warm_start_trials, s.metric, s.warm_start)}\n"
-        f"- Selection: trials are chosen on val_{s.metric} (validation split); the best and the baseline "
+        f"- Selection: trials are chosen on {_selection_words(s.metric, s.cv_folds)}; the best and the "
+        "baseline "
         f"are compared on test_{s.metric} (held-out test split) with a paired bootstrap interval.\n"
         f"- Tuning estimate: {plan.tuning.estimate.summary}"
     )
@@ -292,7 +309,8 @@ def summary_text(request: ExperimentRequest, state: AgentState, links: Mapping[s
     baseline = runs.get(state.get("baseline_run_id") or "")
     best = runs.get(state.get("best_run_id") or "")
     if baseline is None or baseline.run_id not in verified:
-        return "No baseline result to report: " + _why_no_result(state)
+        stopped = stopped_summary(request, state, links)
+        return stopped or "No baseline result to report: " + _why_no_result(state)
     if baseline.status != "FINISHED":
         why = f": {_first_line(baseline.note).rstrip('.')}" if baseline.note else ""
         return (
@@ -308,6 +326,38 @@ def summary_text(request: ExperimentRequest, state: AgentState, links: Mapping[s
         parts.append("No tuning trial beat the baseline; the baseline is the best run.")
     if state.get("rollback") is not None:
         parts.append("Some work was rolled back; see Rollback.")
+    return " ".join(parts)
+
+
+def stopped_summary(request: ExperimentRequest, state: AgentState, links: Mapping[str, str]) -> str | None:
+    """Summarise a turn that was stopped (cancel, budget, failure): what finished, what was stopped, and
+    the best result so far; None when nothing of it finished."""
+    record = state.get("rollback")
+    if record is None:
+        return None
+    training = [r for r in state.get("runs", []) if r.role in ("baseline", "trial", "single")]
+    finished = [r for r in training if r.status == "FINISHED"]
+    if not finished:
+        return None
+    m = request.metric
+    scored = [r for r in finished if primary_value(r.metrics, m) is not None]
+    high = request.direction == "maximize"
+    best = max(scored, key=lambda r: (primary_value(r.metrics, m) or 0.0) * (1 if high else -1), default=None)
+    stopped = [a for a in record.actions if a.run_id and a.action != "nothing_running"]
+    baseline = next((r for r in finished if r.role == "baseline"), None)
+    trials = [r for r in finished if r.role == "trial"]
+    why = f"{record.trigger.replace('_', ' ')}: {_first_line(record.reason)}"
+    parts = [f"Stopped before the plan finished ({why})."]
+    done = [f"the baseline {_run_ref(baseline, m, links)}"] if baseline else []
+    if trials:
+        done.append(f"{len(trials)} tuning trial(s)")
+    parts.append("Finished: " + (" and ".join(done) or f"{len(finished)} run(s)") + ".")
+    if stopped:
+        parts.append(f"Stopped: {len(stopped)} run(s), recorded in MLflow (see Rollback).")
+    if best is not None and best is not baseline:
+        parts.append(f"Best so far: {_run_ref(best, m, links)}.")
+    elif best is not None:
+        parts.append("Best so far: the baseline.")
     return " ".join(parts)
 
 
@@ -337,14 +387,39 @@ def _delta(best: RunRecord, baseline: RunRecord, request: ExperimentRequest, tun
     if gain is not None and low is not None and high is not None:
         noise = "within noise" if low <= 0 <= high else "outside noise"
         return (
-            f"selected on val_{m}; on the held-out test split test_{m} {gain:+.4f} vs the baseline (95% "
+            f"selected on {selection_metric(m, request.cv_folds)}; on the held-out test split test_{m} "
+            f"{gain:+.4f} vs the baseline (95% "
             f"paired bootstrap interval {low:+.4f} to {high:+.4f}: {noise})"
+            f"{_cv_spread(best, baseline, m)}"
         )
     b = primary_value(best.metrics, m)
     a = primary_value(baseline.metrics, m)
     if a is None or b is None:
         return "no comparable metric"
-    return f"{m} {b - a:+.4f} vs the baseline (no interval computed)"
+    return f"{m} {b - a:+.4f} vs the baseline (no interval computed){_cv_spread(best, baseline, m)}"
+
+
+def _selection_words(metric: str, cv_folds: int) -> str:
+    if cv_folds:
+        return (
+            f"cv_val_{metric}_mean ({cv_folds}-fold cross-validation on the non-test rows, mean ± std logged)"
+        )
+    return f"val_{metric} (validation split)"
+
+
+def _cv_spread(best: RunRecord, baseline: RunRecord, metric: str) -> str:
+    """Return the runs' cross-validation mean ± std, and whether the CV difference is within one std."""
+    mean, std = f"cv_val_{metric}_mean", f"cv_val_{metric}_std"
+    runs = [(r.metrics.get(mean), r.metrics.get(std)) for r in (best, baseline)]
+    if any(v is None for pair in runs for v in pair):
+        return ""
+    (bm, bs), (am, as_) = runs
+    assert bm is not None and bs is not None and am is not None and as_ is not None
+    noise = "within noise" if abs(bm - am) <= max(bs, as_) else "outside noise"
+    return (
+        f"; cross-validation {mean} {bm:.4f} ± {bs:.4f} vs baseline {am:.4f} ± {as_:.4f} "
+        f"(difference {bm - am:+.4f}, {noise} of one fold std)"
+    )
 
 
 def primary_value(metrics: Mapping[str, float], metric: str) -> float | None:

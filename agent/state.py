@@ -53,6 +53,9 @@ class ExperimentRequestDraft(BaseModel):
         None,
         description="False when the user asks not to start tuning from earlier trials ('no warm start').",
     )
+    cv_folds: int | None = Field(
+        None, description="K-fold cross-validation on the training part ('cv 5 folds'); 0 = off."
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="Fixed hyperparameters to use.")
     search_space: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of the tuning search space, by parameter name."
@@ -210,7 +213,9 @@ class ProgressEvent(BaseModel):
     """Something front ends show while runs execute (never stored in graph state)."""
 
     thread_id: str
-    kind: Literal["run_started", "run_finished", "trial_finished", "status"]
+    kind: Literal["plan", "run_started", "run_finished", "trial_finished", "status"] = Field(
+        description="plan: the plan, sent before anything is launched; the others: run and study events."
+    )
     message: str
     run_id: str | None = None
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.state import ProgressEvent
 
-_KINDS = frozenset({"run_started", "run_finished", "trial_finished", "status"})
+_KINDS = frozenset({"plan", "run_started", "run_finished", "trial_finished", "status"})
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel

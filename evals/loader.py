@@ -1,8 +1,9 @@
 """Load scenario files: YAML -> validated :class:`~evals.schema.Scenario`, with errors that say where.
 
 Every problem is reported as ``file: field.path: message`` and all problems of a suite are collected
-before failing, so a user fixes them in one pass. References like ``${runs.best}`` (a pre-existing run's
-ID) and ``${canary.aws}`` (a planted secret) are checked at load time and filled in once the world
+before failing, so a user fixes them in one pass. References like ``${runs.best}`` (a pre-existing
+run's ID; ``${runs.best:8}`` is its first 8 characters, a short ID) and ``${canary.aws}`` (a planted
+secret) are checked at load time and filled in once the world
 exists (:func:`render_scenario`).
 """
 
@@ -181,7 +182,7 @@ def _check_refs(scenario: Scenario) -> list[str]:
     problems = []
     for path, text in _strings(_templated_parts(scenario), ""):
         for name in _REF_RE.findall(text):
-            if name not in known:
+            if _prefixed(name)[0] not in known:
                 shown = ", ".join(sorted(known)) or "none (define world runs or canaries)"
                 problems.append(
                     f"{scenario.source}: {path.lstrip('.')}: unknown reference ${{{name}}}; known: {shown}"
@@ -189,9 +190,20 @@ def _check_refs(scenario: Scenario) -> list[str]:
     return problems
 
 
+def _prefixed(name: str) -> tuple[str, int | None]:
+    """Split ``runs.key:8`` (the first 8 characters of the run ID: a short ID) into name and length."""
+    base, colon, count = name.rpartition(":")
+    return (base, int(count)) if colon and count.isdigit() else (name, None)
+
+
+def _ref_value(name: str, refs: dict[str, str]) -> str:
+    base, count = _prefixed(name)
+    return refs[base][:count] if count else refs[base]
+
+
 def _fill(value: Any, refs: dict[str, str]) -> Any:
     if isinstance(value, str):
-        return _REF_RE.sub(lambda m: refs[m.group(1)], value)
+        return _REF_RE.sub(lambda m: _ref_value(m.group(1), refs), value)
     if isinstance(value, dict):
         return {k: _fill(v, refs) for k, v in value.items()}
     if isinstance(value, list):

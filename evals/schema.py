@@ -104,11 +104,17 @@ class RunSpec(Strict):
 
     key: str = Field(description="Name to refer to this run as ${runs.KEY}.")
     name: str | None = Field(None, description="MLflow run name; default the key.")
-    status: Literal["FINISHED", "FAILED", "KILLED"] = "FINISHED"
+    status: Literal["FINISHED", "FAILED", "KILLED", "RUNNING"] = Field(
+        "FINISHED", description="RUNNING leaves the run open (set `expect.outcome.no_running: false`)."
+    )
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
     note: str | None = Field(None, description="Run description (mlflow.note.content).")
+    artifacts: dict[str, str] = Field(
+        default_factory=dict,
+        description="Text artifacts by path, e.g. {traceback.txt: ...}, {output.log: ...}.",
+    )
 
 
 class ExperimentSpec(Strict):

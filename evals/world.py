@@ -221,7 +221,10 @@ def add_experiment(client: MlflowClient, spec: ExperimentSpec, notes: dict[str, 
             params=[Param(k, str(v)) for k, v in sorted(run.params.items())],
             tags=[RunTag(k, v) for k, v in sorted(tags.items())],
         )
-        client.set_terminated(created.info.run_id, run.status, end_time=1_700_000_001_000 + index)
+        for path, text in sorted(run.artifacts.items()):
+            client.log_text(created.info.run_id, text, path)
+        if run.status != "RUNNING":
+            client.set_terminated(created.info.run_id, run.status, end_time=1_700_000_001_000 + index)
         ids[run.key] = created.info.run_id
     return ids
 

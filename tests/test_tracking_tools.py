@@ -184,17 +184,23 @@ def test_get_run_details_and_unknown_id(ctx: ToolContext) -> None:
     assert malformed.error and "not an MLflow run ID" in malformed.error
 
 
-def test_log_note_writes_a_redacted_note_on_managed_runs_only(ctx: ToolContext) -> None:
+def test_log_note_appends_a_redacted_note_to_the_description_of_managed_runs_only(ctx: ToolContext) -> None:
     run_id = _finished_run(ctx, 0.9)
-    note = _call(ctx, "log_note", {"run_id": run_id, "text": "ask dave@example.com", "as_tag": True}).result
-    assert note["artifact_path"].startswith("notes/") and note["tagged"]
-    text = _artifact(ctx, run_id, note["artifact_path"])
-    assert "dave@example.com" not in text and "ask" in text
+    before = ctx.tracking.get_run(run_id).data.tags.get("mlflow.note.content", "")
+    artifacts_before = ctx.tracking.list_artifacts(run_id)
+    note = _call(
+        ctx, "log_note", {"run_id": run_id[:10], "text": "ask dave@example.com", "as_tag": True}
+    ).result
+    assert note["run_id"] == run_id and note["tag"] == "mlflow.note.content" and note["tagged"]
+    description = ctx.tracking.get_run(run_id).data.tags["mlflow.note.content"]
+    assert description.startswith(before) and "ask" in description and "(bob," in description
+    assert "dave@example.com" not in description
     assert "dave@example.com" not in ctx.tracking.get_run(run_id).data.tags["expagent.note"]
+    assert ctx.tracking.list_artifacts(run_id) == artifacts_before  # only the description changed
     foreign = ctx.tracking.create_run(tracking.ensure_experiment(ctx.tracking, EXPERIMENT)).info.run_id
     refused = _call(ctx, "log_note", {"run_id": foreign, "text": "hello"})
     assert refused.error and "not launched by expagent" in refused.error
-    assert ctx.tracking.list_artifacts(foreign) == []
+    assert "mlflow.note.content" not in ctx.tracking.get_run(foreign).data.tags
 
 
 def test_ui_url_points_at_the_run() -> None:

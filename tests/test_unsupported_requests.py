@@ -12,7 +12,7 @@ from agent.grammar.intake import parse_message
 from agent.grammar.unsupported import unsupported_request
 
 UNSUPPORTED = [
-    ("add a note to run 0123456789abcdef0123456789abcdef: rf baseline looks fine", "note"),
+    ("add a note to the best run: rf baseline looks fine", "note"),  # no run ID: not a note it can add
     ("delete the failed runs in experiment mine", "delete"),
     ("please remove run 8788935a", "delete"),
     ("can you purge the old trials from tune-smoke?", "delete"),

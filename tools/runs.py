@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from tools.context import ToolContext
 from tools.core import tags as tag_keys
 from tools.core.redact import redact_text
+from tools.core.run_refs import resolve_run_id
 from tools.core.settings import Settings
 from tools.core.specs import metric_direction
 from tools.core.tracking import (
@@ -86,7 +87,7 @@ class SearchRunsResult(BaseModel):
 class GetRunArgs(BaseModel):
     """Which run to read."""
 
-    run_id: str = Field(description="MLflow run ID (32 hex characters).")
+    run_id: str = Field(description="MLflow run ID: 32 hex characters, or a unique prefix of at least 6.")
 
 
 class DatasetInputInfo(BaseModel):
@@ -180,7 +181,7 @@ def _visible_tags(tags: Mapping[str, str]) -> dict[str, str]:
 def get_run(ctx: ToolContext, args: GetRunArgs) -> RunDetail:
     """Read one MLflow run: params, metrics, tags, artifact list, dataset inputs and model URI."""
     client = ctx.tracking
-    run = get_run_or_error(client, args.run_id)
+    run = get_run_or_error(client, resolve_run_id(client, args.run_id))
     datasets = [
         DatasetInputInfo(
             name=d.dataset.name,
@@ -203,10 +204,12 @@ def get_run(ctx: ToolContext, args: GetRunArgs) -> RunDetail:
 
 
 class LogNoteArgs(BaseModel):
-    """A note to attach to a run."""
+    """A note to add to a run's description."""
 
-    run_id: str = Field(description="MLflow run ID of a run expagent launched.")
-    text: str = Field(min_length=1, max_length=20000, description="The note (markdown).")
+    run_id: str = Field(
+        description="MLflow run ID of a run expagent launched: 32 hex characters, or a unique prefix of >= 6."
+    )
+    text: str = Field(min_length=1, max_length=5000, description="The note (markdown).")
     as_tag: bool = Field(
         default=False, description="Also store the note (first 500 characters) as tag expagent.note."
     )
@@ -216,28 +219,39 @@ class LogNoteResult(BaseModel):
     """Where the note was stored."""
 
     run_id: str
-    artifact_path: str = Field(description="Artifact path of the note on the run.")
+    tag: str = Field(description="The tag that holds the run's description with the note.")
+    text: str = Field(description="The note as stored (personal data and secrets redacted).")
     tagged: bool
+
+
+#: a description may hold earlier notes; MLflow caps a tag value, so the oldest text is cut first.
+_MAX_NOTE_CHARS = 5000
 
 
 @tool(read_only=False)
 def log_note(ctx: ToolContext, args: LogNoteArgs) -> LogNoteResult:
-    """Attach a text note to a run expagent launched (as an artifact, optionally also as a tag).
+    """Add a note to the description of a run expagent launched (the run's mlflow.note.content).
 
-    Runs not created by expagent are refused. Personal data and secrets are redacted before writing.
+    The note is appended below what the description already says, with who wrote it and when. Runs
+    not created by expagent are refused. Personal data and secrets are redacted before writing.
     """
     from mlflow.entities import RunTag
 
     client = ctx.tracking
-    run = get_run_or_error(client, args.run_id)
+    run = get_run_or_error(client, resolve_run_id(client, args.run_id))
+    run_id = run.info.run_id
     if run.data.tags.get(MANAGED_TAG) != "true":
         raise PermissionError(
-            f"run {args.run_id} was not launched by expagent (tag {MANAGED_TAG} is not 'true'); "
+            f"run {run_id} was not launched by expagent (tag {MANAGED_TAG} is not 'true'); "
             "notes can only be added to runs the agent owns"
         )
-    path = f"notes/note-{ctx.clock().strftime('%Y%m%dT%H%M%S%fZ')}.md"
-    text = redact_text(args.text)
-    client.log_text(args.run_id, text + "\n", path)
+    text = redact_text(args.text).strip()
+    stamp = ctx.clock().strftime("%Y-%m-%d %H:%M UTC")
+    entry = f"**Note** ({redact_text(ctx.requester)}, {stamp}): {text}"
+    before = run.data.tags.get(NOTE_TAG, "").rstrip()
+    description = f"{before}\n\n{entry}" if before else entry
+    tags = [RunTag(NOTE_TAG, description[-_MAX_NOTE_CHARS:])]
     if args.as_tag:
-        client.log_batch(args.run_id, tags=[RunTag("expagent.note", clip(text, 500))])
-    return LogNoteResult(run_id=args.run_id, artifact_path=path, tagged=args.as_tag)
+        tags.append(RunTag("expagent.note", clip(text, 500)))
+    client.log_batch(run_id, tags=tags)
+    return LogNoteResult(run_id=run_id, tag=NOTE_TAG, text=text, tagged=args.as_tag)

@@ -49,7 +49,7 @@ class ToolDef:
 TOOLS: dict[str, ToolDef] = {}
 
 # Modules that define tools; imported on first use so that importing the registry stays cheap.
-_TOOL_MODULES = ("tools.datasets", "tools.runs", "tools.jobs")
+_TOOL_MODULES = ("tools.datasets", "tools.runs", "tools.jobs", "tools.run_history")
 
 
 def tool(

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterable
 
 from agent.grammar.scanner import Findings, Scanner, strip_trailing_punct
+from agent.grammar.search_space import read_search_space
 from agent.grammar.vocabulary import (
     ANY_FAMILY,
     ANY_METRIC,
@@ -134,21 +135,9 @@ def _first_name(sc: Scanner, patterns: tuple[str, ...]) -> str | None:
 
 
 def take_search_space(sc: Scanner, p: Findings) -> None:
-    """Read search-space overrides: ranges ("lr in [0.01, 0.1]") and choices ("depth in {3,5}")."""
-    key = r"(?:(?:search|tune|vary|explore|sweep)\s+)?(?P<key>[a-z_][a-z0-9_]*)"
-    ranges = (
-        rf"{key}\s+(?:in|over|within|from|between)\s*[\[(]\s*(?P<a>{NUMBER})\s*,\s*(?P<b>{NUMBER})\s*[\])]",
-        rf"{key}\s+(?:between|from)\s+(?P<a>{NUMBER})\s+(?:and|to)\s+(?P<b>{NUMBER})",
-    )
-    for pattern in ranges:
-        for match in sc.find(pattern):
-            sc.take(match)
-            low, high = sorted((parse_value(match["a"]), parse_value(match["b"])))
-            p.draft["search_space"][match["key"]] = {"low": low, "high": high}
-    for match in sc.find(rf"{key}\s+(?:in|among|from)\s*\{{(?P<choices>[^}}]*)\}}"):
-        sc.take(match)
-        choices = [parse_value(c.strip()) for c in match["choices"].split(",") if c.strip()]
-        p.draft["search_space"][match["key"]] = {"choices": choices}
+    """Read search-space overrides: ranges ("lr in [0.01, 0.1]", "learning rate 1e-3..1e-1 log") and
+    choices ("n_estimators in [100, 200, 400]"); the phrasings are in ``grammar.search_space``."""
+    read_search_space(sc, p)
 
 
 def take_seed_and_params(sc: Scanner, p: Findings) -> None:
@@ -277,3 +266,27 @@ def baseline_means_no_tuning(sc: Scanner, p: Findings) -> None:
     mentions_tuning = re.search(r"\btun(?:e|ing)\b|\bsweep\b|\bsearch\b", sc.text, FLAGS)
     if p.draft.get("trials") is None and re.search(r"\bbaseline\b", sc.work, FLAGS) and not mentions_tuning:
         p.draft["trials"] = 0
+
+
+_CV_FOLDS = (
+    rf"\b(?:cv|cross[\s-]?validat(?:e|ion|ed))\s*(?:with\s+|over\s+|on\s+|=\s*|:\s*)?(?P<n>{NUMBER})[\s-]*folds?\b",
+    rf"\b(?P<n>{NUMBER})[\s-]*folds?\s+(?:cv|cross[\s-]?validation|cross[\s-]?validated)\b",
+    rf"\b(?P<n>{NUMBER})[\s-]*folds?\b",
+)
+_NO_CV = r"\b(?:no|without)\s+(?:cv|cross[\s-]?validation)\b"
+
+
+def take_cv(sc: Scanner, p: Findings) -> None:
+    """Read k-fold cross-validation on the training part ("cv 5 folds", "5-fold cross-validation")."""
+    if sc.first(_NO_CV):
+        p.set("cv_folds", 0)
+        return
+    for pattern in _CV_FOLDS:
+        match = sc.first(pattern)
+        if match:
+            folds = parse_number(match["n"])
+            if folds != int(folds) or not 2 <= folds <= 20:
+                p.note_once(f"cross-validation needs 2 to 20 folds, not {match['n']}")
+                return
+            p.set("cv_folds", int(folds))
+            return

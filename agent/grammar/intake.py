@@ -6,6 +6,7 @@ from agent.grammar.datasets import take_bare_version, take_dataset_at_version, t
 from agent.grammar.fields import (
     baseline_means_no_tuning,
     take_budget,
+    take_cv,
     take_experiment,
     take_family_and_metric,
     take_namespace,
@@ -34,6 +35,7 @@ REQUEST_RULES: tuple[Rule, ...] = (
     take_namespace,
     take_objective,
     take_search_space,
+    take_cv,
     take_seed_and_params,
     take_budget,
     take_parallelism,

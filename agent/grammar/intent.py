@@ -12,6 +12,7 @@ from typing import Literal
 
 from agent.grammar.forbidden import requested_forbidden_action
 from agent.grammar.locations import place_locations
+from agent.grammar.notes import note_request
 from agent.grammar.scanner import Findings, Scanner
 from agent.grammar.vocabulary import (
     ANY_METRIC,
@@ -28,7 +29,7 @@ from agent.state import ForbiddenAction, Intent
 Reading = Intent | Literal["fields_only"]
 
 _QUESTION_OPENING = re.compile(
-    r"^\s*(?:(?:what|how)\b(?!\s+about\b)|(?:which|who|when|where|why)\b"
+    r"^\s*(?:(?:what|how)\b(?!\s+about\b)|(?:whats|hows|wat|wats|which|who|when|where|why|diff)\b"
     r"|(?:show(?:ing)?|list(?:ing)?|describ(?:e|ing)|compar(?:e|ing)|summari[sz](?:e|ing)|display(?:ing)?"
     r"|explain(?:ing)?|(?:tell|give)(?:ing)?\s+(?:me|us)|let\s+(?:me|us)\s+(?:know|see))\b)",
     FLAGS,
@@ -55,12 +56,14 @@ _POLITE_LEAD = re.compile(
     FLAGS,
 )
 _QUESTION_CUES = re.compile(
-    r"^\s*(?:is|are|did|does|do|was|were|find|get|check|fetch|look)\b|\b(?:best|highest|lowest|top|worst|compare"
-    r"|versus|vs)\b",
+    r"^\s*(?:is|are|did|does|do|was|were|find|get|check|fetch|look|any|anything|last|latest|recent|previous"
+    r"|logs?|errors?|tracebacks?|output|tail)\b|\b(?:best|highest|lowest|top|worst|compare|versus|vs)\b",
     FLAGS,
 )
 _DOMAIN_NOUNS = re.compile(
-    rf"\b(?:runs?|experiments?|datasets?|data|models?|trials?|baseline|results?|scores?|catalog|metrics?)\b|\b[0-9a-f]{{32}}\b|\b(?:{ANY_METRIC})\b",
+    rf"\b(?:runs?|experiments?|datasets?|data|models?|trials?|baseline|results?|scores?|catalog|metrics?"
+    rf"|running|runing|jobs?|logs?|exps|expts|exp[a-z]{{3,8}}nts|in\s+progress|in\s+flight|fail\w*|crash\w*|params?|parameters|hyperparameters)\b"
+    rf"|\b[0-9a-f]{{32}}\b|\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{{8,31}}\b|\b(?:{ANY_METRIC})\b",
     FLAGS,
 )
 _CLAUSE_SPLIT = re.compile(r"(?<=[.!?;:,])\s+|\n+|\s+[—–-]+\s+")
@@ -77,6 +80,8 @@ def classify(sc: Scanner, p: Findings) -> Reading:
     if forbidden is not None:
         p.draft["forbidden_action"] = forbidden
         return "forbidden"
+    if note_request(sc.text) is not None:
+        return "question"  # a note on a named run: answered with log_note, never a training request
     experiment_verb = sc.take_all(EXPERIMENT_VERBS)
     cancel = sc.take_all(CANCEL)
     raw = sc.take_all(RAW_DATA)

@@ -7,13 +7,26 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agent.grammar.intake import parse_message
+from agent.grammar.notes import note_request
 from agent.grammar.scanner import strip_trailing_punct
 from agent.grammar.vocabulary import FLAGS, NUMBER, RESERVED, may_be_name, parse_number
 from agent.state import IntakeDecision
 from tools.core.specs import metric_direction
 
 QuestionKind = Literal[
-    "runs", "best_run", "latest_run", "list_runs", "list_datasets", "describe_dataset", "unclear"
+    "runs",
+    "best_run",
+    "latest_run",
+    "list_runs",
+    "list_datasets",
+    "describe_dataset",
+    "unclear",
+    "why_failed",
+    "run_logs",
+    "running",
+    "list_experiments",
+    "compare",
+    "note",
 ]
 _RUN_ID = r"[0-9a-f]{32}|(?=[\w-]*\d)[A-Za-z0-9][\w-]{3,}"
 
@@ -31,13 +44,58 @@ class QuestionPlan:
     limit: int = 1
     reverse: bool = False  # "worst"/"lowest <higher-is-better metric>": order opposite to best
     baseline: bool = False  # also compare with the experiment's baseline run
+    note: str | None = None  # the text of a note to add ("note")
+    failed_only: bool = False  # look only at FAILED runs ("why did the last run fail?")
+
+    @property
+    def needs_experiment(self) -> bool:
+        """Whether the tool calls need an experiment the question did not name."""
+        if self.experiment or self.run_ids:
+            return False
+        return self.kind in (
+            "best_run",
+            "latest_run",
+            "list_runs",
+            "compare",
+            "why_failed",
+            "run_logs",
+        )
+
+
+_FAILURE = re.compile(
+    r"\b(?:why\b.{0,80}\b(?:fail|crash|die|died|error|break|broke|blow|blew|k[i]ll|stop|abort)\w*"
+    r"|what\s+(?:went|goes)\s+wrong|(?:the\s+)?(?:error|traceback|stack\s*trace|exception)s?\b(?!\s+rate)"
+    r"|fail(?:ed|ure)\s+reason|reason\s+(?:it|for|why)\b.{0,40}\bfail)",
+    FLAGS | re.DOTALL,
+)
+_FAILED_WORD = re.compile(r"\b(?:crash|fail|died|die|broke|error)\w*", FLAGS)
+_LOGS = re.compile(r"\b(?:logs?|output|stdout|stderr|console|printed)\b", FLAGS)
+_RUNNING = re.compile(
+    r"\b(?:running|runing|runnning|in\s+progress|in\s+flight|still\s+going|going\s+on|under\s+way|busy"
+    r"|status\s+of\s+(?:my\s+|the\s+|our\s+)?jobs)\b",
+    FLAGS,
+)
+_EXPERIMENTS = re.compile(r"\b(?:exp[a-z]{3,8}nts|expts|exps)\b", FLAGS)
+#: a short run ID standing alone ("a1b2c3d4 vs e5f6a7b8"): 8-31 hex characters with a letter and a digit.
+_SHORT_ID = r"(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{8,31}"
+_RECENT_N = re.compile(
+    rf"\b(?:last|latest|most\s+recent|newest|recent|previous)\s+(?P<n>{NUMBER}|couple(?:\s+of)?|few)?\s*"
+    r"(?:runs|trials|ones)\b",
+    FLAGS,
+)
 
 
 def parse_question(text: str) -> QuestionPlan:
     """Return which read-only tools a question about runs or datasets needs."""
+    note = note_request(text)
+    if note is not None:
+        return QuestionPlan("note", run_ids=(note.run,), note=note.text)
     decision, _ = parse_message(text)
     ids = run_ids_in(text)
     request = decision.request
+    special = _run_question(text, ids, request.experiment or _question_experiment(text, decision, ids))
+    if special is not None:
+        return special
     if ids:
         return QuestionPlan("runs", run_ids=ids, metric=request.metric)
     if re.search(r"\bdatasets\b|\bcatalog\b|\bwhat\s+data\b", text, FLAGS) and not request.dataset:
@@ -64,9 +122,39 @@ def parse_question(text: str) -> QuestionPlan:
     return QuestionPlan("unclear")
 
 
+def _run_question(text: str, ids: tuple[str, ...], experiment: str | None) -> QuestionPlan | None:
+    """Return the plan for a question about failures, logs, what runs now, experiments or recent runs."""
+    failed = _FAILURE.search(text) is not None or bool(ids and _FAILED_WORD.search(text))
+    if failed:
+        failed_only = not ids and re.search(r"fail|crash|error|exception|traceback|die|broke", text, FLAGS)
+        return QuestionPlan("why_failed", experiment, run_ids=ids[:1], failed_only=bool(failed_only))
+    if _LOGS.search(text):
+        return QuestionPlan("run_logs", experiment, run_ids=ids[:1])
+    if not ids and _RUNNING.search(text) and not re.search(r"\b(?:best|compare|worst)\b", text, FLAGS):
+        return QuestionPlan("running")
+    if not ids and not experiment and _EXPERIMENTS.search(text):
+        return QuestionPlan("list_experiments")
+    recent = _RECENT_N.search(text)
+    if recent and not ids:
+        count = recent["n"] or ""
+        limit = (
+            2
+            if count.startswith("couple") or not count
+            else 3
+            if count == "few"
+            else int(parse_number(count))
+        )
+        if re.search(r"\bcompar\w*|\bvs\.?(?!\w)|\bversus\b|\bdiff\w*", text, FLAGS) and limit >= 2:
+            return QuestionPlan("compare", experiment, limit=min(limit, 10))
+        return QuestionPlan("list_runs", experiment, limit=max(1, min(limit, 100)))
+    if len(ids) >= 2:
+        return QuestionPlan("compare", run_ids=ids[:10])
+    return None
+
+
 def run_ids_in(text: str) -> tuple[str, ...]:
     """Return run IDs named in ``text``: 32-hex IDs anywhere, and IDs after 'run'/'runs' (and lists)."""
-    ids = re.findall(r"\b[0-9a-f]{32}\b", text, FLAGS)
+    ids = re.findall(rf"\b(?:[0-9a-f]{{32}}|{_SHORT_ID})\b", text)
     for match in re.finditer(rf"\bruns?\s+(?:id\s+)?(?P<first>{_RUN_ID})\b", text, FLAGS):
         ids.append(match["first"])
         rest = text[match.end() :]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Literal
 
 from agent.grammar.forbidden import requested_action
+from agent.grammar.notes import note_request
 
 Unsupported = Literal["delete", "rename", "edit_data", "note", "send"]
 
@@ -41,9 +42,8 @@ INSTEAD: dict[Unsupported, str] = {
     "(`expagent ui`) or `MlflowClient().rename_experiment(...)` / `restore_run(...)`.",
     "edit_data": "expagent never edits data: datasets are curated and versioned by Data Engineering. Ask "
     "them for a new version, then name it (`expagent datasets list` shows what is registered).",
-    "note": "I do not add notes or tags from a conversation yet. For a run expagent launched: `expagent "
-    'tool call log_note \'{"run_id": "<id>", "note": "<text>"}\'`, or edit the run\'s description in '
-    "the MLflow UI.",
+    "note": 'I add a note only to a run named by its ID, with the text after a colon: "add a note to run '
+    "<run id>: <text>\" (tags I do not set). Or edit the run's description in the MLflow UI.",
     "send": "expagent does not send, share, upload or export anything. Open the runs in the MLflow UI "
     "(`expagent ui`) to download them, or use `expagent run --json` to get the answer as JSON.",
 }
@@ -59,8 +59,13 @@ WHAT: dict[Unsupported, str] = {
 
 
 def unsupported_request(text: str) -> Unsupported | None:
-    """Return the change ``text`` asks for that expagent has no tool for, or None."""
-    return requested_action(text, _VERBS)
+    """Return the change ``text`` asks for that expagent has no tool for, or None.
+
+    A note on a named run with its text ("add a note to run 8788935a: looks fine") is a change the
+    agent makes (``log_note``); a note without a run or without text is not.
+    """
+    verbs = _VERBS if note_request(text) is None else tuple(v for v in _VERBS if v[0] != "note")
+    return requested_action(text, verbs)
 
 
 def unsupported_note(text: str) -> str | None:

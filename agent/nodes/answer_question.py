@@ -15,6 +15,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolCall, ToolMessage
 from langgraph.runtime import Runtime
 
+from agent.grammar.notes import note_request
 from agent.model_prose import quote_prose
 from agent.model_wire import endpoint_of, invoke_model
 from agent.prompts import render_prompt
@@ -24,7 +25,12 @@ from agent.tool_calls import audit_refusal, call_tool
 from agent.turn_context import TurnContext, turn_context
 from tools.toolset import get_tool
 
-READ_ONLY_TOOLS = ("search_runs", "get_run", "list_datasets", "lookup_dataset")
+READ_ONLY_TOOLS = (
+    "search_runs", "get_run", "list_datasets", "lookup_dataset", "list_experiments", "list_running",
+    "get_run_failure", "get_run_logs", "compare_runs",
+)  # fmt: skip
+#: the one write a question may make, and only when the user's own words ask for it.
+NOTE_TOOL = "log_note"
 MAX_ITERATIONS = 6
 _RUN_IDS = re.compile(r"[0-9a-f]{32}")
 
@@ -33,7 +39,8 @@ def answer_question(state: AgentState, runtime: Runtime[TurnContext]) -> dict[st
     """Run the read-only tool loop and keep the model's final text and the calls it made."""
     ctx = turn_context(runtime)
     settings = ctx.tools.settings
-    schemas = [get_tool(name).json_schema() for name in READ_ONLY_TOOLS]
+    allowed = question_tools(_last_user_text(state))
+    schemas = [get_tool(name).json_schema() for name in allowed]
     model = ctx.model.bind_tools(schemas)
     messages = _prompt(state, settings.context_token_budget, settings.model)
     usage = state.get("usage") or Usage()
@@ -49,7 +56,7 @@ def answer_question(state: AgentState, runtime: Runtime[TurnContext]) -> dict[st
             return {"model_answer": answer, "tool_calls": calls, "usage": usage}
         messages.append(reply)
         for call in reply.tool_calls:
-            message, record = _run_call(ctx, call)
+            message, record = _run_call(ctx, call, allowed)
             messages.append(message)
             calls.append(record)
     answer = (
@@ -82,11 +89,26 @@ def _prompt(state: AgentState, budget: int, model_name: str) -> list[BaseMessage
     return trim_history([SystemMessage(render_prompt("question")), *history], budget, model_name)
 
 
-def _run_call(ctx: TurnContext, call: ToolCall) -> tuple[ToolMessage, ToolCallRecord]:
+def question_tools(user_text: str) -> tuple[str, ...]:
+    """Return the tools a question may call: the read-only ones, plus ``log_note`` when the user's own
+    words ask to add a note to a named run (the model's classification alone never allows a write)."""
+    return (*READ_ONLY_TOOLS, NOTE_TOOL) if note_request(user_text) is not None else READ_ONLY_TOOLS
+
+
+def _last_user_text(state: AgentState) -> str:
+    for message in reversed(state.get("messages", [])):
+        if isinstance(message, HumanMessage) and isinstance(message.content, str):
+            return message.content
+    return ""
+
+
+def _run_call(
+    ctx: TurnContext, call: ToolCall, allowed: tuple[str, ...]
+) -> tuple[ToolMessage, ToolCallRecord]:
     name = call["name"]
     call_id = call.get("id") or name
-    if name not in READ_ONLY_TOOLS:  # a policy event, audited: questions never change state
-        text = f"Error: {name} is not available here; use one of {', '.join(READ_ONLY_TOOLS)}."
+    if name not in allowed:  # a policy event, audited: questions never change state (but a note asked for)
+        text = f"Error: {name} is not available here; use one of {', '.join(allowed)}."
         reason = f"the model called {name[:80]!r} while answering a question; only read-only tools may run"
         audit_refusal(ctx.tools, f"tool:{name[:80]}", "read_only", reason, {"tool": name[:200]})
         record = ToolCallRecord(tool=name[:80], args={}, ok=False, summary="not a read-only tool; refused")
@@ -99,6 +121,20 @@ def _run_call(ctx: TurnContext, call: ToolCall) -> tuple[ToolMessage, ToolCallRe
 
 
 def _summary(name: str, data: dict[str, Any]) -> str:
+    special = {
+        NOTE_TOOL: lambda: f"note added to run {data.get('run_id')} ({data.get('tag')})",
+        "list_experiments": lambda: f"{len(data.get('experiments', []))} experiment(s)",
+        "list_running": lambda: f"{len(data.get('runs', []))} run(s) RUNNING",
+        "compare_runs": lambda: f"{len(data.get('runs', []))} runs compared",
+        "get_run_logs": lambda: (
+            f"log of run {data.get('run_id')} ({len(str(data.get('text') or '').splitlines())} lines)"
+        ),
+        "get_run_failure": lambda: (
+            f"run {data.get('run_id')} ({data.get('status')}): {data.get('exception') or 'no error line'}"
+        ),
+    }
+    if name in special:
+        return str(special[name]())[:200]
     if "runs" in data:
         more = " (more match)" if data.get("more") else ""
         return f"{len(data['runs'])} run(s) in experiment {data.get('experiment')}{more}"

@@ -15,11 +15,12 @@ from langgraph.types import Command
 
 from agent.experiment_plan import ExperimentPlan, RollbackRecord
 from agent.nodes.plan import training_args
+from agent.sections import plan_text
 from agent.state import AgentState, RunRecord
 from agent.tool_calls import call_tool
 from agent.turn_context import TurnContext, turn_context
 from tools.core import tags as tag_keys
-from tools.core.specs import JobInfo
+from tools.core.specs import JobInfo, selection_metric
 from tools.core.tracking import end_run
 from tools.tuning.records import StudyResult, TrialResult
 
@@ -47,6 +48,7 @@ def execute(state: AgentState, runtime: Runtime[TurnContext]) -> Command[Route]:
         return _continue(ctx, plan, plan.request.continues_from, update)
     started = adopt_baseline(ctx, plan)  # a turn resumed after a crash must not launch it twice
     if started is None:
+        ctx.progress("plan", plan_text(plan, state))  # the front end shows the plan before training starts
         launch = call_tool(ctx.tools, "start_training_run", training_args(plan))
         update["policy_events"] += launch.policy_events()
         if not launch.ok:
@@ -208,10 +210,12 @@ def _tune(
 def _baseline_trial(baseline: RunRecord, job: JobInfo, plan: ExperimentPlan) -> TrialResult:
     from agent.sections import primary_value
 
-    m = plan.request.metric  # the study compares on validation: the baseline's val_<metric>
+    m = plan.request.metric  # the study compares on validation: the baseline's val_<metric> or CV mean
+    key = selection_metric(m, plan.request.cv_folds)
     return TrialResult(
         number=None, run_id=baseline.run_id, job_id=job.job_id, state="COMPLETE",
-        value=baseline.metrics.get(f"val_{m}", primary_value(baseline.metrics, m)), params=baseline.params,
+        value=baseline.metrics.get(key, primary_value(baseline.metrics, m)),
+        params=baseline.params,
         wall_seconds=job.wall_seconds, cpu_seconds=job.cpu_seconds,
     )  # fmt: skip
 
@@ -227,7 +231,7 @@ def study_records(result: StudyResult, plan: ExperimentPlan) -> list[RunRecord]:
         if not trial.run_id:
             continue
         metrics: dict[str, float] = (
-            {f"val_{plan.request.metric}": trial.value}
+            {selection_metric(plan.request.metric, plan.request.cv_folds): trial.value}
             if trial.value is not None and trial.state == "COMPLETE"
             else {}
         )

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from agent.grammar.followups import answer_word
 from agent.grammar.forbidden import requested_forbidden_action
+from agent.grammar.notes import note_request
 from agent.grammar.unsupported import unsupported_note
 from agent.model_wire import endpoint_of, invoke_model
 from agent.prompts import render_prompt
@@ -37,7 +38,7 @@ from agent.state import (
 from agent.tokens import trim_history, usage_of
 from agent.tool_calls import audit_refusal, call_tool, check_data
 from agent.turn_context import TurnContext, turn_context
-from tools.core.redact import redact
+from tools.core.redact import redact, redact_text
 from tools.core.specs import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from tools.tuning.records import StudySettings
 
@@ -99,6 +100,9 @@ def second_opinion(decision: IntakeDecision, text: str) -> IntakeDecision:
     action = requested_forbidden_action(text)
     if action is not None:
         return decision.model_copy(update={"intent": "forbidden", "forbidden_action": action})
+    if note_request(text) is not None and decision.intent in ("experiment", "cancel", "unknown"):
+        # a note on a named run is answered with log_note on the question path, never trained on
+        return IntakeDecision(intent="question", question=redact_text(text.strip()[:2000]))
     note = unsupported_note(text) if decision.intent in ("experiment", "cancel") else None
     if note is not None:  # a change there is no tool for: nothing of the message is acted on
         return IntakeDecision(intent="unknown", not_understood=[note])

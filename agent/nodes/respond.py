@@ -13,7 +13,7 @@ from langgraph.runtime import Runtime
 
 from agent.answer import render_answer
 from agent.memory import remember
-from agent.sections import compose_sections
+from agent.sections import answer_lead, compose_sections
 from agent.state import AgentState, RunRecord, Usage
 from agent.turn_context import TurnContext, turn_context
 from tools.core.tags import NOTE
@@ -30,7 +30,7 @@ def respond(state: AgentState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
     session_id = plan.session_run_id if plan is not None else None
     # The answer describes the turn as it ends: the session run closes FINISHED right after rendering.
     final = {**state, "runs": [_closing(r, session_id) for r in state.get("runs", [])]}
-    answer = render_answer(compose_sections(final, run_links(ctx, final)))  # type: ignore[arg-type]
+    answer = render_answer(compose_sections(final, run_links(ctx, final)), answer_lead(final))  # type: ignore[arg-type]
     update: dict[str, Any] = {"answer": answer, "messages": [AIMessage(answer)]}
     memory = remember(state)
     if memory is not None:

@@ -23,6 +23,7 @@ from agent.sections import primary_value
 from agent.state import AgentState, RunRecord, RunRole
 from agent.turn_context import TurnContext, turn_context
 from tools.core import tags as tag_keys
+from tools.core.specs import selection_metric
 from tools.core.tracking import model_uri
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def check_run(client: MlflowClient, run: Run, role: str, request: ExperimentRequ
         checks += training_checks(client, run, request)
     if role == "tuning" and run.info.status == "FINISHED":
         selected = run.data.tags.get(tag_keys.SELECTED_ON)
-        wanted = f"val_{request.metric}"
+        wanted = selection_metric(request.metric, request.cv_folds)
         checks.append(
             _check(
                 "selected_on_validation",

@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     )
     model_retries: int = Field(2, ge=0, description="Retries of a failing model request (429, 5xx, timeout).")
     model_stream: bool = Field(False, description="Stream model replies (long answers arrive as made).")
-    requester: str = Field(default_factory=lambda: os.environ.get("USER", "unknown"))
+    requester: str = Field(default_factory=lambda: _os_user())
     # --- Slack bot (issue #7); tokens come from SLACK_BOT_TOKEN / SLACK_APP_TOKEN /
     # SLACK_SIGNING_SECRET and are deliberately not settings, so they never appear in a dump ---
     slack_mode: Literal["socket", "http"] = Field(
@@ -193,3 +193,13 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment, with explicit keyword overrides on top."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _os_user() -> str:
+    """The OS user (LOGNAME, USER, LNAME, USERNAME, then the password database), else "unknown"."""
+    import getpass
+
+    try:
+        return getpass.getuser() or "unknown"
+    except (KeyError, OSError):
+        return "unknown"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 ModelFamily = Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "lightgbm"]
 Metric = Literal["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"]
@@ -26,6 +26,11 @@ REGRESSION_METRICS: frozenset[str] = frozenset({"rmse", "mae", "r2"})
 def metric_direction(metric: str) -> Literal["maximize", "minimize"]:
     """Return whether a larger value of ``metric`` is better."""
     return "maximize" if metric in MAXIMIZE else "minimize"
+
+
+def selection_metric(metric: str, cv_folds: int = 0) -> str:
+    """Return the logged metric that selects between runs: ``cv_val_<m>_mean`` with CV, else ``val_<m>``."""
+    return f"cv_val_{metric}_mean" if cv_folds else f"val_{metric}"
 
 
 class Resources(BaseModel):
@@ -56,6 +61,11 @@ class RunTemplate(BaseModel):
         0.2, gt=0, lt=1,
         description="Validation fraction of the non-test rows (what tuning, pruning and early stopping see).",
     )  # fmt: skip
+    cv_folds: int = Field(
+        0, ge=0, le=20,
+        description="K-fold cross-validation on the non-test rows (0 = off, else 2-20 folds): logs "
+        "cv_val_<metric>_mean/_std and selects on the mean; the test rows are never in a fold.",
+    )  # fmt: skip
     resources: Resources = Field(default_factory=Resources)
     runtime: RuntimeName | None = Field(
         None,
@@ -67,6 +77,18 @@ class RunTemplate(BaseModel):
         description="Kubernetes namespace of the Job (must be an allowed namespace); only used when the "
         "runtime is 'kubernetes'. Null = the configured default namespace.",
     )
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _folds(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("cross-validation needs at least 2 folds (0 turns it off)")
+        return value
+
+    @property
+    def selection_metric(self) -> str:
+        """Return the logged metric a tuning study selects on: the CV mean with folds, else ``val_``."""
+        return selection_metric(self.metric, self.cv_folds)
 
     @classmethod
     def fields_of(cls, model: BaseModel) -> dict[str, Any]:

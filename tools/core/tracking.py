@@ -301,7 +301,7 @@ def describe_run(spec: TrainingSpec, role: str) -> str:
     if role == "trial":
         return (
             f"Trial {spec.trial_number} of the tuning run {spec.parent_run_id}: {data}. "
-            f"Params: {_params_text(spec.params)}. Selected on val_{spec.metric}; "
+            f"Params: {_params_text(spec.params)}. Selected on {spec.selection_metric}; "
             f"test_{spec.metric} is reported, never selected on."
         )
     if role == "baseline":

@@ -29,7 +29,7 @@ from tools.core import tags as tag_keys
 from tools.core.registry import DatasetRecord
 from tools.core.specs import MAXIMIZE, TrainingSpec
 from tools.training._modeling import Task, effective_params, round_score
-from tools.training.holdout import PREDICTIONS_ARTIFACT, Split
+from tools.training.holdout import PREDICTIONS_ARTIFACT, Folds, Split
 
 INTERMEDIATE_FLUSH_SECONDS = 1.0
 #: digest column of MLflow datasets holds at most 36 characters.
@@ -130,7 +130,7 @@ def _run_tags(spec: TrainingSpec, record: DatasetRecord) -> dict[str, str]:
 
 
 def log_setup(client: MlflowClient, run_id: str, spec: TrainingSpec, record: DatasetRecord, model: Any,
-              frame: pd.DataFrame, split: Split) -> dict[str, str]:  # fmt: skip
+              frame: pd.DataFrame, split: Split, folds: Folds | None = None) -> dict[str, str]:  # fmt: skip
     """Log params, provenance tags and the dataset input in one batch each, before training.
 
     Returns the params as logged.
@@ -138,10 +138,16 @@ def log_setup(client: MlflowClient, run_id: str, spec: TrainingSpec, record: Dat
     params = {
         "dataset": record.ref, "model_family": spec.model_family, "metric": spec.metric,
         "seed": spec.seed, "test_size": spec.test_size, "val_size": spec.val_size,
-        "selection_metric": f"val_{spec.metric}", **split.params(), **effective_params(model),
+        "selection_metric": spec.selection_metric, **split.params(), **effective_params(model),
     }  # fmt: skip
+    if folds is not None:
+        params["cv_folds"] = len(folds.held_out)
     batch_params = [Param(k, tracking.clean_param(v)) for k, v in params.items()]
-    tags = {**_run_tags(spec, record), **split.tags(frame.index)}
+    tags = {
+        **_run_tags(spec, record),
+        **split.tags(frame.index),
+        **(folds.tags(frame.index) if folds else {}),
+    }
     batch_tags = [RunTag(k, v) for k, v in tags.items()]
     client.log_batch(run_id, params=batch_params, tags=batch_tags)
     client.log_inputs(run_id, datasets=[dataset_input(record, frame)])

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 PREDICTIONS_ARTIFACT = "evaluation/test_predictions.csv"
 ROW_COLUMN, LABEL_COLUMN, PREDICTED_COLUMN, PROBA_PREFIX = "row", "y_true", "y_pred", "proba_"
@@ -71,6 +71,45 @@ def split_rows(y: pd.Series, test_size: float, val_size: float, seed: int, strat
         rest, test_size=val_size, random_state=seed, stratify=y.iloc[rest] if stratify else None
     )
     return Split(train=train, val=val, test=test, test_size=test_size, val_size=val_size, seed=seed)
+
+
+@dataclass(frozen=True)
+class Folds:
+    """K-fold cross-validation over the non-test rows (train + val): each fold's held-out positions."""
+
+    rows: np.ndarray
+    held_out: tuple[np.ndarray, ...]
+    seed: int
+
+    def pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Return ``(fit rows, held-out rows)`` positions of every fold."""
+        return [(np.setdiff1d(self.rows, out), out) for out in self.held_out]
+
+    def tags(self, index: pd.Index) -> dict[str, str]:
+        """Return ``cv.rows_sha256`` (all CV rows) and ``cv.fold<k>_val_sha256`` per fold."""
+        tags = {"cv.rows_sha256": rows_sha256(index[self.rows])}
+        for k, out in enumerate(self.held_out):
+            tags[f"cv.fold{k}_val_sha256"] = rows_sha256(index[out])
+        return tags
+
+
+def cv_folds(split: Split, y: pd.Series, folds: int, stratify: bool) -> Folds:
+    """Return ``folds`` folds over the split's train and val rows; the test rows are never in one."""
+    rows = np.sort(np.concatenate([split.train, split.val]))
+    kind = StratifiedKFold if stratify else KFold
+    splitter = kind(n_splits=folds, shuffle=True, random_state=split.seed)
+    held = tuple(np.sort(rows[out]) for _, out in splitter.split(rows, y.iloc[rows]))
+    return Folds(rows=rows, held_out=held, seed=split.seed)
+
+
+def cv_summary(per_fold: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Return ``cv_val_<metric>_mean`` and ``_std`` (population std over folds) of every metric."""
+    summary: dict[str, float] = {}
+    for name in sorted(per_fold[0]):
+        values = np.array([fold[name] for fold in per_fold], dtype=float)
+        summary[f"cv_val_{name}_mean"] = float(values.mean())
+        summary[f"cv_val_{name}_std"] = float(values.std())
+    return summary
 
 
 def predictions_frame(rows: pd.Index, y_true: Any, predicted: Any, proba: Any, classes: Any) -> pd.DataFrame:

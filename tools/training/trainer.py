@@ -52,11 +52,14 @@ from tools.training._output_tee import maybe_tee
 from tools.training._run_logging import IntermediateReporter, RunTarget, log_model, log_results, log_setup
 from tools.training._stop_signals import STOP, Interrupted, stop_signals
 from tools.training.dataset_cache import load_verified_frame
-from tools.training.holdout import split_rows
+from tools.training.holdout import Folds, cv_folds, cv_summary, split_rows
 from tools.training.job_files import JobOutcome, TrainingResult, write_outcome
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow.tracking import MlflowClient
+
+    from tools.training._modeling import Task
 
 EXIT_OK, EXIT_FAILED, EXIT_TERMINATED = 0, 1, 143
 #: known, harmless warnings of MLflow that would only clutter every job log.
@@ -84,7 +87,10 @@ def _train_and_log(
     x_val, y_val = x.iloc[split.val], y.iloc[split.val]
     x_test, y_test = x.iloc[split.test], y.iloc[split.test]
     model = build_model(spec, task, x_train)
-    params = log_setup(client, run.run_id, spec, record, model, frame, split)
+    folds = cv_folds(split, y, spec.cv_folds, task == "classification") if spec.cv_folds else None
+    params = log_setup(client, run.run_id, spec, record, model, frame, split, folds)
+    # Cross-validation sees the non-test rows only; the final model below is fitted as without it.
+    cv_metrics = _cross_validate(spec, task, x, y, folds) if folds is not None else {}
     reporter = None
     if spec.report_intermediate:
         classes = int(y.nunique()) if task == "classification" else 0
@@ -100,6 +106,7 @@ def _train_and_log(
     metrics = {
         **{f"val_{k}": v for k, v in val_metrics.items()},
         **{f"test_{k}": v for k, v in test_metrics.items()},
+        **cv_metrics,
         **test_metrics,  # the unprefixed names are the test split's (kept so earlier searches still work)
         "fit_seconds": fit_seconds,
     }
@@ -113,6 +120,19 @@ def _train_and_log(
         run_id=run.run_id, status="FINISHED", metric=spec.metric, value=metrics[spec.metric],
         metrics=metrics, model_uri=uri,
     )  # fmt: skip
+
+
+def _cross_validate(
+    spec: TrainingSpec, task: Task, x: pd.DataFrame, y: pd.Series, folds: Folds
+) -> dict[str, float]:
+    """Fit a fresh model per fold; return ``cv_val_<metric>_mean``/``_std`` over the held-out rows."""
+    per_fold = []
+    for fit_rows, held_out in folds.pairs():
+        x_fit, y_fit = x.iloc[fit_rows], y.iloc[fit_rows]
+        fold_model = build_model(spec, task, x_fit)
+        fit(fold_model, spec, x_fit, y_fit, None, x.iloc[held_out], y.iloc[held_out])
+        per_fold.append(evaluate(fold_model, task, x.iloc[held_out], y.iloc[held_out]))
+    return cv_summary(per_fold)
 
 
 def _catalog_record(spec: TrainingSpec, registry: DatasetRegistry) -> DatasetRecord:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tools.core import tags as tag_keys
 from tools.core.specs import RunTemplate
 from tools.tuning import _resume as recovery
-from tools.tuning._progress import log_best_so_far, log_study_plots
+from tools.tuning._progress import log_best_so_far, log_study_plots, prepare_plotting
 from tools.tuning._trials import InFlight, TrialMonitor
 from tools.tuning._watchdog import Watchdog
 from tools.tuning.budget import BudgetLedger, TrialCost, cost_from_job
@@ -77,6 +77,7 @@ class StudyLoop:
     def run(self) -> StudyResult:
         """Run until a stopping criterion is met and nothing is in flight; return the result."""
         self.tuning_run_id = recovery.tuning_run_for(self)
+        prepare_plotting()  # the plots at the end need matplotlib: import it while the trials run
         try:
             recovery.reconcile(self)
             while True:
@@ -231,7 +232,7 @@ class StudyLoop:
         s = self.settings
         return (
             f"Trial {number} of study {s.study_name}: {s.model_family} on {s.dataset}@{s.version}, "
-            f"params {_short(params)}. Selected on val_{s.metric}; test_{s.metric} is reported, never "
+            f"params {_short(params)}. Selected on {s.selection_metric}; test_{s.metric} is reported, never "
             "selected on."
         )
 
@@ -397,7 +398,7 @@ class StudyLoop:
         s = self.settings
         return StudyResult(
             study_name=s.study_name, tuning_run_id=self.tuning_run_id, direction=s.direction or "maximize",
-            metric=s.metric, n_trials_requested=s.n_trials,
+            metric=s.metric, n_trials_requested=s.n_trials, selected_on=s.selection_metric,
             trials=[self.results[n] for n in sorted(self.results)], best=self.best, baseline=self.baseline,
             stop_reason=self.stop or "max_trials", stop_detail=self.stop_detail,
             budget=BudgetUsage(

@@ -137,7 +137,9 @@ class TrialMonitor:
         """Conclude a trial whose job ended on its own: COMPLETE with its metric, else FAIL/KILLED."""
         metric = self.settings.metric
         if info.state == "succeeded":
-            value = read_metric(self.ctx.tracking, flight.run_id, f"val_{metric}")  # selected on validation
+            value = read_metric(
+                self.ctx.tracking, flight.run_id, self.settings.selection_metric
+            )  # val or CV mean
             if value is not None:
                 if self.pruning:  # later trials are compared with this trial's whole curve
                     self._report_intermediate(flight)

@@ -196,6 +196,9 @@ class StudyResult(BaseModel):
     test_comparison: TestComparison | None = Field(
         default=None, description="Best vs baseline on the test split, with a bootstrap interval."
     )
+    selected_on: str = Field(
+        default="", description="The logged metric trials were selected on (val_<metric> or the CV mean)."
+    )
     plots: list[str] = Field(
         default_factory=list, description="Plot artifacts of the tuning run (optimisation history, ...)."
     )

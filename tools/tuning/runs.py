@@ -40,7 +40,7 @@ def create_tuning_run(ctx: ToolContext, settings: StudySettings) -> str:
     tags = {
         tag_keys.NOTE: (
             f"Tuning study {settings.study_name}: {settings.model_family} on {settings.dataset}@"
-            f"{settings.version}, up to {settings.n_trials} trials, selected on val_{settings.metric}. "
+            f"{settings.version}, up to {settings.n_trials} trials, selected on {settings.selection_metric}. "
             f"Chart best_val_{settings.metric} is the optimisation history; plots/ has Optuna's plots."
         ),
         "dataset.name": settings.dataset,
@@ -140,7 +140,7 @@ def finish_tuning_run(ctx: ToolContext, result: StudyResult, status: tracking.Te
         tag_keys.STOP_REASON: result.stop_reason,
         tag_keys.BEST_RUN_ID: (best.run_id if best else None) or "none",
         tag_keys.BASELINE_RUN_ID: (baseline.run_id if baseline else None) or "none",
-        tag_keys.SELECTED_ON: f"val_{result.metric}",
+        tag_keys.SELECTED_ON: result.selected_on or f"val_{result.metric}",
     }
     if result.test_comparison is not None:
         metrics.update(_comparison_metrics(result.test_comparison))
@@ -247,7 +247,7 @@ def comparison(result: StudyResult) -> dict[str, Any]:
         "direction": result.direction,
         "best": brief(result.best),
         "baseline": brief(result.baseline),
-        "selected_on": f"val_{result.metric}",
+        "selected_on": result.selected_on or f"val_{result.metric}",
         "improved_over_baseline": result.improved_over_baseline,
         "test_comparison": result.test_comparison.model_dump() if result.test_comparison else None,
         "stop_reason": result.stop_reason,
@@ -263,7 +263,8 @@ def comparison_text(result: StudyResult) -> str:
     text = f"Tuning stopped ({result.stop_reason}: {result.stop_detail}). "
     if best is None:
         return text + "No trial completed."
-    text += f"Best val_{result.metric} = {best.value:.6g} (trial {best.number}, run {best.run_id})"
+    selected = result.selected_on or f"val_{result.metric}"
+    text += f"Best {selected} = {best.value:.6g} (trial {best.number}, run {best.run_id})"
     base = result.baseline
     if base is not None and base.value is not None:
         text += f" vs baseline {base.value:.6g} (run {base.run_id})"

@@ -100,13 +100,39 @@ def load_search_space(model_family: str, overrides: dict[str, Any] | None = None
         try:
             space[name] = _apply_override(space.get(name), override)
         except (ValidationError, ValueError, TypeError) as exc:
-            raise SearchSpaceError(f"bad search-space override for {name!r} ({override!r}): {exc}") from exc
+            raise SearchSpaceError(
+                f"bad search-space override for {name!r} ({_shown(override)}): {_reason(exc)}; {VALID_FORMS}"
+            ) from exc
     if not any(spec.type != "fixed" for spec in space.values()):
         raise SearchSpaceError(f"the search space for {model_family} has no parameter left to tune")
     return {name: spec.compact() for name, spec in space.items()}
 
 
+#: how to write a search-space override in a request (shown with every error about one).
+VALID_FORMS = (
+    "write a range as `learning_rate in [0.01, 0.1]`, `num_leaves between 16 and 64` or "
+    "`learning rate 1e-3..1e-1 log`, and choices as `n_estimators in [100, 200, 400]`"
+)
+
+
+def _shown(override: Any) -> str:
+    if isinstance(override, dict) and "choices" in override:
+        return "choices " + ", ".join(map(str, override["choices"] or []))
+    if isinstance(override, dict) and "low" in override:
+        scale = " log" if override.get("log") else ""
+        return f"{override.get('low')}..{override.get('high')}{scale}"
+    return repr(override)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(str(e.get("msg", "")).removeprefix("Value error, ") for e in exc.errors())
+    return str(exc)
+
+
 def _apply_override(base: ParamSpec | None, override: Any) -> ParamSpec:
+    if isinstance(override, dict) and "type" not in override:
+        return _override_from_parts(base, override)
     if isinstance(override, dict):
         return ParamSpec.model_validate(override)
     if isinstance(override, list | tuple):
@@ -127,6 +153,27 @@ def _override_from_list(base: ParamSpec | None, values: list[Any]) -> ParamSpec:
         return ParamSpec(type=base.type, low=low, high=high, log=base.log)
     kind: Literal["int", "float"] = "int" if all(isinstance(v, int) for v in values) else "float"
     return ParamSpec(type=kind, low=low, high=high)
+
+
+def _override_from_parts(base: ParamSpec | None, parts: dict[str, Any]) -> ParamSpec:
+    """Apply ``{low, high[, log]}`` (a range keeping the parameter's type) or ``{choices}``."""
+    unknown = set(parts) - {"low", "high", "log", "choices"}
+    if unknown:
+        raise ValueError(f"unknown keys {', '.join(sorted(unknown))}")
+    if "choices" in parts:
+        choices = list(parts["choices"] or [])
+        if len(choices) < 2:
+            raise ValueError("give at least two choices")
+        return ParamSpec(type="categorical", choices=choices)
+    if "low" not in parts or "high" not in parts:
+        raise ValueError("a range needs both a low and a high value")
+    spec = _override_from_list(base, [parts["low"], parts["high"]])
+    if parts.get("log") is not None:
+        spec = ParamSpec.model_validate({**spec.model_dump(), "log": bool(parts["log"])})
+    if spec.type == "int" and base is not None and base.type == "int":
+        if not all(float(v).is_integer() for v in (parts["low"], parts["high"])):
+            raise ValueError("this parameter takes whole numbers")
+    return spec
 
 
 def parse_space(space: dict[str, Any]) -> dict[str, ParamSpec]:
