@@ -75,9 +75,9 @@ def resolve_runs(
         lookup: resolves a short run ID outside the thread (raises ``LookupError``); None = thread only.
     """
     runs = list(thread.run_ids) if thread is not None else []
-    ids = _short_ids(text, runs, lookup)
-    if isinstance(ids, ReferenceProblem) or ids is not None:
-        return ids
+    by_id = _short_ids(text, runs, lookup)
+    if by_id is not None:
+        return by_id
     found: list[tuple[int, int, str, list[str]]] = []
     for kind, pattern, pick in _WORDS:
         for match in pattern.finditer(text):
@@ -90,9 +90,9 @@ def resolve_runs(
             found.append((match.start(), match.end(), kind, chosen))
     if found:
         found.sort()
-        ids = list(dict.fromkeys(run for *_, chosen in found for run in chosen))
+        named = list(dict.fromkeys(run for *_, chosen in found for run in chosen))
         phrase = " + ".join(text[start:end].strip() for start, end, _, _ in found)
-        return RunReference(ids, phrase, [kind for _, _, kind, _ in found])
+        return RunReference(named, phrase, [kind for _, _, kind, _ in found])
     return None
 
 
