@@ -33,6 +33,8 @@ _BASELINE = re.compile(r"\b(?:the|that|my|our)\s+baseline(?:\s+(?:run|model))?\b
 _LAST_ONE = re.compile(
     r"\b(?:the\s+)?(?:last|latest|previous|most\s+recent)\s+(?:one|run|model|trial)\b", _FLAGS
 )
+_FIRST = re.compile(r"\b(?:the\s+)?first\s+(?:one|run|model|trial)\b", _FLAGS)
+_BEFORE = re.compile(r"\bthe\s+one\s+before(?:\s+(?:that|it|this))?\b", _FLAGS)
 _IT = re.compile(r"\b(?:it|that\s+(?:one|run|model)|this\s+(?:one|run)|the\s+run)\b", _FLAGS)
 
 
@@ -169,12 +171,26 @@ def _latest(match: re.Match[str], thread: ThreadRuns | None, runs: list[str]) ->
     return runs[-1:]
 
 
+def _first(match: re.Match[str], thread: ThreadRuns | None, runs: list[str]) -> list[str] | str:
+    if not runs:
+        return f"{match.group(0).strip()!r}: this thread has not run anything yet; name a run ID"
+    return runs[:1]
+
+
+def _before(match: re.Match[str], thread: ThreadRuns | None, runs: list[str]) -> list[str] | str:
+    if len(runs) < 2:
+        return f"{match.group(0).strip()!r}: this thread has fewer than two runs; name a run ID"
+    return runs[-2:-1]
+
+
 _Pick = Callable[[re.Match[str], ThreadRuns | None, list[str]], list[str] | str]
 #: most specific first: "the last two" before "the last one", "the best one" before "it".
 _WORDS: list[tuple[str, re.Pattern[str], _Pick]] = [
     ("last_n", _LAST_N, _last_n),
     ("best", _BEST, _best),
     ("baseline", _BASELINE, _baseline),
+    ("before", _BEFORE, _before),
+    ("first", _FIRST, _first),
     ("latest", _LAST_ONE, _latest),
     ("it", _IT, _latest),
 ]

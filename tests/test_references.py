@@ -39,6 +39,8 @@ def ids(text: str, thread: Thread | None = None) -> list[str]:
         ("compare it with the baseline", [C, A]),
         ("the latest run pls", [C]),
         ("logs for 9f8e7d", [C]),
+        ("how did the first one do", [A]),
+        ("compare it with the one before", [C, B]),
         ("compare a1b2c3 and 9F8E7D2", [A, C]),
     ],
 )
