@@ -89,20 +89,22 @@ def test_trials_are_selected_on_the_cv_mean_and_log_its_std(tuned: Any) -> None:
     assert tuning.data.tags["expagent.selected_on"] == "cv_val_roc_auc_mean"
 
 
-def test_the_pruner_reads_validation_rows_never_test_rows(tuned: Any) -> None:
+def test_the_pruner_reads_the_running_cv_mean_per_fold_never_test_rows(tuned: Any) -> None:
     ctx, result = tuned
     for trial in result.trials:
         if not trial.run_id:
             continue
         run = ctx.tracking.get_run(trial.run_id)
-        history = ctx.tracking.get_metric_history(trial.run_id, "val_roc_auc")
-        assert history, "a pruned study reports per-round values"
-        if trial.state == "COMPLETE":  # the last reported round is the final model on the val rows
-            assert history[-1].value == pytest.approx(run.data.metrics["val_roc_auc"])
-            assert run.data.metrics["test_roc_auc"] == run.data.metrics["roc_auc"]
-        # One curve: the folds' models report nothing (each round is logged once).
+        history = ctx.tracking.get_metric_history(trial.run_id, "cv_val_roc_auc_mean")
         steps = [m.step for m in history]
-        assert len(steps) == len(set(steps))
+        assert steps == sorted(set(steps)) and set(steps) <= set(range(1, FOLDS + 1)), steps
+        if trial.state == "COMPLETE":  # one value per fold; the last is the CV mean the study selected on
+            assert steps == list(range(1, FOLDS + 1))
+            assert history[-1].value == pytest.approx(run.data.metrics["cv_val_roc_auc_mean"])
+            assert trial.value == pytest.approx(history[-1].value)
+            assert run.data.metrics["test_roc_auc"] == run.data.metrics["roc_auc"]
+        # With folds the final model reports no per-round curve: val_roc_auc is one final value.
+        assert [m.step for m in ctx.tracking.get_metric_history(trial.run_id, "val_roc_auc")] in ([], [0])
 
 
 def test_a_request_chooses_cv_in_words() -> None:

@@ -112,6 +112,11 @@ class IntermediateReporter:
         self._last_flush = time.monotonic()
 
 
+def log_step(client: MlflowClient, run_id: str, key: str, value: float, step: int) -> None:
+    """Log one intermediate value now (a fold's running CV mean: few values, each wanted at once)."""
+    client.log_batch(run_id, metrics=[Metric(key, value, int(time.time() * 1000), step)])
+
+
 # ---- before and after training ----------------------------------------------------------------------
 
 

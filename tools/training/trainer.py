@@ -49,7 +49,14 @@ from tools.training._modeling import build_model, check_spec, evaluate, fit, pre
 from tools.training._modeling import round_score as round_score  # re-exported: tests compare it with score
 from tools.training._modeling import score as score
 from tools.training._output_tee import maybe_tee
-from tools.training._run_logging import IntermediateReporter, RunTarget, log_model, log_results, log_setup
+from tools.training._run_logging import (
+    IntermediateReporter,
+    RunTarget,
+    log_model,
+    log_results,
+    log_setup,
+    log_step,
+)
 from tools.training._stop_signals import STOP, Interrupted, stop_signals
 from tools.training.dataset_cache import load_verified_frame
 from tools.training.holdout import Folds, cv_folds, cv_summary, split_rows
@@ -90,9 +97,10 @@ def _train_and_log(
     folds = cv_folds(split, y, spec.cv_folds, task == "classification") if spec.cv_folds else None
     params = log_setup(client, run.run_id, spec, record, model, frame, split, folds)
     # Cross-validation sees the non-test rows only; the final model below is fitted as without it.
-    cv_metrics = _cross_validate(spec, task, x, y, folds) if folds is not None else {}
+    # With folds, the pruner's intermediate values are the running CV mean after each fold.
+    cv_metrics = _cross_validate(spec, task, x, y, folds, client, run.run_id) if folds is not None else {}
     reporter = None
-    if spec.report_intermediate:
+    if spec.report_intermediate and folds is None:
         classes = int(y.nunique()) if task == "classification" else 0
         reporter = IntermediateReporter(
             client, run.run_id, spec.metric, task, classes, spec.intermediate_every
@@ -115,6 +123,8 @@ def _train_and_log(
     metrics["run_seconds"] = time.monotonic() - begun
     # With per-round values, the last one already is the final val_<metric> (same rows, same model).
     logged = {k: v for k, v in metrics.items() if reporter is None or k != reporter.key}
+    if folds is not None and spec.report_intermediate:  # its last per-fold value is the mean itself
+        logged.pop(f"cv_val_{spec.metric}_mean", None)
     log_results(client, run.run_id, logged, uri, test_predictions(x_test, y_test, on_test))
     return TrainingResult(
         run_id=run.run_id, status="FINISHED", metric=spec.metric, value=metrics[spec.metric],
@@ -123,15 +133,24 @@ def _train_and_log(
 
 
 def _cross_validate(
-    spec: TrainingSpec, task: Task, x: pd.DataFrame, y: pd.Series, folds: Folds
-) -> dict[str, float]:
-    """Fit a fresh model per fold; return ``cv_val_<metric>_mean``/``_std`` over the held-out rows."""
-    per_fold = []
-    for fit_rows, held_out in folds.pairs():
+    spec: TrainingSpec, task: Task, x: pd.DataFrame, y: pd.Series, folds: Folds,
+    client: MlflowClient, run_id: str,
+) -> dict[str, float]:  # fmt: skip
+    """Fit a fresh model per fold; return ``cv_val_<metric>_mean``/``_std`` over the held-out rows.
+
+    With ``report_intermediate`` (a pruned study) the running mean of the spec's metric after fold k is
+    logged as ``cv_val_<metric>_mean`` at step k (1-based): the pruner's intermediate values, so a bad
+    trial can stop after its first folds. The value at the last step is the CV mean itself.
+    """
+    per_fold: list[dict[str, float]] = []
+    key = f"cv_val_{spec.metric}_mean"
+    for step, (fit_rows, held_out) in enumerate(folds.pairs(), start=1):
         x_fit, y_fit = x.iloc[fit_rows], y.iloc[fit_rows]
         fold_model = build_model(spec, task, x_fit)
         fit(fold_model, spec, x_fit, y_fit, None, x.iloc[held_out], y.iloc[held_out])
         per_fold.append(evaluate(fold_model, task, x.iloc[held_out], y.iloc[held_out]))
+        if spec.report_intermediate:
+            log_step(client, run_id, key, cv_summary(per_fold)[key], step)
     return cv_summary(per_fold)
 
 

@@ -99,8 +99,8 @@ class TrialMonitor:
         compares at the trial's last reported round, and beyond the completed curves it has nothing to
         compare with. A completed trial reports its whole curve for the trials after it.
         """
-        values = read_intermediate(self.ctx.tracking, flight.run_id, self.settings.metric)
-        every = self.settings.prune_interval_steps
+        values = read_intermediate(self.ctx.tracking, flight.run_id, self.settings.selection_metric)
+        every = 1 if self.settings.cv_folds else self.settings.prune_interval_steps  # CV: every fold
         limit = up_to if up_to is not None else max(values, default=0)
         steps = sorted(s for s in values if flight.reported_step < s <= limit and s % every == 0)
         for step in steps:
@@ -112,9 +112,10 @@ class TrialMonitor:
         if flight.reported_step >= self.reference_step:
             return
         if self._report_intermediate(flight, self.reference_step) and flight.trial.should_prune():
+            at = "after fold" if self.settings.cv_folds else "at round"
             reason = (
-                f"{self.settings.metric} {flight.last_value:.6g} at round {flight.reported_step} is worse "
-                "than the median of earlier trials at that round"
+                f"{self.settings.selection_metric} {flight.last_value:.6g} {at} {flight.reported_step} is "
+                f"worse than the median of earlier trials {at} {flight.reported_step}"
             )
             self.stop(flight, "pruned", reason, "pruner")
 

@@ -92,9 +92,13 @@ def _recency(measure: Metric) -> tuple[int, int, float]:
     return int(measure.step), int(measure.timestamp), 0.0 if math.isnan(value) else value
 
 
-def read_intermediate(client: MlflowClient, run_id: str, metric: str) -> dict[int, float]:
-    """Return the trial's ``val_<metric>`` values logged so far, by step (boosting round)."""
-    history = client.get_metric_history(run_id, f"val_{metric}")
+def read_intermediate(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
+    """Return the trial's intermediate values logged so far, by step.
+
+    ``key`` is the selection metric: ``val_<metric>`` by boosting round, or with cross-validation
+    ``cv_val_<metric>_mean``, the running CV mean after fold k (step k).
+    """
+    history = client.get_metric_history(run_id, key)
     return {int(m.step): float(m.value) for m in history if not math.isnan(m.value)}
 
 

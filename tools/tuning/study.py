@@ -43,8 +43,10 @@ def open_study(settings: StudySettings, storage_url: str) -> optuna.Study:
     storage = study_storage(storage_url)
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     if settings.prune and supports_pruning(settings.model_family):
+        # With cross-validation the steps are folds (running CV mean): prunable from the first fold.
+        warmup = 0 if settings.cv_folds else settings.prune_warmup_steps
         pruner = optuna.pruners.MedianPruner(
-            n_startup_trials=settings.prune_startup_trials, n_warmup_steps=settings.prune_warmup_steps
+            n_startup_trials=settings.prune_startup_trials, n_warmup_steps=warmup
         )
     seed = resumed_seed(settings.seed, settings.trials_before) if settings.trials_before else settings.seed
     study = optuna.create_study(
