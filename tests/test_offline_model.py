@@ -324,6 +324,12 @@ PHRASINGS: list[tuple[str, str, dict[str, Any], str | None]] = [
     ("tune lightgbm on wine@1, stop after 3 trials without improvement", "experiment", {"patience": 3}, None),
     ("tune lightgbm on wine@1 for 10 trials, no warm start", "experiment", {"warm_start": False}, None),
     (
+        "tune lightgbm on wine@1 for 10 trials with 5-fold cross-validation",
+        "experiment",
+        {"cv_folds": 5},
+        None,
+    ),
+    (
         "train a model to predict cancellations on churn@1",
         "experiment",
         {"dataset": "churn", "version": "1"},
