@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-ModelFamily = Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "lightgbm"]
+ModelFamily = Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "lightgbm", "xgboost"]
 Metric = Literal["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"]
 RunRole = Literal["baseline", "trial", "single"]
 JobState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
