@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 ModelFamily = Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "lightgbm", "xgboost"]
 Metric = Literal["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"]
@@ -92,6 +92,15 @@ class DataSource(BaseModel):
     )
 
 
+class EntryPointCall(BaseModel):
+    """A registered training entry point to run instead of a built-in model family."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str = Field(description="Registered entry point at an explicit version, e.g. 'churn-model@3'.")
+    entry: str = Field("main", description="Entry point name inside its MLproject file, e.g. 'main'.")
+
+
 class TrainingSpec(RunTemplate):
     """Everything the trainer needs to run one reproducible, fully logged training run."""
 
@@ -116,6 +125,11 @@ class TrainingSpec(RunTemplate):
     # version it reads (None for workspace files).
     run_id: str | None = Field(None, description="Pre-created MLflow run ID the trainer attaches to.")
     data_source: DataSource | None = Field(None, description="The pinned S3 object the job reads.")
+    entry_point: EntryPointCall | None = Field(
+        None,
+        description="Run this registered entry point (its MLproject params go in 'params') instead of the "
+        "built-in model_family; null = train model_family.",
+    )
 
 
 class JobInfo(BaseModel):
