@@ -161,3 +161,28 @@ def test_mlp_example_validates_then_runs_guarded_on_the_local_runtime(ctx: ToolC
         [run.info.experiment_id], filter_string=f"source_run_id='{run.info.run_id}'"
     )
     assert run.inputs.dataset_inputs and run.data.tags["seed"] == "42"
+
+
+def test_tuning_over_entry_point_params_runs_every_trial_finished(ctx: ToolContext) -> None:
+    from tools.core.tracking import create_parent_run
+    from tools.tuning.study import StudySettings, run_study
+
+    registry = EntryPointRegistry.open(ctx.settings)
+    record = registry.register(EXAMPLES / "xgboost-tabular", "xgb")
+    registry.set_status(record.ref, "validated", "test: the dry run is covered above")
+    space = {**record.config.search_space, "n_estimators": {"type": "int", "low": 5, "high": 20}}
+    session = create_parent_run(ctx, "ep", "session", run_name="session")
+    settings = StudySettings.model_validate({
+        "study_name": "ep-study", "session_id": ctx.session_id, "parent_run_id": session,
+        "dataset": "breast_cancer", "version": "1", "model_family": "logistic_regression",
+        "metric": "roc_auc", "experiment": "ep", "entry_point": {"ref": "xgb@1", "entry": "main"}, "search_space": space,
+        "n_trials": 2, "parallelism": 1, "prune": False, "poll_seconds": 0.05, "warm_start": False,
+    })  # fmt: skip
+    result = run_study(ctx, settings, None)
+    assert [t.state for t in result.trials] == ["COMPLETE", "COMPLETE"], result
+    for trial in result.trials:
+        run = ctx.tracking.get_run(trial.run_id)
+        assert run.info.status == "FINISHED" and run.data.tags["expagent.entry_point"] == "xgb@1"
+        assert (
+            0.5 < run.data.metrics["val_roc_auc"] <= 1.0 and 5 <= int(run.data.params["n_estimators"]) <= 20
+        )

@@ -36,6 +36,15 @@ class Resources(BaseModel):
     gpu: int = Field(0, ge=0, description="GPUs for the run (nvidia.com/gpu).")
 
 
+class EntryPointCall(BaseModel):
+    """A registered training entry point to run instead of a built-in model family."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str = Field(description="Registered entry point at an explicit version, e.g. 'churn-model@3'.")
+    entry: str = Field("main", description="Entry point name inside its MLproject file, e.g. 'main'.")
+
+
 class RunTemplate(BaseModel):
     """What every run of one request shares: data, model family, metric, experiment, seed, where it runs.
 
@@ -68,6 +77,12 @@ class RunTemplate(BaseModel):
         "runtime is 'kubernetes'. Null = the configured default namespace.",
     )
 
+    entry_point: EntryPointCall | None = Field(
+        None,
+        description="Run this registered entry point (its MLproject params go in 'params') instead of the "
+        "built-in model_family; null = train model_family.",
+    )
+
     @classmethod
     def fields_of(cls, model: BaseModel) -> dict[str, Any]:
         """Return the template's fields of ``model`` (any model that has them), as JSON-ready values."""
@@ -90,15 +105,6 @@ class DataSource(BaseModel):
         description="The registry record (schema, target, PII columns), so a pod without the workspace's "
         "catalog still knows how to read the data.",
     )
-
-
-class EntryPointCall(BaseModel):
-    """A registered training entry point to run instead of a built-in model family."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ref: str = Field(description="Registered entry point at an explicit version, e.g. 'churn-model@3'.")
-    entry: str = Field("main", description="Entry point name inside its MLproject file, e.g. 'main'.")
 
 
 class TrainingSpec(RunTemplate):
@@ -125,11 +131,6 @@ class TrainingSpec(RunTemplate):
     # version it reads (None for workspace files).
     run_id: str | None = Field(None, description="Pre-created MLflow run ID the trainer attaches to.")
     data_source: DataSource | None = Field(None, description="The pinned S3 object the job reads.")
-    entry_point: EntryPointCall | None = Field(
-        None,
-        description="Run this registered entry point (its MLproject params go in 'params') instead of the "
-        "built-in model_family; null = train model_family.",
-    )
 
 
 class JobInfo(BaseModel):

@@ -42,7 +42,7 @@ def open_study(settings: StudySettings, storage_url: str) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = study_storage(storage_url)
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
-    if settings.prune and supports_pruning(settings.model_family):
+    if settings.prune and (supports_pruning(settings.model_family) or settings.entry_point is not None):
         pruner = optuna.pruners.MedianPruner(
             n_startup_trials=settings.prune_startup_trials, n_warmup_steps=settings.prune_warmup_steps
         )
