@@ -175,7 +175,8 @@ def test_tuning_over_entry_point_params_runs_every_trial_finished(ctx: ToolConte
     settings = StudySettings.model_validate({
         "study_name": "ep-study", "session_id": ctx.session_id, "parent_run_id": session,
         "dataset": "breast_cancer", "version": "1", "model_family": "logistic_regression",
-        "metric": "roc_auc", "experiment": "ep", "entry_point": {"ref": "xgb@1", "entry": "main"}, "search_space": space,
+        "metric": "roc_auc", "experiment": "ep", "entry_point": {"ref": "xgb@1", "entry": "main"},
+        "search_space": space,
         "n_trials": 2, "parallelism": 1, "prune": False, "poll_seconds": 0.05, "warm_start": False,
     })  # fmt: skip
     result = run_study(ctx, settings, None)
