@@ -110,7 +110,7 @@ def entrypoints_register(
         _fail(str(error))
     problem = None
     if dataset is not None:
-        from tools.training.project_run import validate_entry_point
+        from tools.training.entrypoint_validation import validate_entry_point
 
         problem = validate_entry_point(_settings(home=home), record.ref, *dataset)
         record = registry.resolve(record.ref)
@@ -132,7 +132,7 @@ def entrypoints_validate(
     """Dry-run an entry point once; it becomes validated when the run keeps the contract."""
     from tools.core.entrypoints import EntryPointError
     from tools.core.registry import split_ref
-    from tools.training.project_run import validate_entry_point
+    from tools.training.entrypoint_validation import validate_entry_point
 
     try:
         problem = validate_entry_point(_settings(home=home), ref, *split_ref(dataset), entry=entry)

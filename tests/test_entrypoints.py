@@ -21,7 +21,7 @@ from tools.core.audit import AuditLog
 from tools.core.entrypoints import EntryPointRegistry
 from tools.core.settings import Settings
 from tools.guard.policy import Reject, guarded_call
-from tools.training.project_run import validate_entry_point
+from tools.training.entrypoint_validation import validate_entry_point
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
