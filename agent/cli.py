@@ -26,6 +26,9 @@ datasets_app = typer.Typer(help="Browse and register versioned datasets.", no_ar
 tool_app = typer.Typer(help="List tools or call one through the policy guard.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(tool_app, name="tool")
+entrypoints_app = typer.Typer(help="Register and inspect training entry points (MLflow Projects).",
+                              no_args_is_help=True)  # fmt: skip
+app.add_typer(entrypoints_app, name="entrypoints")
 
 
 def _settings(**overrides: Any):  # noqa: ANN202 - returns tools.core.settings.Settings
@@ -70,6 +73,111 @@ def _fail(message: str, code: int = 1) -> None:
     # Plain text on one line: a terminal's width must not break the message (scripts grep it).
     sys.stderr.write(f"error: {message}\n")
     raise typer.Exit(code)
+
+
+# ---- entry points ---------------------------------------------------------------------------------
+
+
+def _entrypoints(home: Path | None):  # noqa: ANN202 - returns tools.core.entrypoints.EntryPointRegistry
+    from tools.core.entrypoints import EntryPointRegistry
+
+    return EntryPointRegistry.open(_settings(home=home))
+
+
+def _entry_dict(record: Any, problem: str | None = None) -> dict[str, Any]:
+    return {**record.model_dump(mode="json"), "ref": record.ref, "problem": problem}
+
+
+@entrypoints_app.command("register")
+def entrypoints_register(
+    path: Annotated[Path, typer.Argument(help="Project directory with an MLproject file.")],
+    name: Annotated[str, typer.Option("--name", help="Entry point name, e.g. churn-model.")],
+    validate_on: Annotated[
+        str | None, typer.Option(help="Dry-run on this dataset (NAME@VERSION) and mark it validated.")
+    ] = None,
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Register a project directory as NAME@N, pinned by the sha256 of its file tree."""
+    from tools.core.entrypoints import EntryPointError
+    from tools.core.registry import split_ref
+
+    registry = _entrypoints(home)
+    try:
+        dataset = split_ref(validate_on) if validate_on else None
+        record = registry.register(path, name)
+    except (EntryPointError, ValueError, LookupError) as error:
+        _fail(str(error))
+    problem = None
+    if dataset is not None:
+        from tools.training.entrypoint_validation import validate_entry_point
+
+        problem = validate_entry_point(_settings(home=home), record.ref, *dataset)
+        record = registry.resolve(record.ref)
+    if as_json:
+        _print_json(_entry_dict(record, problem))
+        return
+    print(f"registered {record.ref} ({record.status}) tree sha256 {record.tree_sha256[:12]}")
+    if problem:
+        _fail(problem)
+
+
+@entrypoints_app.command("validate")
+def entrypoints_validate(
+    ref: Annotated[str, typer.Argument(metavar="NAME@VERSION", help="Entry point, e.g. churn-model@3.")],
+    dataset: Annotated[str, typer.Option(help="Dataset to dry-run on (NAME@VERSION).")],
+    entry: Annotated[str, typer.Option(help="Entry point inside the MLproject.")] = "main",
+    home: HomeOption = None,
+) -> None:
+    """Dry-run an entry point once; it becomes validated when the run keeps the contract."""
+    from tools.core.entrypoints import EntryPointError
+    from tools.core.registry import split_ref
+    from tools.training.entrypoint_validation import validate_entry_point
+
+    try:
+        problem = validate_entry_point(_settings(home=home), ref, *split_ref(dataset), entry=entry)
+    except (EntryPointError, ValueError, LookupError) as error:
+        _fail(str(error))
+    if problem:
+        _fail(problem)
+    print(f"{ref} validated")
+
+
+@entrypoints_app.command("list")
+def entrypoints_list(as_json: JsonOption = False, home: HomeOption = None) -> None:
+    """List every registered entry point version."""
+    records = _entrypoints(home).list()
+    if as_json:
+        _print_json([_entry_dict(r) for r in records])
+        return
+    for r in records:
+        print(f"{r.ref:30} {r.status:11} {','.join(r.entry_points):15} {r.config.primary_metric:15} {r.path}")
+
+
+@entrypoints_app.command("show")
+def entrypoints_show(
+    ref: Annotated[str, typer.Argument(metavar="NAME@VERSION", help="Entry point, e.g. churn-model@3.")],
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Show one entry point version: status, pin, entry points and params, and whether its tree matches."""
+    from tools.core.entrypoints import EntryPointError
+
+    registry = _entrypoints(home)
+    try:
+        record = registry.resolve(ref)
+    except EntryPointError as error:
+        _fail(str(error))
+    problem = registry.problem(record)
+    if as_json:
+        _print_json(_entry_dict(record, problem))
+        return
+    print(f"{record.ref}  status {record.status}  {record.status_reason}".rstrip())
+    print(f"path {record.path}\ntree sha256 {record.tree_sha256}  git {record.git_commit or '-'}")
+    for entry, params in record.entry_points.items():
+        print(f"entry {entry}: " + ", ".join(f"{k}:{p.type}={p.default}" for k, p in params.items()))
+    print(f"primary metric {record.config.primary_metric} ({record.config.direction})")
+    print(f"trainable: {problem or 'yes'}")
 
 
 # ---- datasets -------------------------------------------------------------------------------------

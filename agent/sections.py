@@ -30,7 +30,8 @@ GRAMMAR_HINTS = (
 REQUIRED_LABELS = {
     "dataset": "the dataset (a registered name, e.g. breast_cancer)",
     "version": "the dataset version (I never assume one)",
-    "model_family": "the model family (logistic_regression, random_forest, hist_gradient_boosting, lightgbm)",
+    "model_family": "the model family (logistic_regression, random_forest, hist_gradient_boosting, lightgbm, "
+    "xgboost)",
     "metric": "the primary metric (roc_auc, accuracy, f1, log_loss for classification; rmse, mae, r2 "
     "for regression)",
     "experiment": "the MLflow experiment name",

@@ -398,7 +398,7 @@ def test_version_is_never_assumed() -> None:
 @pytest.mark.parametrize(
     ("text", "reported"),
     [
-        ("train lightgbm on wine@1 with xgboost", "xgboost is not a supported model family"),
+        ("train lightgbm on wine@1 with catboost", "catboost is not a supported model family"),
         ("train lightgbm on wine@1 and precision", "precision is not a supported metric"),
         ("train lightgbm on wine@1 with a zebra striped blanket", "zebra striped blanket"),
         ("train lightgbm and random forest on wine@1", "only one model family per request"),
@@ -868,13 +868,13 @@ def test_secrets_in_a_message_that_is_not_understood_are_not_echoed() -> None:
 
 # --- unsupported model families are named, with the supported ones
 
-SUPPORTED = "logistic_regression, random_forest, hist_gradient_boosting, lightgbm"
+SUPPORTED = "logistic_regression, random_forest, hist_gradient_boosting, lightgbm, xgboost"
 
 
 @pytest.mark.parametrize(
     ("text", "family"),
     [
-        ("Train an xgboost model on breast_cancer version 1 optimizing roc_auc in experiment xgb", "xgboost"),
+        ("Train a catboost model on breast_cancer version 1 optimizing roc_auc in experiment cb", "catboost"),
         ("fit a neural network on wine@1", "neural network"),
         ("train an MLP classifier on wine@1 for accuracy", "MLP"),
         ("tune a transformer on wine@1", "transformer"),
@@ -894,12 +894,12 @@ def test_not_understood_parts_reach_the_answer() -> None:
     from agent.sections import compose_sections
 
     decision, _ = parse_message(
-        "Train an xgboost model on breast_cancer version 1 optimizing roc_auc in experiment x"
+        "Train a catboost model on breast_cancer version 1 optimizing roc_auc in experiment x"
     )
     state: Any = {"intake": decision, "asked_for": ["model_family"], "draft": decision.request}
     summary = compose_sections(state, {})["Summary"]
-    assert f"xgboost is not a supported model family (supported: {SUPPORTED})" in summary
-    assert summary.index("xgboost") < summary.index("please tell me the model family")
+    assert f"catboost is not a supported model family (supported: {SUPPORTED})" in summary
+    assert summary.index("catboost") < summary.index("please tell me the model family")
 
 
 # --- the same through the real graph (offline model, nothing launched)
@@ -917,9 +917,9 @@ def test_graph_follow_up_version_and_unsupported_family(tmp_path: Any) -> None:
         second = service.send("t", "v1, optimize roc_auc")
         assert second.asked_for == ["experiment"] and "version=1" in second.sections["Plan"]
         other = service.send(
-            "u", "Train an xgboost model on breast_cancer@1 optimizing roc_auc in experiment x"
+            "u", "Train a catboost model on breast_cancer@1 optimizing roc_auc in experiment x"
         )
-        assert other.asked_for == ["model_family"] and "xgboost is not a supported" in other.answer
+        assert other.asked_for == ["model_family"] and "catboost is not a supported" in other.answer
         assert all_runs(service.settings) == []
     finally:
         service.close()

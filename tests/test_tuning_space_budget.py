@@ -83,7 +83,7 @@ def test_bad_overrides_are_rejected_with_the_reason(overrides: dict, message: st
 
 def test_unknown_family_and_fully_fixed_space_are_errors() -> None:
     with pytest.raises(SearchSpaceError, match="known: "):
-        load_search_space("xgboost")
+        load_search_space("catboost")
     with pytest.raises(SearchSpaceError, match="no parameter left to tune"):
         load_search_space("logistic_regression", {"C": 1.0})
 

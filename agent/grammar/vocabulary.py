@@ -27,6 +27,7 @@ IDENT = r"[A-Za-z][\w-]*[A-Za-z0-9]|[A-Za-z]"
 # --- model families
 FAMILY_SYNONYMS: dict[str, str] = {
     "lightgbm": r"light[\s_-]?gbm|lgbm|lgb|gbm",
+    "xgboost": r"xg[\s_-]?boost|xgb",
     "random_forest": r"random[\s_-]?forests?|randomforest(?:classifier|regressor)?|rf",
     "logistic_regression": r"logistic[\s_-]?regression|log[\s_-]?reg|logit|lr",
     "hist_gradient_boosting": (
@@ -38,7 +39,7 @@ FAMILY_SYNONYMS: dict[str, str] = {
 SUPPORTED_FAMILIES: tuple[str, ...] = get_args(ModelFamily)
 # Families users ask for that expagent does not train; named back to the user with the supported list.
 UNSUPPORTED_FAMILIES = (
-    r"xgboost|xgb|catboost|neural[\s-]?net(?:work)?s?|deep[\s-]learning|multi[\s-]?layer\s+perceptrons?|mlps?"
+    r"catboost|neural[\s-]?net(?:work)?s?|deep[\s-]learning|multi[\s-]?layer\s+perceptrons?|mlps?"
     r"|perceptrons?|transformers?|bert|cnns?|rnns?|lstms?|svms?|svc|svr|support[\s-]vector(?:\s+machines?)?"
     r"|knn|k[\s-]?nearest[\s-]neighbou?rs?|nearest[\s-]neighbou?rs?|naive[\s-]?bayes|decision[\s-]trees?"
     r"|extra[\s-]?trees|adaboost|linear[\s-]regression|ridge|lasso|elastic[\s-]?net|gaussian[\s-]process(?:es)?"

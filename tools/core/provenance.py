@@ -24,6 +24,7 @@ GIT_SHA_ENV = "EXPAGENT_GIT_SHA"
 #: packages a logged scikit-learn or LightGBM model needs to be loaded again.
 SKLEARN_MODEL_PACKAGES = ("mlflow", "scikit-learn", "numpy", "pandas", "scipy", "skops", "cloudpickle")
 LIGHTGBM_MODEL_PACKAGES = (*SKLEARN_MODEL_PACKAGES, "lightgbm")
+XGBOOST_MODEL_PACKAGES = (*SKLEARN_MODEL_PACKAGES, "xgboost-cpu")
 
 _PIN_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-ModelFamily = Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "lightgbm"]
+ModelFamily = Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "lightgbm", "xgboost"]
 Metric = Literal["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"]
 RunRole = Literal["baseline", "trial", "single"]
 JobState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
@@ -39,6 +39,15 @@ class Resources(BaseModel):
     cpu: float = Field(1.0, gt=0, description="CPU cores for the run.")
     memory_gb: float = Field(2.0, gt=0, description="Memory in GiB for the run.")
     gpu: int = Field(0, ge=0, description="GPUs for the run (nvidia.com/gpu).")
+
+
+class EntryPointCall(BaseModel):
+    """A registered training entry point to run instead of a built-in model family."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str = Field(description="Registered entry point at an explicit version, e.g. 'churn-model@3'.")
+    entry: str = Field("main", description="Entry point name inside its MLproject file, e.g. 'main'.")
 
 
 class RunTemplate(BaseModel):
@@ -76,6 +85,12 @@ class RunTemplate(BaseModel):
         None,
         description="Kubernetes namespace of the Job (must be an allowed namespace); only used when the "
         "runtime is 'kubernetes'. Null = the configured default namespace.",
+    )
+
+    entry_point: EntryPointCall | None = Field(
+        None,
+        description="Run this registered entry point (its MLproject params go in 'params') instead of the "
+        "built-in model_family; null = train model_family.",
     )
 
     @field_validator("cv_folds")

@@ -297,7 +297,8 @@ def _params_text(params: Mapping[str, object]) -> str:
 
 def describe_run(spec: TrainingSpec, role: str) -> str:
     """Return the run's description (``mlflow.note.content``): what it is and why it exists."""
-    data = f"{spec.model_family} on {spec.dataset}@{spec.version}, metric {spec.metric}"
+    code = f"entry point {spec.entry_point.ref}" if spec.entry_point else spec.model_family
+    data = f"{code} on {spec.dataset}@{spec.version}, metric {spec.metric}"
     if role == "trial":
         return (
             f"Trial {spec.trial_number} of the tuning run {spec.parent_run_id}: {data}. "
@@ -339,6 +340,10 @@ def run_tags(spec: TrainingSpec, role: str, session_id: str, requester: str) -> 
     if spec.data_source is not None:  # the S3 object version the job reads
         tags["dataset.uri"] = spec.data_source.uri
         tags["dataset.s3_version_id"] = spec.data_source.version_id
+    if spec.entry_point is not None:  # user code: which registered project version ran (no family)
+        tags[tag_keys.ENTRY_POINT] = spec.entry_point.ref
+        tags[tag_keys.ENTRY_POINT_NAME] = spec.entry_point.entry
+        del tags["model_family"]
     return clean_tags(tags)
 
 

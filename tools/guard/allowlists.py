@@ -49,7 +49,8 @@ def allowlist(tool: ToolDef, args: dict[str, Any], ctx: ToolContext) -> list[Fin
     """Reject unknown or non-scalar hyperparameters and tags outside the allowed key prefixes."""
     findings: list[Finding] = []
     params, family = args.get("params"), args.get("model_family")
-    if isinstance(params, dict) and isinstance(family, str):
+    # An entry point's params are its MLproject's (checked by the entry_points rule), not a family's.
+    if isinstance(params, dict) and isinstance(family, str) and not args.get("entry_point"):
         findings += param_findings(family, params)
     tags = args.get("tags")
     if isinstance(tags, dict):

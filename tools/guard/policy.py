@@ -12,6 +12,8 @@ re-exported here. ``RULES`` below is the one list the guard runs. The rules:
   Kubernetes manifest may only be a ``batch/v1`` Job.
 - ``versioned_data``: a dataset must resolve in the registry at an explicit version, be ``validated``
   and match its recorded sha256.
+- ``entry_points``: user code only as a registered, ``validated`` entry point at an explicit version
+  whose tree sha256 still matches (hashed again on every call), with declared params only.
 - ``resources``: per-run CPU/memory/GPU/wall-clock caps, trial count and concurrent jobs from
   ``settings.budget``; beyond them the verdict carries an ``approval_key`` the user may grant.
 - ``kubernetes``: manifests stay in allowed namespaces, unprivileged, without host access, under the
@@ -37,7 +39,7 @@ from tools.core.verdicts import Reject as Reject
 from tools.core.verdicts import Verdict as Verdict
 from tools.core.verdicts import unapproved
 from tools.guard.allowlists import allowlist
-from tools.guard.rules import kubernetes, no_deployment, resources, versioned_data
+from tools.guard.rules import entry_points, kubernetes, no_deployment, resources, versioned_data
 from tools.runtime.manifest_checks import manifest_findings
 from tools.runtime.manifest_checks import parse_cpu as parse_cpu  # re-exported: part of the guard's API
 from tools.runtime.manifest_checks import parse_memory_gb as parse_memory_gb
@@ -97,6 +99,7 @@ Rule = Callable[[ToolDef, dict[str, Any], "ToolContext"], list[Finding]]
 RULES: tuple[tuple[str, Rule], ...] = (
     ("no_deployment", no_deployment),
     ("versioned_data", versioned_data),
+    ("entry_points", entry_points),
     ("kubernetes", kubernetes),
     ("allowlist", allowlist),
     ("resources", resources),

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from tools.core.entrypoints import EntryPointError, EntryPointRegistry
 from tools.core.registry import FLOATING_VERSIONS, DatasetNotFound, DatasetRecord
 from tools.core.text import normalize, strip_invisible
 from tools.core.verdicts import Finding, Reject, budget_findings, deploy_reject, namespace_reject, over_cap
@@ -276,3 +277,39 @@ def kubernetes(tool: ToolDef, args: dict[str, Any], ctx: ToolContext) -> list[Fi
             )
         )
     return findings
+
+
+# ---- rule: entry_points ---------------------------------------------------------------------------
+
+
+def entry_points(tool: ToolDef, args: dict[str, Any], ctx: ToolContext) -> list[Finding]:
+    """Reject user code that is not a registered, validated entry point at an explicit, unchanged version."""
+    findings: list[Finding] = []
+    for mapping in _dicts(args):
+        call = mapping.get("entry_point")
+        if call is None or "entry_point" not in mapping:
+            continue
+        if not isinstance(call, dict) or set(call) - {"ref", "entry"}:
+            reason = "entry_point must be {ref: 'name@N', entry: 'main'}; only registered entry points run"
+            findings.append(Reject(rule="entry_points", reason=reason))
+            continue
+        findings += _check_entry_point(str(call.get("ref", "")), str(call.get("entry", "main")),
+                                       mapping.get("params") or {}, ctx)  # fmt: skip
+    return findings
+
+
+def _check_entry_point(ref: str, entry: str, params: Any, ctx: ToolContext) -> list[Finding]:
+    registry = EntryPointRegistry.open(ctx.settings)
+    try:
+        record = registry.resolve(ref)
+    except EntryPointError as exc:
+        return [Reject(rule="entry_points", reason=str(exc))]
+    problem = registry.problem(record, entry)
+    if problem:
+        return [Reject(rule="entry_points", reason=problem)]
+    declared = record.entry_points[entry]
+    unknown = sorted(set(params) - set(declared)) if isinstance(params, dict) else []
+    if unknown:
+        return [Reject(rule="entry_points", reason=f"{ref} entry {entry!r} declares no param "
+                       f"{', '.join(unknown)} (declared: {', '.join(declared) or 'none'})")]  # fmt: skip
+    return []

@@ -1,6 +1,6 @@
 """What a training run trains and how it is scored: spec checks, model construction, fitting, metrics.
 
-``build_model`` turns a ``TrainingSpec`` into an unfitted scikit-learn / LightGBM model (with the
+``build_model`` turns a ``TrainingSpec`` into an unfitted scikit-learn / LightGBM / XGBoost model (with the
 preprocessing its family needs), ``fit`` trains it (reporting LightGBM's per-round validation value when
 asked), and ``evaluate`` / ``score`` compute the held-out metrics; ``round_score`` is the fast per-round
 version of ``score`` used for pruning. Nothing here talks to MLflow: ``tools.training._run_logging`` logs, and
@@ -31,6 +31,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from tools.core.registry import DatasetRecord
 from tools.core.specs import CLASSIFICATION_METRICS, REGRESSION_METRICS, TrainingSpec
+from tools.training import _xgboost
 from tools.training.holdout import LABEL_COLUMN, PREDICTED_COLUMN, PROBA_PREFIX, Scorer, predictions_frame
 
 Task = Literal["classification", "regression"]
@@ -72,7 +73,7 @@ def check_spec(spec: TrainingSpec, record: DatasetRecord) -> Task:
     if task == "regression" and spec.model_family == "logistic_regression":
         raise ValueError(
             f"logistic_regression is a classifier and {record.ref} is a regression dataset; use "
-            "random_forest, hist_gradient_boosting or lightgbm"
+            "random_forest, hist_gradient_boosting, lightgbm or xgboost"
         )
     # The seed and every thread-count alias belong to the trainer and the runtime (the guard rejects them
     # too; this holds for a spec that reaches the trainer some other way).
@@ -93,6 +94,8 @@ def _estimator(spec: TrainingSpec, task: Task) -> Any:
         params = {"deterministic": True, "force_col_wise": True, "verbose": -1, **params}
         cls = lightgbm.LGBMClassifier if classify else lightgbm.LGBMRegressor
         return cls(random_state=spec.seed, n_jobs=n_jobs, **params)
+    if spec.model_family == "xgboost":
+        return _xgboost.estimator(classify, spec.seed, n_jobs, params)
     if spec.model_family == "random_forest":
         cls = RandomForestClassifier if classify else RandomForestRegressor
         return _construct(cls, spec, random_state=spec.seed, n_jobs=n_jobs, **params)

@@ -190,7 +190,10 @@ def log_model(run: RunTarget, spec: TrainingSpec, model: Any, x_example: pd.Data
     example = x_example.head(5)
     signature = infer_signature(example, model.predict(example))
     use_lightgbm = spec.model_family == "lightgbm" and not isinstance(model, Pipeline)
-    packages = provenance.LIGHTGBM_MODEL_PACKAGES if spec.model_family == "lightgbm" else None
+    packages = {
+        "lightgbm": provenance.LIGHTGBM_MODEL_PACKAGES,
+        "xgboost": provenance.XGBOOST_MODEL_PACKAGES,
+    }.get(spec.model_family)
     requirements = provenance.pip_requirements(packages or provenance.SKLEARN_MODEL_PACKAGES)
     common = {
         "signature": signature,

@@ -42,6 +42,12 @@ LIGHTGBM_EXCLUDED = {
     "precise_float_parser", "two_round", "is_provide_training_metric", "metric_freq", "first_metric_only",
     "num_class", "eval_at", "label_gain", "auc_mu_weights", "multi_error_top_k",
 } | RUNTIME_OWNED  # fmt: skip
+#: XGBoost parameters about devices, callbacks, evaluation or the task (the trainer owns those).
+XGBOOST_EXCLUDED = {
+    "device", "callbacks", "eval_metric", "early_stopping_rounds", "objective", "missing", "kwargs",
+    "enable_categorical", "feature_types", "feature_weights", "importance_type", "validate_parameters",
+    "nthread", "multi_strategy",
+} | RUNTIME_OWNED  # fmt: skip
 
 
 def _sklearn_params(*classes: Any) -> set[str]:
@@ -59,6 +65,7 @@ def generate() -> dict[str, list[str]]:
         RandomForestRegressor,
     )
     from sklearn.linear_model import LogisticRegression
+    from xgboost import XGBClassifier, XGBRegressor
 
     aliases: dict[str, list[str]] = _ConfigAliases._get_all_param_aliases()
     lgb = {
@@ -73,6 +80,7 @@ def generate() -> dict[str, list[str]]:
             HistGradientBoostingClassifier, HistGradientBoostingRegressor
         ),
         "logistic_regression": _sklearn_params(LogisticRegression),
+        "xgboost": _sklearn_params(XGBClassifier, XGBRegressor) - XGBOOST_EXCLUDED,
     }
     return {family: sorted(names - RUNTIME_OWNED) for family, names in families.items()}
 

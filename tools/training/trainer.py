@@ -61,6 +61,7 @@ from tools.training._stop_signals import STOP, Interrupted, stop_signals
 from tools.training.dataset_cache import load_verified_frame
 from tools.training.holdout import Folds, cv_folds, cv_summary, split_rows
 from tools.training.job_files import JobOutcome, TrainingResult, write_outcome
+from tools.training.project_run import run_project
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -258,7 +259,10 @@ def run_training(spec: TrainingSpec, settings: Settings, capture_output: bool = 
             warnings.filterwarnings("ignore", message=message)
         try:
             with _fluent_tracking_uri(uri), STOP.armed_block():
-                result = _train_and_log(spec, settings, client, run)
+                if spec.entry_point is not None:  # user code: an MLflow Project, contract checked after
+                    result = run_project(spec, settings, client, run_id)
+                else:
+                    result = _train_and_log(spec, settings, client, run)
         except Interrupted as stop:
             failure = (stop, "")
         except Exception as exc:

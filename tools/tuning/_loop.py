@@ -49,7 +49,9 @@ class StudyLoop:
         self.ctx, self.settings, self.study, self.baseline = ctx, settings, study, baseline
         self.progress, self.cancel_event = progress, cancel_event
         self.space: dict[str, ParamSpec] = parse_space(settings.search_space)
-        self.pruning = settings.prune and supports_pruning(settings.model_family)
+        self.pruning = settings.prune and (
+            supports_pruning(settings.model_family) or settings.entry_point is not None
+        )
         self.ledger = BudgetLedger(settings, _baseline_cost(baseline))
         self.watchdog = Watchdog(
             settings.trial_timeout_seconds, settings.watchdog_factor, settings.watchdog_floor_seconds,

@@ -42,7 +42,7 @@ def open_study(settings: StudySettings, storage_url: str) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = study_storage(storage_url)
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
-    if settings.prune and supports_pruning(settings.model_family):
+    if settings.prune and (supports_pruning(settings.model_family) or settings.entry_point is not None):
         # With cross-validation the steps are folds (running CV mean): prunable from the first fold.
         warmup = 0 if settings.cv_folds else settings.prune_warmup_steps
         pruner = optuna.pruners.MedianPruner(

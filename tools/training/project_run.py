@@ -1,0 +1,114 @@
+"""Run a registered entry point (an MLflow Project) as one training run, and check its contract.
+
+The launcher has created the MLflow run; this runs the project's command (computed by
+``mlflow.projects`` from its ``MLproject`` file and the params) as a subprocess in the project directory,
+in the current Python environment, with ``MLFLOW_RUN_ID``, ``MLFLOW_TRACKING_URI``,
+``EXPAGENT_DATASET_PATH``/``EXPAGENT_DATASET_SHA256``/``EXPAGENT_DATASET_TARGET`` and ``EXPAGENT_SEED``.
+Afterwards the run must hold its params, the primary metric, a logged model and a dataset input; a run
+that created a model registry version is a policy violation (audit log, entry point ``blocked``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+from tools.core import tracking
+from tools.core.audit import AuditLog
+from tools.core.entrypoints import (
+    EntryPointRecord,
+    EntryPointRegistry,
+    command_for,
+    contract_findings,
+    registry_touches,
+)
+from tools.core.registry import DatasetRegistry
+from tools.core.settings import Settings
+from tools.core.specs import TrainingSpec
+from tools.training.job_files import TrainingResult
+
+
+class ContractBroken(RuntimeError):
+    """The run finished without what every entry point run must log (or touched the model registry)."""
+
+
+def project_params(record: EntryPointRecord, entry: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Return the entry point's params: defaults overlaid with ``given``; raise on unknown or missing."""
+    declared = record.entry_points[entry]
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise ValueError(f"{record.ref} entry {entry!r} has no param {', '.join(unknown)} "
+                         f"(declared: {', '.join(declared) or 'none'})")  # fmt: skip
+    params = {k: p.default for k, p in declared.items() if p.default is not None} | dict(given)
+    missing = sorted(set(declared) - set(params))
+    if missing:
+        raise ValueError(f"{record.ref} entry {entry!r} needs a value for {', '.join(missing)}")
+    return params
+
+
+def run_project(spec: TrainingSpec, settings: Settings, client: MlflowClient, run_id: str) -> TrainingResult:
+    """Run the spec's entry point into ``run_id``; return the result or raise (the caller ends the run)."""
+    assert spec.entry_point is not None
+    begun = time.monotonic()
+    registry = EntryPointRegistry.open(settings)
+    record = registry.resolve(spec.entry_point.ref)
+    problem = registry.tree_problem(record, spec.entry_point.entry)
+    if problem:
+        raise ValueError(problem)
+    datasets = DatasetRegistry.open(settings)
+    dataset = datasets.get(spec.dataset, spec.version)
+    params = project_params(record, spec.entry_point.entry, spec.params)
+    command = command_for(record, spec.entry_point.entry, params)
+    env = {
+        **os.environ,
+        # 'python' in the command is this environment's interpreter (the project declares no other yet).
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+        "MLFLOW_RUN_ID": run_id,
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+        "MLFLOW_EXPERIMENT_ID": client.get_run(run_id).info.experiment_id,
+        "EXPAGENT_DATASET_PATH": str(datasets.local_path(dataset)),
+        "EXPAGENT_DATASET_SHA256": dataset.sha256,
+        "EXPAGENT_DATASET_NAME": dataset.ref,
+        "EXPAGENT_DATASET_TARGET": dataset.schema.target,
+        "EXPAGENT_SEED": str(spec.seed),
+        "EXPAGENT_REPORT_INTERMEDIATE": "1" if spec.report_intermediate else "0",
+    }
+    # MLflow Projects' commands are shell command lines (mlflow runs them with bash -c too); the command
+    # comes from the registered, hash-checked MLproject file, never from the model.
+    done = subprocess.run(command, shell=True, cwd=record.path, env=env, timeout=spec.timeout_seconds)  # noqa: S602
+    _check_registry(settings, client, run_id, record)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"entry point {record.ref} {spec.entry_point.entry!r} exited with code {done.returncode}"
+        )
+    missing = contract_findings(client, run_id, params, record.config)
+    if missing:
+        note = f"contract: entry point {record.ref} run is missing {', '.join(missing)}"
+        tracking.end_run(client, run_id, "FAILED", note=note, only_if_running=False)
+        raise ContractBroken(note)
+    metrics = dict(client.get_run(run_id).data.metrics)
+    metrics["run_seconds"] = time.monotonic() - begun
+    primary = record.config.primary_metric
+    return TrainingResult(run_id=run_id, status="FINISHED", metric=primary, value=metrics.get(primary),
+                          metrics=metrics)  # fmt: skip
+
+
+def _check_registry(settings: Settings, client: MlflowClient, run_id: str, record: EntryPointRecord) -> None:
+    """Record a run that created model registry versions: audit entry, entry point blocked, run FAILED."""
+    touched = registry_touches(client, run_id)
+    if not touched:
+        return
+    reason = f"run {run_id} touched the model registry ({'; '.join(touched)})"
+    AuditLog(settings.audit_log_path).write({
+        "timestamp": time.time(), "kind": "policy_violation", "rule": "no_deployment",
+        "entry_point": record.ref, "run_id": run_id, "reason": reason,
+    })  # fmt: skip
+    EntryPointRegistry.open(settings).set_status(record.ref, "blocked", reason)
+    note = f"policy violation: {reason}; entry point {record.ref} is blocked until validated again"
+    tracking.end_run(client, run_id, "FAILED", note=note, only_if_running=False)
+    raise ContractBroken(note)
