@@ -214,3 +214,45 @@ def test_more_trials_study_is_not_a_replay_of_the_first(tmp_path: Path) -> None:
 
     assert first_params("a", 0) == first_params("b", 0)  # same seed, same first draw
     assert first_params("c", 2) != first_params("d", 0)  # continued: seeded past the earlier trials
+
+
+def test_questions_about_the_threads_runs_name_them(tmp_path: Path) -> None:
+    """'how did it do?', 'why did it fail?', 'logs of the baseline' in a thread resolve to its runs."""
+    from graph_support import all_runs, make_settings
+
+    from agent.service import AgentService
+
+    settings = make_settings(tmp_path)
+    service = AgentService(settings, model="offline")
+    try:
+        trained = service.send(
+            None, "Train a logistic_regression baseline on breast_cancer version 1 optimizing roc_auc, "
+            "experiment refs",
+        )  # fmt: skip
+        assert trained.status == "answered" and trained.baseline_run_id
+        run_id = trained.baseline_run_id
+        before = {r.info.run_id for r in all_runs(settings)}
+        how = service.send(trained.thread_id, "how did it do?")
+        assert how.status == "answered" and run_id in how.answer and "roc_auc" in how.answer
+        why = service.send(trained.thread_id, "why did it fail?")
+        assert run_id in why.answer and "FINISHED" in why.answer  # it did not fail, and says so
+        logs = service.send(trained.thread_id, "show me the training log of the baseline")
+        assert run_id in logs.answer
+    finally:
+        service.close()
+    assert {r.info.run_id for r in all_runs(settings)} == before  # questions change nothing
+
+
+def test_a_fresh_thread_or_a_named_id_is_not_rewritten() -> None:
+    from agent.nodes.intake import with_thread_references
+    from agent.state import IntakeDecision
+
+    question = IntakeDecision(intent="question", question="is it possible to list experiments?")
+    assert with_thread_references(question, "is it possible to list experiments?", ThreadMemory()) == question
+    memory = ThreadMemory(run_ids=["a" * 32])
+    named = IntakeDecision(intent="question", question="why did run 8788935a fail?")
+    assert with_thread_references(named, "why did run 8788935a fail?", memory) == named
+    chatter = IntakeDecision(intent="unknown", not_understood=["banana"])
+    assert with_thread_references(chatter, "banana it", memory) == chatter
+    how = with_thread_references(IntakeDecision(intent="unknown"), "how did it do?", memory)
+    assert how.intent == "question" and "a" * 32 in (how.question or "")

@@ -86,7 +86,7 @@ FILLER = frozenset(
     trial baseline budget compute hyperparameter hyperparameters hyperparams params parameters
     go ahead now first after afterwards next quick quickly simple small few there here hi hello hey
     thanks thank ok okay sure yes launch start kick off execute sweep able mind maybe perhaps
-    possibly hpo search searches wall clock""".split()
+    possibly hpo search searches wall clock u ur pls plz thx ty""".split()
 )
 RESERVED = FILLER | {"kubernetes", "k8s", "eks", "cluster", "locally", "local", "namespace", "optuna", "raw"}
 

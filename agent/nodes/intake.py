@@ -22,6 +22,7 @@ from agent.grammar.notes import note_request
 from agent.grammar.unsupported import unsupported_note
 from agent.model_wire import endpoint_of, invoke_model
 from agent.prompts import render_prompt
+from agent.references import RunReference, resolve_runs
 from agent.request import complete_request, merge_drafts, metric_problem, missing_inputs
 from agent.state import (
     RECORD_INTAKE,
@@ -60,6 +61,7 @@ def intake(state: AgentState, runtime: Runtime[TurnContext]) -> Command[Route]:
         return _answer_proposal(ctx, state, memory, answer == "yes", update)
     decision, usage, events = classify(ctx, state)
     decision = second_opinion(decision, _last_user_text(state))
+    decision = with_thread_references(decision, _last_user_text(state), memory)
     update.update(intake=decision, usage=usage)
     if events:
         update["policy_events"] = Overwrite(events)
@@ -85,6 +87,29 @@ def _answer_proposal(
     update["asked_for"] = missing_inputs(draft)
     update["request_problems"] = ["OK, I will not use those defaults; nothing was launched."]
     return Command(goto="respond", update=update)
+
+
+_RUN_ID_IN_TEXT = re.compile(r"\b[0-9a-f]{6,32}\b", re.IGNORECASE)
+
+
+def with_thread_references(decision: IntakeDecision, text: str, memory: ThreadMemory) -> IntakeDecision:
+    """Name the thread's runs in a question that points at them ("why did it fail?", "how did it do?",
+    "logs of the baseline", "compare the last two"), so whatever model answers reads the run IDs.
+
+    Only questions (or a message nothing else understood that ends with "?") in a thread that has
+    runs, and only when the message names no run ID itself; the IDs come from the thread's memory
+    (``agent.references``), never from the model.
+    """
+    if not memory.run_ids or decision.intent not in ("question", "unknown") or _RUN_ID_IN_TEXT.search(text):
+        return decision
+    if decision.intent == "unknown" and not text.rstrip().endswith("?"):
+        return decision
+    found = resolve_runs(text, memory)
+    if not isinstance(found, RunReference):
+        return decision
+    runs = " and ".join(f"run {run_id}" for run_id in found.run_ids)
+    question = f"{text.strip()} ({found.phrase}: {runs})"
+    return IntakeDecision(intent="question", question=redact_text(question[:2000]))
 
 
 def second_opinion(decision: IntakeDecision, text: str) -> IntakeDecision:
