@@ -29,6 +29,7 @@ from agent.service import AgentService
 from tools.core.registry import ChecksumMismatch, DatasetRecord, DatasetRegistry, InvalidDataset
 from tools.core.settings import Settings
 from tools.core.specs import DataSource, TrainingSpec
+from tools.runtime.forkserver import start_fork_server
 from tools.runtime.job_manifest import build_job
 
 # Look like real AWS keys, so a leak would also be caught by anyone grepping for key formats.
@@ -38,9 +39,14 @@ BC_TARGET = "target"
 
 
 @pytest.fixture(scope="module")
-def s3() -> Iterator[Any]:
-    """Start moto's S3 server on a free port; point boto3 at it through the standard environment."""
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Start moto's S3 server on a free port; point boto3 at it through the standard environment.
+
+    The process-wide fork server is started first, before any credential is set, as in a long-lived
+    agent whose credentials change after it started: jobs must still read with the current ones.
+    """
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    start_fork_server(f"sqlite:///{tmp_path_factory.mktemp('forkserver')}/absent.db", rehearse=False)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -432,8 +438,12 @@ def test_keys_pasted_into_a_request_reach_no_sink(
         # Keys as key=value pairs read as hyperparameters: refused by the allowlist, nothing runs.
         refused = _send(service, "pairs", f"{request}. The bucket needs {pasted}")
         assert all_runs(settings) == [] and "allowlist" in refused.answer
-        # Keys as prose next to a valid request: it runs, and the session run records the request.
-        trained = _send(service, "prose", f"{request} (my keys: {ACCESS_KEY_ID} / {SECRET_ACCESS_KEY})")
+        # Keys as prose next to a valid request: words it did not understand, so nothing runs either;
+        # the answer lists them redacted.
+        prose = _send(service, "prose", f"{request} (my keys: {ACCESS_KEY_ID} / {SECRET_ACCESS_KEY})")
+        assert all_runs(settings) == [] and "REDACTED" in prose.answer, prose.answer
+        # The same thread without the keys runs; the session run records the request.
+        trained = _send(service, "prose", request)
     finally:
         service.close()
     runs = all_runs(settings)
@@ -441,7 +451,7 @@ def test_keys_pasted_into_a_request_reach_no_sink(
     assert {r.info.status for r in runs} == {"FINISHED"}
     notes = [r.data.tags.get("mlflow.note.content", "") for r in runs]
     assert any(n.startswith("Request by") and "bc_s3@1" in n for n in notes), notes
-    _assert_no_credentials(settings, [r.answer + json.dumps(r.sections) for r in (refused, trained)])
+    _assert_no_credentials(settings, [r.answer + json.dumps(r.sections) for r in (refused, prose, trained)])
 
 
 def test_the_model_cannot_choose_the_object_a_job_reads(tmp_path: Path, demo_home: Path) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tools.core.settings import Settings
 from tools.core.specs import TrainingSpec
-from tools.runtime.forkserver import JobProcess, detach, run_job_here, start_fork_server
+from tools.runtime.forkserver import JobProcess, detach, job_environment, run_job_here, start_fork_server
 
 #: jobs a worker runs before it is replaced (bounds memory growth and state kept between jobs).
 MAX_JOBS = 100
@@ -45,10 +45,12 @@ def _quiet_output() -> None:
     os.close(null)
 
 
-def _run_one(spec_json: str, settings: Settings, directory: Path, job_id: str) -> int:
+def _run_one(
+    spec_json: str, settings: Settings, directory: Path, job_id: str, environment: dict[str, str]
+) -> int:
     """Run one job inside a worker; return its exit code (the trainer writes ``status.json``)."""
     try:
-        return run_job_here(spec_json, settings, directory, job_id)
+        return run_job_here(spec_json, settings, directory, job_id, environment)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -68,8 +70,8 @@ def _serve(conn: Connection) -> None:
             return
         if request is None:  # retired by the pool
             return
-        spec_json, settings, job_dir, job_id = request
-        code = _run_one(spec_json, settings, Path(job_dir), job_id)
+        spec_json, settings, job_dir, job_id, environment = request
+        code = _run_one(spec_json, settings, Path(job_dir), job_id, environment)
         try:
             conn.send(code)
         except OSError:  # the agent process is gone; the job's files hold its outcome
@@ -100,7 +102,7 @@ class Worker:
         """Hand the worker a job (it must be idle)."""
         self.jobs += 1
         self.current = job_id
-        self.conn.send((spec.model_dump_json(), settings, str(directory), job_id))
+        self.conn.send((spec.model_dump_json(), settings, str(directory), job_id, job_environment()))
 
     def wait(self, timeout: float | None) -> int | None:
         """Wait for the running job to end; return its exit code, or None if ``timeout`` passed first.

@@ -43,6 +43,24 @@ STORE_ENV = "EXPAGENT_FORKSERVER_TRACKING_URI"
 #: the workspace's catalog and data directory, whose small datasets the fork server preloads.
 CATALOG_ENV, DATA_ENV = "EXPAGENT_FORKSERVER_CATALOG", "EXPAGENT_FORKSERVER_DATA_DIR"
 _SERVER_ENV_LOCK = threading.Lock()
+#: environment variables a job takes from the agent at launch rather than from the fork server, which
+#: may have started long before (credentials rotated, a profile chosen, an endpoint set since then).
+JOB_ENV_PREFIXES = ("AWS_",)
+
+
+def job_environment() -> dict[str, str]:
+    """The agent's current values of the ``JOB_ENV_PREFIXES`` variables, handed to a job at launch.
+
+    They travel through the launch pipe only (never into a job's files); the job replaces every
+    inherited variable with those prefixes by these, so one the agent has since unset is gone there too.
+    """
+    return {k: v for k, v in os.environ.items() if k.startswith(JOB_ENV_PREFIXES)}
+
+
+def _apply_job_environment(environment: dict[str, str]) -> None:
+    for key in [k for k in os.environ if k.startswith(JOB_ENV_PREFIXES)]:
+        os.environ.pop(key, None)
+    os.environ.update(environment)
 
 
 def use_preload(modules: list[str] | None) -> None:
@@ -55,9 +73,8 @@ def launch_job(spec: TrainingSpec, settings: Settings, directory: Path, job_id: 
     start_fork_server(
         settings.resolved_tracking_uri, settings.resolved_catalog_path, settings.data_dir, rehearse=True
     )
-    process = JobProcess(
-        target=_job_process, args=(spec.model_dump_json(), settings, str(directory), job_id), name=job_id
-    )
+    args = (spec.model_dump_json(), settings, str(directory), job_id, job_environment())
+    process = JobProcess(target=_job_process, args=args, name=job_id)
     process.start()
     detach(process)
     return process
@@ -85,20 +102,28 @@ def redirect_output(log_path: Path) -> None:
             stream.reconfigure(line_buffering=True)
 
 
-def run_job_here(spec_json: str, settings: Settings, directory: Path, job_id: str) -> int:
-    """Run one job in this (forked) process: output to its log, the trainer charged from now on."""
+def run_job_here(
+    spec_json: str, settings: Settings, directory: Path, job_id: str, environment: dict[str, str]
+) -> int:
+    """Run one job in this (forked) process: output to its log, the trainer charged from now on.
+
+    ``environment`` is the agent's ``job_environment()`` at launch.
+    """
     from tools.training import trainer  # preloaded by the fork server: no import cost here
 
     redirect_output(directory / "output.log")
+    _apply_job_environment(environment)
     os.environ["EXPAGENT_JOB_ID"] = job_id
     spec = TrainingSpec.model_validate_json(spec_json)
     return trainer.run_job(spec, settings, directory / "status.json", job_id, trainer.cpu_seconds())
 
 
-def _job_process(spec_json: str, settings: Settings, job_dir: str, job_id: str) -> None:
+def _job_process(
+    spec_json: str, settings: Settings, job_dir: str, job_id: str, environment: dict[str, str]
+) -> None:
     """Entry point of a forked job: own process group, run the job, exit with its code."""
     os.setsid()
-    sys.exit(run_job_here(spec_json, settings, Path(job_dir), job_id))
+    sys.exit(run_job_here(spec_json, settings, Path(job_dir), job_id, environment))
 
 
 class _JobPopen(popen_forkserver.Popen):
