@@ -54,3 +54,37 @@ def test_a_plan_made_before_the_baseline_uses_earlier_baselines() -> None:
     assert estimate.per_trial_cpu_seconds == pytest.approx(0.45)  # lightgbm cost_factor 1.5
     assert estimate.trials_that_fit == 20  # (10 - 0.3) / 0.45 = 21 >= 20
     assert estimate_plan(None, study).basis == "default"
+
+
+def _cv_run(client, experiment_id: str, seconds: float, folds: int) -> None:
+    run = client.create_run(experiment_id)
+    params = [Param("dataset", "wine@1"), Param("model_family", "lightgbm")]
+    params += [Param("cv_folds", str(folds))] if folds else []
+    client.log_batch(
+        run.info.run_id, metrics=[Metric("run_seconds", seconds, 0, 0)], params=params,
+        tags=[RunTag("expagent.role", "baseline")],
+    )  # fmt: skip
+    client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def test_cross_validated_runs_cost_one_fit_per_fold_plus_the_final_one(tmp_path: Path) -> None:
+    client = make_client(Settings(home=tmp_path))
+    experiment = client.create_experiment("cv")
+    for seconds in (1.0, 1.2, 1.1):
+        _cv_run(client, experiment, seconds, folds=0)
+    _cv_run(client, experiment, 9.0, folds=5)
+    plain = typical_baseline_cost(client, "wine@1", "lightgbm", 1.0)
+    same_folds = typical_baseline_cost(client, "wine@1", "lightgbm", 1.0, cv_folds=5)
+    scaled = typical_baseline_cost(client, "wine@1", "lightgbm", 1.0, cv_folds=3)
+    assert plain is not None and plain.wall_seconds == pytest.approx(1.1)  # the 5-fold run is not mixed in
+    assert same_folds is not None and same_folds.wall_seconds == pytest.approx(9.0)
+    assert scaled is not None and scaled.wall_seconds == pytest.approx(1.1 * 4)  # 3 folds + final fit
+    study = StudySettings(
+        study_name="s", session_id="t", dataset="wine", version="1", model_family="lightgbm",
+        metric="accuracy", experiment="e", search_space=load_search_space("lightgbm"), n_trials=4,
+        parallelism=1, cv_folds=5,
+    )  # fmt: skip
+    without = study.model_copy(update={"cv_folds": 0})
+    assert estimate_plan(None, study).per_trial_cpu_seconds == pytest.approx(
+        6 * estimate_plan(None, without).per_trial_cpu_seconds
+    )

@@ -34,7 +34,7 @@ from tools.core.tags import NOTE
 from tools.core.tracking import create_parent_run
 from tools.guard.policy import Halt, Reject, evaluate
 from tools.toolset import get_tool
-from tools.tuning.budget import DEFAULT_RUN_SECONDS, TrialCost, estimate_plan
+from tools.tuning.budget import DEFAULT_RUN_SECONDS, TrialCost, cv_fit_factor, estimate_plan
 from tools.tuning.cost_history import typical_baseline_cost
 from tools.tuning.records import StudySettings, WarmStartTrial, default_parallelism
 from tools.tuning.space import SEARCH_SPACES_FILE, SearchSpaceError, load_search_space
@@ -84,7 +84,7 @@ def build_plan(request: ExperimentRequest, ctx: TurnContext) -> ExperimentPlan:
     )
     prior = typical_baseline_cost(
         ctx.tools.tracking, f"{request.dataset}@{request.version}", request.model_family,
-        request.resources.cpu,
+        request.resources.cpu, request.cv_folds,
     )  # fmt: skip
     tuning = _tuning_plan(request, ctx, timeout, prior) if request.trials > 0 else None
     return ExperimentPlan(
@@ -137,7 +137,8 @@ def _warm_start_trials(ctx: TurnContext, study: StudySettings) -> list[WarmStart
 def _estimate(
     request: ExperimentRequest, tuning: TuningPlan | None, prior: TrialCost | None
 ) -> ComputeEstimate:
-    per_run = prior.cpu_seconds if prior is not None else DEFAULT_RUN_SECONDS * request.resources.cpu
+    default = DEFAULT_RUN_SECONDS * cv_fit_factor(request.cv_folds) * request.resources.cpu
+    per_run = prior.cpu_seconds if prior is not None else default
     if tuning is None:
         total = per_run / 3600
         return ComputeEstimate(

@@ -68,6 +68,11 @@ class BudgetEstimate(BaseModel):
         return self.trials_that_fit >= self.trials_requested
 
 
+def cv_fit_factor(cv_folds: int) -> int:
+    """Models one run fits: one per fold plus the final one (1 without cross-validation)."""
+    return cv_folds + 1 if cv_folds else 1
+
+
 def estimate_trial_cost(
     baseline_cost: TrialCost | None, settings: StudySettings, prior: TrialCost | None = None
 ) -> tuple[TrialCost, str]:
@@ -81,10 +86,9 @@ def estimate_trial_cost(
         base, basis = baseline_cost, "baseline"
     elif prior is not None and prior.wall_seconds > 0:
         base, basis = prior, "earlier baselines"
-    else:
-        base = TrialCost(
-            cpu_seconds=DEFAULT_RUN_SECONDS * settings.resources.cpu, wall_seconds=DEFAULT_RUN_SECONDS
-        )
+    else:  # the default is one fit: a run with K folds fits K+1 models
+        seconds = DEFAULT_RUN_SECONDS * cv_fit_factor(settings.cv_folds)
+        base = TrialCost(cpu_seconds=seconds * settings.resources.cpu, wall_seconds=seconds)
         basis = "default"
     wall = base.wall_seconds * factor
     cost = TrialCost(
