@@ -2,10 +2,16 @@
 
 The launcher has created the MLflow run; this runs the project's command (computed by
 ``mlflow.projects`` from its ``MLproject`` file and the params) as a subprocess in the project directory,
-in the current Python environment, with ``MLFLOW_RUN_ID``, ``MLFLOW_TRACKING_URI``,
+with ``python`` the project's own environment (``project_env``: a uv virtualenv per environment hash
+when it declares a ``python_env``, else the current one; in a Kubernetes pod, the image's), with
+``MLFLOW_RUN_ID``, ``MLFLOW_TRACKING_URI``,
 ``EXPAGENT_DATASET_PATH``/``EXPAGENT_DATASET_SHA256``/``EXPAGENT_DATASET_TARGET`` and ``EXPAGENT_SEED``.
 Afterwards the run must hold its params, the primary metric, a logged model and a dataset input; a run
 that created a model registry version is a policy violation (audit log, entry point ``blocked``).
+
+In a pod the workspace's entry point catalog is not there: the Job carries the registered record in
+``EXPAGENT_ENTRY_POINT_RECORD`` (its ``path`` is where the image holds the project), and the project is
+run only if that directory hashes to the registered tree (see ``tools/runtime/project_jobs.py``).
 """
 
 from __future__ import annotations
@@ -14,13 +20,16 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from tools.core import tags as tag_keys
 from tools.core import tracking
 from tools.core.audit import AuditLog
 from tools.core.entrypoints import (
+    EntryPointError,
     EntryPointRecord,
     EntryPointRegistry,
     command_for,
@@ -31,6 +40,11 @@ from tools.core.registry import DatasetRegistry
 from tools.core.settings import Settings
 from tools.core.specs import TrainingSpec
 from tools.training.job_files import TrainingResult
+from tools.training.project_env import ProjectEnv, ensure_project_env
+
+#: set on a Kubernetes pod by the Job builder: the registered record (path = the project in the image).
+POD_RECORD_ENV = "EXPAGENT_ENTRY_POINT_RECORD"
+POD_IMAGE_ENV = "EXPAGENT_PROJECT_IMAGE"
 
 
 class ContractBroken(RuntimeError):
@@ -55,19 +69,17 @@ def run_project(spec: TrainingSpec, settings: Settings, client: MlflowClient, ru
     """Run the spec's entry point into ``run_id``; return the result or raise (the caller ends the run)."""
     assert spec.entry_point is not None
     begun = time.monotonic()
-    registry = EntryPointRegistry.open(settings)
-    record = registry.resolve(spec.entry_point.ref)
-    problem = registry.tree_problem(record, spec.entry_point.entry)
-    if problem:
-        raise ValueError(problem)
+    record, project_env = _resolve(spec, settings)
+    client.set_tag(run_id, tag_keys.ENTRY_POINT_ENV, project_env.env_hash)
+    client.set_tag(run_id, tag_keys.ENTRY_POINT_TREE, record.tree_sha256)
     datasets = DatasetRegistry.open(settings)
     dataset = datasets.get(spec.dataset, spec.version)
     params = project_params(record, spec.entry_point.entry, spec.params)
     command = command_for(record, spec.entry_point.entry, params)
     env = {
         **os.environ,
-        # 'python' in the command is this environment's interpreter (the project declares no other yet).
-        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+        # 'python' in the command is the project environment's interpreter.
+        "PATH": os.pathsep.join([os.path.dirname(project_env.python), os.environ.get("PATH", "")]),
         "MLFLOW_RUN_ID": run_id,
         "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
         "MLFLOW_EXPERIMENT_ID": client.get_run(run_id).info.experiment_id,
@@ -93,9 +105,34 @@ def run_project(spec: TrainingSpec, settings: Settings, client: MlflowClient, ru
         raise ContractBroken(note)
     metrics = dict(client.get_run(run_id).data.metrics)
     metrics["run_seconds"] = time.monotonic() - begun
+    if project_env.built_seconds:
+        metrics["env_build_seconds"] = project_env.built_seconds
     primary = record.config.primary_metric
     return TrainingResult(run_id=run_id, status="FINISHED", metric=primary, value=metrics.get(primary),
                           metrics=metrics)  # fmt: skip
+
+
+def _resolve(spec: TrainingSpec, settings: Settings) -> tuple[EntryPointRecord, ProjectEnv]:
+    """Return the record to run (the catalog's, or the pod's copy) once its tree is verified, and its env."""
+    assert spec.entry_point is not None
+    carried = os.environ.get(POD_RECORD_ENV)
+    if carried:  # a pod: the image is the environment; its copy of the project must be the pinned tree
+        record = EntryPointRecord.model_validate_json(carried)
+        image = os.environ.get(POD_IMAGE_ENV, "its image")
+        if record.ref != spec.entry_point.ref:
+            raise ValueError(
+                f"the Job carries entry point {record.ref}, the spec names {spec.entry_point.ref}"
+            )
+        problem = EntryPointRegistry(Path()).tree_problem(record, spec.entry_point.entry)
+        if problem:
+            raise ValueError(f"image {image} does not hold {record.ref} at its pinned tree: {problem}")
+        return record, ProjectEnv(env_hash=f"image:{image}", python=sys.executable)
+    registry = EntryPointRegistry.open(settings)
+    record = registry.resolve(spec.entry_point.ref)
+    problem = registry.tree_problem(record, spec.entry_point.entry)
+    if problem:
+        raise ValueError(problem)
+    return record, ensure_project_env(Path(record.path), Path(settings.home) / "envs")
 
 
 def _check_registry(settings: Settings, client: MlflowClient, run_id: str, record: EntryPointRecord) -> None:
@@ -108,7 +145,10 @@ def _check_registry(settings: Settings, client: MlflowClient, run_id: str, recor
         "timestamp": time.time(), "kind": "policy_violation", "rule": "no_deployment",
         "entry_point": record.ref, "run_id": run_id, "reason": reason,
     })  # fmt: skip
-    EntryPointRegistry.open(settings).set_status(record.ref, "blocked", reason)
+    try:
+        EntryPointRegistry.open(settings).set_status(record.ref, "blocked", reason)
+    except EntryPointError:  # a pod without the workspace's catalog: the run note and audit line remain
+        pass
     note = f"policy violation: {reason}; entry point {record.ref} is blocked until validated again"
     tracking.end_run(client, run_id, "FAILED", note=note, only_if_running=False)
     raise ContractBroken(note)
