@@ -60,6 +60,9 @@ class ProjectConfig(BaseModel):
     reports_intermediate: bool = Field(False, description="Logs per-epoch step metrics (pruning reads them).")
     search_space: dict[str, Any] = Field(default_factory=dict, description="Tuning space over params.")
     model_required: bool = Field(True, description="False: the run may finish without a logged model.")
+    image_project_dir: str = Field(
+        "/project", description="Where the project's image (MLproject docker_env) holds the project tree."
+    )
 
 
 class EntryPointRecord(BaseModel):
@@ -72,6 +75,7 @@ class EntryPointRecord(BaseModel):
     git_commit: str | None = Field(None, description="Commit SHA when the directory is a clean git checkout.")
     entry_points: dict[str, dict[str, ParamSpec]] = Field(description="Entry point -> its parameters.")
     config: ProjectConfig
+    docker_image: str | None = Field(None, description="MLproject docker_env image (Kubernetes runs).")
     status: Status = "registered"
     status_reason: str = ""
     registered_at: str = ""
@@ -128,6 +132,15 @@ def load_project(directory: Path) -> tuple[dict[str, dict[str, ParamSpec]], Proj
     except Exception as exc:
         raise EntryPointError(f"{config_path} is not valid: {str(exc).splitlines()[0]}") from exc
     return points, config
+
+
+def docker_image(directory: Path) -> str | None:
+    """Return the image the project's ``MLproject`` declares (``docker_env: image:``), or None."""
+    from mlflow.projects._project_spec import load_project as mlflow_load_project
+
+    docker_env = mlflow_load_project(str(directory)).docker_env or {}
+    image = docker_env.get("image")
+    return str(image) if image else None
 
 
 def command_for(record: EntryPointRecord, entry: str, params: dict[str, Any]) -> str:
@@ -191,6 +204,7 @@ class EntryPointRegistry:
             record = EntryPointRecord(
                 name=name, version=version, path=str(directory), tree_sha256=tree_sha256(directory),
                 git_commit=_git_commit(directory), entry_points=points, config=config,
+                docker_image=docker_image(directory),
                 registered_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )  # fmt: skip
             records[(name, version)] = record

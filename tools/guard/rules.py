@@ -293,12 +293,13 @@ def entry_points(tool: ToolDef, args: dict[str, Any], ctx: ToolContext) -> list[
             reason = "entry_point must be {ref: 'name@N', entry: 'main'}; only registered entry points run"
             findings.append(Reject(rule="entry_points", reason=reason))
             continue
+        runtime = mapping.get("runtime") or ctx.settings.runtime
         findings += _check_entry_point(str(call.get("ref", "")), str(call.get("entry", "main")),
-                                       mapping.get("params") or {}, ctx)  # fmt: skip
+                                       mapping.get("params") or {}, ctx, str(runtime))  # fmt: skip
     return findings
 
 
-def _check_entry_point(ref: str, entry: str, params: Any, ctx: ToolContext) -> list[Finding]:
+def _check_entry_point(ref: str, entry: str, params: Any, ctx: ToolContext, runtime: str) -> list[Finding]:
     registry = EntryPointRegistry.open(ctx.settings)
     try:
         record = registry.resolve(ref)
@@ -312,4 +313,8 @@ def _check_entry_point(ref: str, entry: str, params: Any, ctx: ToolContext) -> l
     if unknown:
         return [Reject(rule="entry_points", reason=f"{ref} entry {entry!r} declares no param "
                        f"{', '.join(unknown)} (declared: {', '.join(declared) or 'none'})")]  # fmt: skip
+    if runtime == "kubernetes" and not record.docker_image:  # the pod runs the project in its own image
+        reason = (f"entry point {ref} declares no image (MLproject docker_env: image:), so it cannot run "
+                  "on Kubernetes; run it locally or register a version that declares one")  # fmt: skip
+        return [Reject(rule="entry_points", reason=reason)]
     return []

@@ -1,9 +1,10 @@
 """Turn a TrainingSpec into a ``batch/v1`` Job: the one place a Kubernetes manifest is built.
 
 The Job runs the trainer program (``python -m tools.training.trainer --spec-json <spec>``) in the configured
-image, with requests equal to limits, labels that link it to its MLflow run and agent session, and no
-secret values (only ``secretKeyRef``). The runtime (``tools/runtime/kubernetes.py``) submits it after
-the policy guard has checked the manifest.
+image (an entry point's Job: in the image its project declares, see ``project_jobs``), with requests
+equal to limits, labels that link it to its MLflow run and agent session, and no secret values (only
+``secretKeyRef``). The runtime (``tools/runtime/kubernetes.py``) submits it after the policy guard has
+checked the manifest.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from kubernetes import client
 
 from tools.core.specs import Resources, TrainingSpec
+from tools.runtime.project_jobs import project_env, project_image
 
 if TYPE_CHECKING:
     from tools.core.settings import Settings
@@ -112,6 +114,8 @@ def job_annotations(spec: TrainingSpec) -> dict[str, str]:
         f"{LABEL_PREFIX}/model-family": spec.model_family,
         f"{LABEL_PREFIX}/metric": spec.metric,
     }
+    if spec.entry_point is not None:
+        annotations[f"{LABEL_PREFIX}/entry-point"] = f"{spec.entry_point.ref}:{spec.entry_point.entry}"
     optional = {
         "session": spec.session_id,
         "requester": spec.requester,
@@ -146,6 +150,8 @@ def container_env(spec: TrainingSpec, settings: Settings) -> list[client.V1EnvVa
             raise ValueError(f"k8s_secret_env[{env_name!r}] must be 'secret-name/key', got {ref!r}")
         selector = client.V1SecretKeySelector(name=secret, key=key)
         env.append(client.V1EnvVar(name=env_name, value_from=client.V1EnvVarSource(secret_key_ref=selector)))
+    if spec.entry_point is not None:  # user code: its record, image and the run's inputs
+        env += project_env(spec, settings, pod_home)
     return env
 
 
@@ -164,7 +170,7 @@ def _container(spec: TrainingSpec, settings: Settings) -> client.V1Container:
     quantities = resource_quantities(spec.resources)
     return client.V1Container(
         name=CONTAINER_NAME,
-        image=settings.k8s_image,
+        image=project_image(spec, settings) if spec.entry_point is not None else settings.k8s_image,
         command=trainer_command(spec),
         env=container_env(spec, settings),
         resources=client.V1ResourceRequirements(requests=quantities, limits=dict(quantities)),
