@@ -90,8 +90,10 @@ def _entry_dict(record: Any, problem: str | None = None) -> dict[str, Any]:
 
 @entrypoints_app.command("register")
 def entrypoints_register(
-    path: Annotated[Path, typer.Argument(help="Project directory with an MLproject file.")],
+    path: Annotated[str, typer.Argument(help="Project directory with an MLproject file, or a git URL.")],
     name: Annotated[str, typer.Option("--name", help="Entry point name, e.g. churn-model.")],
+    commit: Annotated[str | None, typer.Option(help="Git URL sources: the full commit SHA.")] = None,
+    subdir: Annotated[str, typer.Option(help="Git URL sources: the project's folder in the repo.")] = "",
     validate_on: Annotated[
         str | None, typer.Option(help="Dry-run on this dataset (NAME@VERSION) and mark it validated.")
     ] = None,
@@ -100,13 +102,19 @@ def entrypoints_register(
 ) -> None:
     """Register a project directory as NAME@N, pinned by the sha256 of its file tree."""
     from tools.core.entrypoints import EntryPointError
+    from tools.core.project_sources import SourceError, checkout, is_git_url
     from tools.core.registry import split_ref
 
     registry = _entrypoints(home)
     try:
         dataset = split_ref(validate_on) if validate_on else None
-        record = registry.register(path, name)
-    except (EntryPointError, ValueError, LookupError) as error:
+        if is_git_url(path):  # cloned once into the workspace at exactly that commit
+            directory = checkout(path, commit or "", _settings(home=home).home / "projects", subdir)
+            source = f"{path}@{commit}" + (f"#{subdir}" if subdir else "")
+            record = registry.register(directory, name, source=source)
+        else:
+            record = registry.register(Path(path), name)
+    except (EntryPointError, SourceError, ValueError, LookupError) as error:
         _fail(str(error))
     problem = None
     if dataset is not None:

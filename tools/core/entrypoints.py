@@ -76,6 +76,7 @@ class EntryPointRecord(BaseModel):
     entry_points: dict[str, dict[str, ParamSpec]] = Field(description="Entry point -> its parameters.")
     config: ProjectConfig
     docker_image: str | None = Field(None, description="MLproject docker_env image (Kubernetes runs).")
+    source: str | None = Field(None, description="Git source it was checked out from: URL@SHA[#subdir].")
     status: Status = "registered"
     status_reason: str = ""
     registered_at: str = ""
@@ -190,7 +191,7 @@ class EntryPointRegistry:
     def resolve(self, ref: str) -> EntryPointRecord:
         return self.get(*split_ref(ref))
 
-    def register(self, directory: Path, name: str) -> EntryPointRecord:
+    def register(self, directory: Path, name: str, source: str | None = None) -> EntryPointRecord:
         """Add ``name@N`` for ``directory`` at its current tree; nothing is written on a bad project."""
         if not _NAME_RE.match(name):
             raise EntryPointError(f"invalid entry point name {name!r}: letters, digits, '_', '-', '.'")
@@ -204,7 +205,7 @@ class EntryPointRegistry:
             record = EntryPointRecord(
                 name=name, version=version, path=str(directory), tree_sha256=tree_sha256(directory),
                 git_commit=_git_commit(directory), entry_points=points, config=config,
-                docker_image=docker_image(directory),
+                docker_image=docker_image(directory), source=source,
                 registered_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )  # fmt: skip
             records[(name, version)] = record
