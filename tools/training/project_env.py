@@ -108,7 +108,8 @@ def env_hash(spec: PythonEnvSpec, project_dir: Path) -> str:
     payload = {
         "env": spec.model_dump(mode="json"),
         "included": included,
-        "base": [os.path.realpath(sys.executable), sys.version],
+        # the agent's venv itself (its site-packages is layered in), not only the interpreter it wraps
+        "base": [os.path.realpath(sys.prefix), sys.version],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -172,6 +173,8 @@ def _build(spec: PythonEnvSpec, project_dir: Path, target: Path) -> None:
     """Create the venv in a temporary directory, install, mark it complete and rename it into place."""
     if target.exists():  # a directory without the marker: a build killed mid-rename; start over
         shutil.rmtree(target)
+    for stale in target.parent.glob(f".build-{target.name[:12]}-*"):  # builds killed before the rename
+        shutil.rmtree(stale, ignore_errors=True)  # (we hold this hash's lock: nobody else is building it)
     staging = Path(tempfile.mkdtemp(prefix=f".build-{target.name[:12]}-", dir=target.parent))
     staging.chmod(0o755)
     try:
