@@ -2,7 +2,8 @@
 
 Public: ``make_runtime`` (below), ``base`` (the ``Runtime`` protocol), ``local`` (``LocalRuntime``),
 ``kubernetes`` (``KubernetesRuntime``), ``kube_errors``, ``kube_client`` (API client and checks),
-``job_manifest`` (the Job a run becomes), ``manifest_checks`` (what a Job manifest may contain),
+``job_manifest`` (the Job a run becomes; ``project_jobs``: an entry point's image and pod inputs),
+``manifest_checks`` (what a Job manifest may contain),
 ``forkserver`` and ``processes`` (the warm fork server; process liveness and stopping).
 Internals: ``_workers``, ``_kube_status``, ``_kube_watch``, ``_kube_runs``, ``_kube_finalizer``.
 See README.md in this folder for the rules of the fork server and the private APIs used.
