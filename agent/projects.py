@@ -44,6 +44,14 @@ def project_facts(
         record = registry.resolve(call.ref)
     except EntryPointError as exc:
         return ProjectFacts(draft=draft, problem=f"{exc}. {_registered_hint(registry, call.ref)}")
+    declared = record.entry_points.get(call.entry, {})
+    unknown = sorted((set(draft.params) | set(draft.search_space)) - set(declared))
+    if call.entry in record.entry_points and unknown:  # checked first: it needs no dry run
+        return ProjectFacts(
+            draft=draft,
+            problem=f"{record.ref} entry {call.entry!r} declares no param {', '.join(unknown)} "
+            f"(declared: {', '.join(declared) or 'none'})",
+        )
     if (
         record.status == "registered"
         and record.validate_on
@@ -58,14 +66,6 @@ def project_facts(
                 f"{draft.version or 'V'}`)"
             )
         return ProjectFacts(draft=draft, problem=problem)
-    declared = record.entry_points[call.entry]
-    unknown = sorted(set(draft.params) - set(declared))
-    if unknown:
-        return ProjectFacts(
-            draft=draft,
-            problem=f"{record.ref} entry {call.entry!r} declares no param {', '.join(unknown)} "
-            f"(declared: {', '.join(declared) or 'none'})",
-        )
     return _with_metric(draft, record)
 
 

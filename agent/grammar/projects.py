@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from agent.grammar.scanner import Findings, Scanner, strip_trailing_punct
-from agent.grammar.vocabulary import FLAGS, PROJECT_NAME, may_be_name
+from agent.grammar.vocabulary import FLAGS, PROJECT_NAME, RESERVED
 
 _REF = rf"['\"`]?(?P<name>{PROJECT_NAME})(?:@(?P<ver>[\w.-]+)|\s+(?:version|v)\s*(?P<ver2>\d+)\b)?['\"`]?"
 _ENTRY = rf"(?P<entry>{PROJECT_NAME})"
@@ -45,7 +45,7 @@ def take_project(sc: Scanner, p: Findings) -> None:
     """Read the registered project to train ("my project churn-model@3 entry point main")."""
     for pattern in _PROJECTS:
         for match in sc.find(pattern):
-            if not may_be_name(match["name"]):
+            if match["name"].lower() in RESERVED:
                 continue  # "my project on wine@1": no name given; "project" is left not understood
             sc.take(match)
             version = match["ver"] or (match.groupdict().get("ver2"))

@@ -46,7 +46,7 @@ def create_tuning_run(ctx: ToolContext, settings: StudySettings) -> str:
         "dataset.name": settings.dataset,
         "dataset.version": settings.version,
         **(
-            {tag_keys.ENTRY_POINT: settings.entry_point.ref}
+            {"entry_point": settings.entry_point.ref}
             if settings.entry_point
             else {"model_family": str(settings.model_family)}
         ),
