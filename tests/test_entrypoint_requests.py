@@ -33,12 +33,14 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
         ("tune 6 trials of my project xgboost-tabular@1 on breast_cancer version 1 optimizing roc_auc, "
          "experiment x", "xgboost-tabular@1", "main", {}),
         ("run entry point main of xgboost-tabular@1 on breast_cancer@1 with max_depth=3 and "
-         "learning_rate=0.2, experiment x", "xgboost-tabular@1", "main", {"max_depth": 3, "learning_rate": 0.2}),
+         "learning_rate=0.2, experiment x", "xgboost-tabular@1", "main",
+         {"max_depth": 3, "learning_rate": 0.2}),
         ("use my project mlp-tabular@1", "mlp-tabular@1", "main", {}),
         ("tune my repo churn-model@3 (entry train) on wine@1 with 5 trials, experiment e", "churn-model@3",
          "train", {}),
         ("train my project churn-model on breast_cancer@1, experiment e", "churn-model", "main", {}),
-        ("train my project churn-model@latest on breast_cancer@1, experiment e", "churn-model@latest", "main", {}),
+        ("train my project churn-model@latest on breast_cancer@1, experiment e", "churn-model@latest",
+         "main", {}),
     ],  # fmt: skip
 )
 def test_offline_model_reads_the_project_as_written(
@@ -113,7 +115,8 @@ def test_a_request_tunes_six_trials_of_the_xgboost_project(settings: Settings) -
     for run in trials:
         tags = run.data.tags
         assert run.info.status == "FINISHED", tags.get("mlflow.note.content")
-        assert 0.5 < run.data.metrics["val_roc_auc"] <= 1.0 and 5 <= int(run.data.params["n_estimators"]) <= 20
+        assert 0.5 < run.data.metrics["val_roc_auc"] <= 1.0
+        assert 5 <= int(run.data.params["n_estimators"]) <= 20
         assert tags[tag_keys.ENTRY_POINT] == "xgb@1" and tags[tag_keys.ENTRY_POINT_NAME] == "main"
         assert tags[tag_keys.ENTRY_POINT_TREE] == record.tree_sha256 and tags["seed"] == "42"
         assert "model_family" not in tags
@@ -179,7 +182,8 @@ def test_an_undeclared_param_or_unvalidated_project_is_refused(settings: Setting
     registry = EntryPointRegistry.open(settings)
     registry.register(EXAMPLES / "xgboost-tabular", "churn-model")
     result = _send(settings, "train my project churn-model@1 on breast_cancer@1, experiment byo-bad")
-    assert "has status 'registered'" in result.answer and "entrypoints validate churn-model@1" in result.answer
+    assert "has status 'registered'" in result.answer
+    assert "entrypoints validate churn-model@1" in result.answer
     registry.set_status("churn-model@1", "validated", "test")
     result = _send(settings, "train my project churn-model@1 with depth=3 on breast_cancer@1, experiment e")
     assert "declares no param depth" in result.answer, result.answer
