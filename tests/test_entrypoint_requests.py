@@ -28,20 +28,41 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 @pytest.mark.parametrize(
     ("text", "ref", "entry", "params"),
     [
-        ("train my project churn-model@3 entry point main with lr=0.01 on breast_cancer v1", "churn-model@3",
-         "main", {"lr": 0.01}),
-        ("tune 6 trials of my project xgboost-tabular@1 on breast_cancer version 1 optimizing roc_auc, "
-         "experiment x", "xgboost-tabular@1", "main", {}),
-        ("run entry point main of xgboost-tabular@1 on breast_cancer@1 with max_depth=3 and "
-         "learning_rate=0.2, experiment x", "xgboost-tabular@1", "main",
-         {"max_depth": 3, "learning_rate": 0.2}),
+        (
+            "train my project churn-model@3 entry point main with lr=0.01 on breast_cancer v1",
+            "churn-model@3",
+            "main",
+            {"lr": 0.01},
+        ),
+        (
+            "tune 6 trials of my project xgboost-tabular@1 on breast_cancer version 1 optimizing roc_auc, "
+            "experiment x",
+            "xgboost-tabular@1",
+            "main",
+            {},
+        ),
+        (
+            "run entry point main of xgboost-tabular@1 on breast_cancer@1 with max_depth=3 and "
+            "learning_rate=0.2, experiment x",
+            "xgboost-tabular@1",
+            "main",
+            {"max_depth": 3, "learning_rate": 0.2},
+        ),
         ("use my project mlp-tabular@1", "mlp-tabular@1", "main", {}),
-        ("tune my repo churn-model@3 (entry train) on wine@1 with 5 trials, experiment e", "churn-model@3",
-         "train", {}),
+        (
+            "tune my repo churn-model@3 (entry train) on wine@1 with 5 trials, experiment e",
+            "churn-model@3",
+            "train",
+            {},
+        ),
         ("train my project churn-model on breast_cancer@1, experiment e", "churn-model", "main", {}),
-        ("train my project churn-model@latest on breast_cancer@1, experiment e", "churn-model@latest",
-         "main", {}),
-    ],  # fmt: skip
+        (
+            "train my project churn-model@latest on breast_cancer@1, experiment e",
+            "churn-model@latest",
+            "main",
+            {},
+        ),
+    ],
 )
 def test_offline_model_reads_the_project_as_written(
     text: str, ref: str, entry: str, params: dict[str, Any]
