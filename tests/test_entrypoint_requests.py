@@ -84,6 +84,33 @@ def test_half_understood_project_requests_are_not_acted_on() -> None:
         assert decision.not_understood, text
 
 
+def test_start_training_run_needs_a_family_or_an_entry_point(tmp_path: Path) -> None:
+    from tools.context import build_context
+    from tools.guard.policy import Reject, guarded_call
+
+    ctx = build_context(make_settings(tmp_path / "home"), session_id="s", requester="alice")
+    args = {"dataset": "breast_cancer", "version": "1", "metric": "accuracy", "experiment": "e"}
+    verdict = guarded_call("start_training_run", args, ctx).verdict
+    assert isinstance(verdict, Reject) and "\n" not in verdict.reason
+    assert "give model_family (a built-in family) or entry_point" in verdict.reason
+    assert all_runs(ctx.settings) == []
+
+
+def test_switching_a_thread_to_a_project_drops_the_last_codes_params_and_metric() -> None:
+    from agent.nodes.intake import merge_followup
+    from agent.state import ExperimentRequestDraft
+
+    last = ExperimentRequestDraft(
+        dataset="breast_cancer", version="1", model_family="lightgbm", metric="roc_auc", experiment="e",
+        params={"num_leaves": 31},
+    )  # fmt: skip
+    decision, _ = parse_message("use my project mlp-tabular@1")
+    merged = merge_followup(last, decision.request)
+    assert merged.model_family is None and merged.entry_point is not None
+    assert merged.entry_point.ref == "mlp-tabular@1" and merged.params == {} and merged.metric is None
+    assert (merged.dataset, merged.version, merged.experiment) == ("breast_cancer", "1", "e")
+
+
 # ---- through the service ----------------------------------------------------------------------------
 
 

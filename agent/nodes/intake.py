@@ -397,6 +397,12 @@ def _would_launch(state: AgentState, decision: IntakeDecision, memory: ThreadMem
 def merge_followup(last: ExperimentRequestDraft, change: ExperimentRequestDraft) -> ExperimentRequestDraft:
     """Return the thread's last request with only what the follow-up changes (params are added to)."""
     merged = merge_drafts(last, change)
+    if change.entry_point is not None and change.entry_point != last.entry_point:
+        # Another project ("use my project mlp-tabular@1"): the last request's params and metric were
+        # another code's; only what this message says is kept (the metric then comes from the project).
+        return merged.model_copy(
+            update={"params": change.params, "search_space": change.search_space, "metric": change.metric}
+        )
     return merged.model_copy(
         update={
             "params": {**last.params, **change.params},
