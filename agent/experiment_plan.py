@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tools.core.specs import Metric, ModelFamily, Resources, RunTemplate
+from tools.core.specs import EntryPointCall, Metric, ModelFamily, Resources, RunTemplate
 from tools.tuning.budget import BudgetEstimate
 from tools.tuning.records import StudySettings
 
@@ -37,7 +37,12 @@ class ExperimentRequest(BaseModel):
     task: Literal["classification", "regression"] | None = Field(
         None, description="The dataset's task, from the registry schema."
     )
-    model_family: ModelFamily = Field(description="Model family to train.")
+    model_family: ModelFamily | None = Field(
+        None, description="Built-in model family to train (None when an entry point trains)."
+    )
+    entry_point: EntryPointCall | None = Field(
+        None, description="The user's registered project (name@N and entry) that trains instead of a family."
+    )
     metric: Metric = Field(description="Primary metric.")
     direction: Direction = Field(description="Whether a larger or smaller metric is better.")
     experiment: str = Field(description="MLflow experiment the runs are logged to.")
@@ -75,6 +80,13 @@ class ExperimentRequest(BaseModel):
         default_factory=list, description="Defaults chosen for inputs the user did not state."
     )
 
+    @property
+    def code_label(self) -> str:
+        """Return what trains, as the answer names it: ``lightgbm`` or ``churn-model@3 entry main``."""
+        if self.entry_point is not None:
+            return f"{self.entry_point.ref} entry {self.entry_point.entry}"
+        return str(self.model_family)
+
     def run_template(self, model_family: ModelFamily | None = None, seed: int | None = None) -> RunTemplate:
         """Return what every run of this request shares (the baseline's and every trial's arguments)."""
         return RunTemplate(
@@ -82,13 +94,15 @@ class ExperimentRequest(BaseModel):
             metric=self.metric, experiment=self.experiment, seed=self.seed if seed is None else seed,
             resources=self.resources, runtime=self.runtime, cv_folds=self.cv_folds,
             namespace=self.namespace if self.runtime == "kubernetes" else None,
+            entry_point=self.entry_point,
         )  # fmt: skip
 
 
 class BaselineConfig(BaseModel):
     """The first run of every plan: the family's default parameters, fixed seed."""
 
-    model_family: ModelFamily = Field(description="Model family of the baseline.")
+    model_family: ModelFamily | None = Field(None, description="Model family of the baseline.")
+    entry_point: EntryPointCall | None = Field(None, description="Or the registered project it runs.")
     params: dict[str, Any] = Field(default_factory=dict, description="Hyperparameters of the baseline.")
     seed: int = Field(description="Random seed.")
     resources: Resources = Field(default_factory=Resources, description="Compute the run requests.")

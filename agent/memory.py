@@ -33,7 +33,8 @@ def remember(state: AgentState) -> ThreadMemory | None:
             }
         )
     request = ExperimentRequestDraft(
-        dataset=r.dataset, version=r.version, model_family=r.model_family, metric=r.metric,
+        dataset=r.dataset, version=r.version, model_family=r.model_family, entry_point=r.entry_point,
+        metric=r.metric,
         experiment=r.experiment, runtime=r.runtime, namespace=r.namespace, trials=r.trials,
         parallelism=r.parallelism, wall_minutes=r.wall_minutes, patience=r.patience, target=r.target,
         seed=r.seed, params=dict(r.params), search_space=dict(r.search_space),

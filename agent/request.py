@@ -36,12 +36,21 @@ def merge_drafts(
         merged["version"] = latest.version
     if latest.dataset and not latest.dataset_uri:
         merged["dataset_uri"] = None
+    if latest.model_family and not latest.entry_point:
+        merged["entry_point"] = None  # "same but with lightgbm": a family replaces the project
+    elif latest.entry_point and not latest.model_family:
+        merged["model_family"] = None
     return ExperimentRequestDraft.model_validate(merged)
 
 
 def missing_inputs(draft: ExperimentRequestDraft) -> list[str]:
-    """Return the required inputs the draft lacks, in asking order."""
-    return [name for name in REQUIRED if not getattr(draft, name)]
+    """Return the required inputs the draft lacks, in asking order.
+
+    A request naming the user's own project (an entry point) needs no family, and its metric may come
+    from the project's ``expagent.yaml``.
+    """
+    exempt = {"model_family", "metric"} if draft.entry_point is not None else set()
+    return [name for name in REQUIRED if not getattr(draft, name) and name not in exempt]
 
 
 def metric_problem(metric: str, task: str | None) -> str | None:
@@ -57,21 +66,24 @@ def complete_request(
     settings: Settings,
     task: Literal["classification", "regression"] | None,
     sha256: str | None,
+    direction: Literal["maximize", "minimize"] | None = None,
 ) -> ExperimentRequest:
     """Build the complete request from a draft with every required input, listing the defaults used."""
     missing = missing_inputs(draft)
     if missing:
         raise ValueError(f"the request still lacks: {', '.join(missing)}")
-    assert draft.dataset and draft.version and draft.model_family and draft.metric and draft.experiment
+    assert draft.dataset and draft.version and draft.metric and draft.experiment
+    assert draft.model_family or draft.entry_point
     assumptions: list[str] = []
     return ExperimentRequest(
         dataset=draft.dataset,
         version=draft.version,
         dataset_sha256=sha256,
         task=task,
-        model_family=draft.model_family,
+        model_family=None if draft.entry_point else draft.model_family,
+        entry_point=draft.entry_point,
         metric=draft.metric,
-        direction=metric_direction(draft.metric),
+        direction=direction or metric_direction(draft.metric),
         experiment=draft.experiment,
         runtime=_default(draft.runtime, settings.runtime, "runtime {} (configured default)", assumptions),
         namespace=_namespace(draft, settings, assumptions),

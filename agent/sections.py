@@ -182,7 +182,7 @@ def plan_text(plan: ExperimentPlan, state: AgentState) -> str:
     b = plan.baseline
     where = r.runtime + (f" (namespace `{r.namespace}`)" if r.namespace else "")
     lines = [
-        f"Train **{r.model_family}** on `{r.dataset}@{r.version}` ({r.task or 'task unknown'}), primary "
+        f"Train **{r.code_label}** on `{r.dataset}@{r.version}` ({r.task or 'task unknown'}), primary "
         f"metric **{r.metric}** ({r.direction}), MLflow experiment `{r.experiment}`, {where} runtime.",
         f"- Baseline: {_params(b.params)}, seed {b.seed}, {b.resources.cpu:g} CPU / "
         f"{b.resources.memory_gb:g} GiB per run, timeout {b.timeout_seconds} s.",
@@ -318,7 +318,8 @@ def summary_text(request: ExperimentRequest, state: AgentState, links: Mapping[s
             f"The baseline run `{baseline.run_id}` ended {baseline.status}{why}. There is no result to "
             "compare; see Rollback for what was stopped and recorded."
         )
-    parts = [f"Baseline {_run_ref(baseline, request.metric, links)}."]
+    code = f" of {request.code_label}" if request.entry_point is not None else ""
+    parts = [f"Baseline{code} {_run_ref(baseline, request.metric, links)}."]
     if best is not None and best.run_id != baseline.run_id and best.run_id in verified:
         tuning = next((r for r in runs.values() if r.role == "tuning"), None)
         delta = _delta(best, baseline, request, tuning)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from agent.experiment_plan import ExperimentPlan, ExperimentRequest, RollbackRecord, VerificationReport
-from tools.core.specs import Metric, ModelFamily
+from tools.core.specs import EntryPointCall, Metric, ModelFamily
 
 Intent = Literal["experiment", "question", "cancel", "forbidden", "unknown"]
 RunRole = Literal["session", "baseline", "tuning", "trial", "single"]
@@ -34,6 +34,11 @@ class ExperimentRequestDraft(BaseModel):
         None, description="A raw path or URI the user named instead of a registered dataset."
     )
     model_family: ModelFamily | None = Field(None, description="Model family to train.")
+    entry_point: EntryPointCall | None = Field(
+        None,
+        description="The user's own registered training project instead of a model family: 'my project "
+        "churn-model@3 entry point main' is {ref: 'churn-model@3', entry: 'main'}. Never invent a version.",
+    )
     metric: Metric | None = Field(None, description="Primary metric.")
     experiment: str | None = Field(None, description="MLflow experiment name.")
     runtime: Literal["local", "kubernetes"] | None = Field(None, description="Where runs execute.")

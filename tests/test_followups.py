@@ -152,7 +152,7 @@ def test_the_intake_prompt_carries_the_thread_memory() -> None:
         baseline_run_id="abc123",
     )
     text = render_prompt(
-        "intake", model_families="lightgbm", metrics="accuracy", datasets="wine@1",
+        "intake", model_families="lightgbm", metrics="accuracy", datasets="wine@1", projects="none",
         thread_memory=memory.describe(),
     )  # fmt: skip
     assert "dataset=wine" in text and "baseline run: abc123" in text and "more_trials" in text

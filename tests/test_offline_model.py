@@ -361,6 +361,19 @@ PHRASINGS: list[tuple[str, str, dict[str, Any], str | None]] = [
     ("did tuning beat the baseline in smoke?", "question", {}, None),
     ("is the best trial in smoke better than the baseline?", "question", {}, None),
     ("are you able to train lightgbm on wine@1 for accuracy, experiment w?", "experiment", {}, None),
+    # --- the user's own project (a registered entry point) instead of a model family
+    (
+        "train my project churn-model@3 entry point main with lr=0.01 on breast_cancer v1",
+        "experiment",
+        {"entry_point": {"ref": "churn-model@3", "entry": "main"}, "params": {"lr": 0.01}, "version": "1"},
+        None,
+    ),
+    (
+        "run entry point train of xgboost-tabular@1 on breast_cancer@1, experiment x",
+        "experiment",
+        {"entry_point": {"ref": "xgboost-tabular@1", "entry": "train"}, "model_family": None},
+        None,
+    ),
     # --- unknown
     ("hello", "unknown", {}, None),
     ("what's the weather in Paris?", "unknown", {}, None),

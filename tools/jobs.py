@@ -19,6 +19,7 @@ from pydantic.json_schema import SkipJsonSchema
 from tools.context import ToolContext, job_id_of_run, runtime_name
 from tools.core import tags as tag_keys
 from tools.core import tracking
+from tools.core.entrypoints import EntryPointRegistry
 from tools.core.redact import redact_text
 from tools.core.registry import DatasetRecord, RegistryError
 from tools.core.specs import DataSource, JobInfo, RuntimeName, TrainingSpec
@@ -107,6 +108,17 @@ def _data_source(ctx: ToolContext, args: TrainingSpec) -> DataSource | None:
         return None  # not a plain name and version: the trainer reports what is wrong
 
 
+def _code_tags(ctx: ToolContext, spec: TrainingSpec) -> dict[str, str]:
+    """Return the pin of the entry point the guard has just verified (tree sha256, git commit)."""
+    if spec.entry_point is None:
+        return {}
+    record = EntryPointRegistry.open(ctx.settings).resolve(spec.entry_point.ref)
+    pins = {tag_keys.ENTRY_POINT_TREE: record.tree_sha256}
+    if record.git_commit:
+        pins[tag_keys.ENTRY_POINT_COMMIT] = record.git_commit
+    return pins
+
+
 def _submit(ctx: ToolContext, runtime: Runtime, spec: TrainingSpec) -> JobInfo:
     """Submit ``spec`` (its run exists); on failure end the run FAILED with the error and re-raise."""
     assert spec.run_id is not None
@@ -147,6 +159,8 @@ def start_training_run(ctx: ToolContext, args: StartTrainingRunArgs) -> StartedR
     expected = job_id_of_run(spec.runtime, spec.run_id)
     try:
         ctx.tracking.set_tag(spec.run_id, tag_keys.JOB_ID, expected)
+        for key, value in _code_tags(ctx, spec).items():
+            ctx.tracking.set_tag(spec.run_id, key, value)
     except Exception as exc:
         tracking.end_run(ctx, spec.run_id, "FAILED", note=f"The job was not submitted: {exc}")
         raise

@@ -21,6 +21,7 @@ from agent.grammar.fields import (
 )
 from agent.grammar.intent import Reading, classify
 from agent.grammar.locations import take_paths, take_uris
+from agent.grammar.projects import take_project
 from agent.grammar.scanner import Findings, Rule, Scanner, redacted
 from agent.grammar.unsupported import unsupported_note
 from agent.state import ExperimentRequestDraft, IntakeDecision
@@ -29,6 +30,7 @@ from agent.state import ExperimentRequestDraft, IntakeDecision
 REQUEST_RULES: tuple[Rule, ...] = (
     take_uris,
     take_sensitive,
+    take_project,
     take_dataset_at_version,
     take_experiment,
     take_paths,

@@ -52,10 +52,14 @@ VALID_FORMS = (
 )
 
 
-def param_name(words: str) -> str:
-    """Return the parameter a name written in words means ("learning rate" -> learning_rate)."""
+def param_name(words: str, as_written: bool = False) -> str:
+    """Return the parameter a name written in words means ("learning rate" -> learning_rate).
+
+    ``as_written``: the request names the user's own project, whose MLproject params are the names (no
+    built-in family's aliases: "lr" stays "lr").
+    """
     key = re.sub(r"\s+", "_", words.strip().lower())
-    return _ALIASES.get(key, key)
+    return key if as_written else _ALIASES.get(key, key)
 
 
 def number(text: str) -> Any:
@@ -67,13 +71,14 @@ def number(text: str) -> Any:
 def read_search_space(sc: Scanner, p: Findings) -> None:
     """Consume search-space edits; record them in ``p.draft['search_space']``, report unreadable ones."""
     space = p.draft["search_space"]
+    own = p.draft.get("entry_point") is not None
     for pattern in _CHOICES:
         for match in sc.find(pattern):
             sc.consume(match.start("key"), match.end())  # a lead verb ("sweep over") stays a verb
             text = match.group(0)[match.end("key") - match.start() :]
             items = re.findall(rf"{_VALUE}|[a-z_]\w*", re.sub(r"^\W*(?:in|among|from|one\s+of)\b", "", text))
             choices = [number(i) for i in items if i.lower() not in ("or", "and")]
-            space[param_name(match["key"])] = {"choices": choices}
+            space[param_name(match["key"], own)] = {"choices": choices}
     for i, pattern in enumerate(_RANGES):
         for match in sc.find(pattern):
             if i == len(_RANGES) - 1 and "_" not in param_name(match["key"]):
@@ -83,7 +88,7 @@ def read_search_space(sc: Scanner, p: Findings) -> None:
             spec: dict[str, Any] = {"low": low, "high": high}
             if match["log"]:
                 spec["log"] = True
-            space[param_name(match["key"])] = spec
+            space[param_name(match["key"], own)] = spec
     for match in sc.find(_UNREAD):
         sc.consume(match.start("key"), match.end())
         p.notes.append(f"`{match.group(0).strip()}` is not a search range I can read; {VALID_FORMS}")

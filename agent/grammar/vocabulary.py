@@ -23,6 +23,8 @@ WORD_NUMBERS = {
 NUMBER = r"(?:\d+(?:\.\d+)?|\.\d+|" + "|".join(sorted(WORD_NUMBERS, key=len, reverse=True)) + r")"
 # A dataset, experiment or run name: starts with a letter, no trailing hyphen.
 IDENT = r"[A-Za-z][\w-]*[A-Za-z0-9]|[A-Za-z]"
+# A registered training project's name (``expagent entrypoints register --name``): dots allowed too.
+PROJECT_NAME = r"[A-Za-z][\w.-]*[A-Za-z0-9]|[A-Za-z]"
 
 # --- model families
 FAMILY_SYNONYMS: dict[str, str] = {

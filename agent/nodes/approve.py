@@ -24,7 +24,7 @@ def approval_request(state: AgentState) -> ApprovalRequest:
     r = plan.request
     trials = f", then tune {r.trials} trials" if r.trials else ""
     summary = (
-        f"Train {r.model_family} on {r.dataset}@{r.version} optimising {r.metric}{trials} in experiment "
+        f"Train {r.code_label} on {r.dataset}@{r.version} optimising {r.metric}{trials} in experiment "
         f"{r.experiment} ({r.runtime}); estimate {plan.estimate.total_cpu_hours:.3g} CPU-h of a "
         f"{plan.estimate.budget_cpu_hours:g} CPU-h budget."
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.runtime import Runtime
@@ -21,6 +21,7 @@ from agent.grammar.forbidden import requested_forbidden_action
 from agent.grammar.notes import note_request
 from agent.grammar.unsupported import unsupported_note
 from agent.model_wire import endpoint_of, invoke_model
+from agent.projects import project_facts
 from agent.prompts import render_prompt
 from agent.references import RunReference, resolve_runs
 from agent.request import complete_request, merge_drafts, metric_problem, missing_inputs
@@ -39,9 +40,9 @@ from agent.state import (
 from agent.tokens import trim_history, usage_of
 from agent.tool_calls import audit_refusal, call_tool, check_data
 from agent.turn_context import TurnContext, turn_context
+from tools.core.entrypoints import EntryPointRegistry
 from tools.core.redact import redact, redact_text
-from tools.core.specs import CLASSIFICATION_METRICS, REGRESSION_METRICS
-from tools.tuning.records import StudySettings
+from tools.core.specs import CLASSIFICATION_METRICS, REGRESSION_METRICS, ModelFamily
 
 _MAX_ATTEMPTS = 2
 Route = Literal["plan", "answer_question", "refuse", "rollback", "respond"]
@@ -243,12 +244,15 @@ _FORBIDDEN_TOOL_WORDS: tuple[tuple[ForbiddenAction, frozenset[str]], ...] = (
 
 
 def _prompt_vars(ctx: TurnContext) -> dict[str, str]:
-    families = StudySettings.model_fields["model_family"].annotation
     refs = [r.ref for r in ctx.tools.registry.list("validated")]
     return {
-        "model_families": ", ".join(getattr(families, "__args__", ())),
+        "model_families": ", ".join(get_args(ModelFamily)),
         "metrics": ", ".join(sorted(CLASSIFICATION_METRICS | REGRESSION_METRICS)),
         "datasets": ", ".join(refs) or "none",
+        "projects": ", ".join(
+            f"{r.ref} ({r.status})" for r in EntryPointRegistry.open(ctx.tools.settings).list()
+        )
+        or "none",
     }
 
 
@@ -393,6 +397,12 @@ def _would_launch(state: AgentState, decision: IntakeDecision, memory: ThreadMem
 def merge_followup(last: ExperimentRequestDraft, change: ExperimentRequestDraft) -> ExperimentRequestDraft:
     """Return the thread's last request with only what the follow-up changes (params are added to)."""
     merged = merge_drafts(last, change)
+    if change.entry_point is not None and change.entry_point != last.entry_point:
+        # Another project ("use my project mlp-tabular@1"): the last request's params and metric were
+        # another code's; only what this message says is kept (the metric then comes from the project).
+        return merged.model_copy(
+            update={"params": change.params, "search_space": change.search_space, "metric": change.metric}
+        )
     return merged.model_copy(
         update={
             "params": {**last.params, **change.params},
@@ -501,10 +511,16 @@ def _more_trials(
 
 
 def _check_dataset(ctx: TurnContext, draft: ExperimentRequestDraft, update: dict[str, Any]) -> Command[Route]:
-    assert draft.dataset and draft.version and draft.metric
     refused = _refuse_data(ctx, draft, update)
     if refused is not None:
         return refused
+    direction = None
+    if draft.entry_point is not None:  # the user's own project: usable, and what it says of the metric
+        facts = project_facts(ctx.tools.settings, draft, lambda text: ctx.progress("status", text))
+        if facts.problem is not None:
+            return _project_problem(ctx, draft, facts.problem, update)
+        draft, direction = facts.draft, facts.direction
+    assert draft.dataset and draft.version and draft.metric
     lookup = call_tool(ctx.tools, "lookup_dataset", {"name": draft.dataset, "version": draft.version})
     if not lookup.ok:
         update["request_problems"] = [f"The dataset could not be looked up: {lookup.problem}"]
@@ -515,9 +531,27 @@ def _check_dataset(ctx: TurnContext, draft: ExperimentRequestDraft, update: dict
     if problem:
         update.update(asked_for=["metric"], request_problems=[problem])
         return Command(goto="respond", update=update)
-    request = complete_request(draft, ctx.tools.settings, task, lookup.data.get("sha256"))
+    request = complete_request(draft, ctx.tools.settings, task, lookup.data.get("sha256"), direction)
     update.update(request=request, draft=None)
     return Command(goto="plan", update=update)
+
+
+def _project_problem(
+    ctx: TurnContext, draft: ExperimentRequestDraft, problem: str, update: dict[str, Any]
+) -> Command[Route]:
+    """Answer that the named project cannot be trained from (audited like the guard's rejection)."""
+    assert draft.entry_point is not None
+    event = audit_refusal(
+        ctx.tools,
+        "start_training_run",
+        "entry_points",
+        problem,
+        {"entry_point": draft.entry_point.model_dump()},
+    )
+    update["policy_events"] = Overwrite([event])
+    update["request_problems"] = [f"Your project cannot be used, so nothing was launched: {problem}"]
+    update.update(asked_for=[], draft=None)
+    return Command(goto="respond", update=update)
 
 
 def _versions_hint(ctx: TurnContext, dataset: str) -> str:

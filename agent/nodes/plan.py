@@ -29,7 +29,9 @@ from agent.experiment_plan import (
 from agent.state import AgentState, Refusal, RunRecord
 from agent.tool_calls import audit_refusal
 from agent.turn_context import TurnContext, turn_context
+from tools.core.entrypoints import EntryPointError, EntryPointRegistry
 from tools.core.redact import redact_text
+from tools.core.settings import Settings
 from tools.core.tags import NOTE
 from tools.core.tracking import create_parent_run
 from tools.guard.policy import Halt, Reject, evaluate
@@ -37,7 +39,7 @@ from tools.toolset import get_tool
 from tools.tuning.budget import DEFAULT_RUN_SECONDS, TrialCost, cv_fit_factor, estimate_plan
 from tools.tuning.cost_history import typical_baseline_cost
 from tools.tuning.records import StudySettings, WarmStartTrial, default_parallelism
-from tools.tuning.space import SEARCH_SPACES_FILE, SearchSpaceError, load_search_space
+from tools.tuning.space import SEARCH_SPACES_FILE, SearchSpaceError, load_search_space, project_search_space
 from tools.tuning.warm_start import find_warm_start
 
 DEFAULT_TIMEOUT_SECONDS = 600
@@ -77,15 +79,23 @@ def build_plan(request: ExperimentRequest, ctx: TurnContext) -> ExperimentPlan:
     timeout = min(DEFAULT_TIMEOUT_SECONDS, settings.budget.max_wall_seconds_per_run)
     baseline = BaselineConfig(
         model_family=request.model_family,
+        entry_point=request.entry_point,
         params=request.params,
         seed=request.seed,
         resources=request.resources,
         timeout_seconds=timeout,
     )
-    prior = typical_baseline_cost(
-        ctx.tools.tracking, f"{request.dataset}@{request.version}", request.model_family,
-        request.resources.cpu, request.cv_folds,
-    )  # fmt: skip
+    prior = (
+        typical_baseline_cost(
+            ctx.tools.tracking,
+            f"{request.dataset}@{request.version}",
+            request.model_family,
+            request.resources.cpu,
+            request.cv_folds,
+        )  # fmt: skip
+        if request.model_family is not None
+        else None  # user code: no history of earlier baselines to go by
+    )
     tuning = _tuning_plan(request, ctx, timeout, prior) if request.trials > 0 else None
     return ExperimentPlan(
         request=request, baseline=baseline, tuning=tuning, estimate=_estimate(request, tuning, prior)
@@ -96,13 +106,13 @@ def _tuning_plan(
     request: ExperimentRequest, ctx: TurnContext, timeout: int, prior: TrialCost | None
 ) -> TuningPlan:
     settings = ctx.tools.settings
-    space = load_search_space(request.model_family, request.search_space)
+    space, source, pruning = _search_space(request, settings)
     parallelism = request.parallelism or default_parallelism(
         settings.budget.max_concurrent_jobs, request.resources.cpu, request.trials
     )
     study = StudySettings(
         **request.run_template().model_dump(),
-        study_name=f"{ctx.thread_id}-{request.experiment}-{request.model_family}",
+        study_name=f"{ctx.thread_id}-{request.experiment}-{request.code_label.replace(' ', '-')}",
         session_id=ctx.thread_id,
         direction=request.direction,
         search_space=space,
@@ -116,14 +126,42 @@ def _tuning_plan(
         trial_timeout_seconds=timeout,
         warm_start=request.warm_start,
         trials_before=request.trials_before,
+        **pruning,
     )
     if study.warm_start:
         study.warm_start_trials = _warm_start_trials(ctx, study)
-    source = "your overrides on " if request.search_space else ""
     estimate = estimate_plan(None, study, settings.budget, prior=prior)
-    return TuningPlan(
-        study=study, search_space_source=f"{source}{SEARCH_SPACES_FILE.name}", estimate=estimate
-    )
+    overrides = "your overrides on " if request.search_space else ""
+    return TuningPlan(study=study, search_space_source=f"{overrides}{source}", estimate=estimate)
+
+
+def _search_space(
+    request: ExperimentRequest, settings: Settings
+) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """Return the search space, where it came from, and the pruning settings of the study.
+
+    A family's space is in ``prompts/search_spaces.yaml``; a project's in its ``expagent.yaml`` (or around
+    its declared params' defaults), with the params the user fixed held fixed in every trial. A project's
+    steps are its own (epochs): the pruner looks at every one after the first.
+    """
+    if request.entry_point is None:
+        space = load_search_space(str(request.model_family), request.search_space)
+        return space, SEARCH_SPACES_FILE.name, {}
+    call = request.entry_point
+    try:
+        record = EntryPointRegistry.open(settings).resolve(call.ref)
+    except EntryPointError as exc:
+        raise SearchSpaceError(str(exc)) from exc
+    space = project_search_space(record, call.entry, {**request.params, **request.search_space})
+    configured = bool(record.config.search_space)
+    source = f"{call.ref} expagent.yaml" if configured else f"around the declared params of {call.ref}"
+    pruning = {
+        "prune": record.config.reports_intermediate,
+        "prune_warmup_steps": 1,
+        "prune_interval_steps": 1,
+        "prune_startup_trials": min(5, max(2, request.trials // 3)),
+    }
+    return space, source, pruning
 
 
 def _warm_start_trials(ctx: TurnContext, study: StudySettings) -> list[WarmStartTrial]:
@@ -164,11 +202,12 @@ def training_args(
     b = plan.baseline
     template = plan.request.run_template(model_family=b.model_family, seed=b.seed)
     template.resources = b.resources
+    code = b.entry_point.ref if b.entry_point is not None else b.model_family
     return {
         **template.model_dump(mode="json"),
         "params": b.params,
         "role": role,
-        "run_name": f"{role}-{b.model_family}",
+        "run_name": f"{role}-{code}",
         "parent_run_id": parent_run_id or plan.session_run_id,
         "timeout_seconds": b.timeout_seconds,
     }
@@ -258,7 +297,7 @@ def _refusal_update(findings: list[Reject | Halt], args: dict[str, Any], ctx: Tu
 def request_summary(plan: ExperimentPlan) -> str:
     """Return the request in one line: what is trained on which data, with how many trials."""
     r = plan.request
-    what = f"tune {r.model_family} ({r.trials} trials)" if r.trials else f"train a {r.model_family} baseline"
+    what = f"tune {r.code_label} ({r.trials} trials)" if r.trials else f"train a {r.code_label} baseline"
     return f"{what} on {r.dataset}@{r.version}, metric {r.metric}"
 
 
@@ -272,8 +311,9 @@ def log_session_run(plan: ExperimentPlan, ctx: TurnContext, awaiting: bool) -> R
     from agent.sections import plan_text
 
     r = plan.request
-    params = {"dataset": f"{r.dataset}@{r.version}", "model_family": r.model_family, "metric": r.metric,
-              "trials": r.trials, "runtime": r.runtime}  # fmt: skip
+    params = {"dataset": f"{r.dataset}@{r.version}", "metric": r.metric,
+              "trials": r.trials, "runtime": r.runtime,
+              ("entry_point" if r.entry_point else "model_family"): r.code_label}  # fmt: skip
     note = f"Request by {ctx.tools.requester}: {request_summary(plan)}.\n\n" + plan_text(plan, {})
     run_id = create_parent_run(
         ctx.tools, r.experiment, "session", run_name=session_run_name(plan), params=params,

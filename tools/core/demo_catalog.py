@@ -11,12 +11,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 Task = Literal["classification", "regression"]
 Status = Literal["validated", "raw", "deprecated"]
 
 DEMO_OWNER = "data-engineering"
+_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+#: the example training projects a new workspace registers: (name, directory, dataset it is validated
+#: on). Registering costs ~0.1 s; the validation dry run ~25-40 s each, so it runs on first use instead.
+DEMO_PROJECTS: tuple[tuple[str, Path, str], ...] = (
+    ("xgboost-tabular", _EXAMPLES / "xgboost-tabular", "breast_cancer@1"),
+    ("mlp-tabular", _EXAMPLES / "mlp-tabular", "breast_cancer@1"),
+)
 
 
 @dataclass(frozen=True)

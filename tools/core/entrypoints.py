@@ -80,6 +80,9 @@ class EntryPointRecord(BaseModel):
     status: Status = "registered"
     status_reason: str = ""
     registered_at: str = ""
+    validate_on: str | None = Field(
+        None, description="Dataset (name@V) a demo project is validated on the first time a request uses it."
+    )
 
     @property
     def ref(self) -> str:
@@ -176,7 +179,31 @@ class EntryPointRegistry:
 
     @classmethod
     def open(cls, settings: Settings) -> EntryPointRegistry:
-        return cls(Path(settings.home) / "entrypoints.json")
+        """Open the workspace's catalog; a new one starts with the demo projects (``demo_catalog``)."""
+        registry = cls(Path(settings.home) / "entrypoints.json")
+        if not registry.path.exists():
+            from tools.core.demo_catalog import DEMO_PROJECTS
+
+            with registry._locked():
+                if not registry.path.exists():  # another process may have just created it
+                    registry._save(registry._demo_records(DEMO_PROJECTS))
+        return registry
+
+    def _demo_records(
+        self, projects: tuple[tuple[str, Path, str], ...]
+    ) -> dict[tuple[str, str], EntryPointRecord]:
+        """Return ``name@1`` of each demo project that is present, to be validated on first use."""
+        records = {}
+        for name, directory, dataset in projects:
+            if (directory / "MLproject").is_file():
+                points, config = load_project(directory)
+                records[(name, "1")] = EntryPointRecord(
+                    name=name, version="1", path=str(directory), tree_sha256=tree_sha256(directory),
+                    git_commit=None, entry_points=points, config=config, validate_on=dataset,
+                    status_reason=f"demo project: validated on {dataset} the first time a request uses it",
+                    registered_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                )  # fmt: skip
+        return records
 
     def list(self) -> list[EntryPointRecord]:
         return sorted(self._load().values(), key=lambda r: (r.name, int(r.version)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ModelFamily = Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "lightgbm", "xgboost"]
 Metric = Literal["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"]
@@ -59,7 +59,9 @@ class RunTemplate(BaseModel):
 
     dataset: str = Field(description="Registered dataset name, e.g. 'breast_cancer'.")
     version: str = Field(description="Explicit registered dataset version, e.g. '1'.")
-    model_family: ModelFamily = Field(description="Model family to train.")
+    model_family: ModelFamily | None = Field(
+        None, description="Built-in model family to train; leave null when 'entry_point' names a project."
+    )
     metric: Metric = Field(description="Primary metric to optimise and report.")
     experiment: str = Field(description="MLflow experiment name.")
     seed: int = Field(42, description="Random seed for the split and the model.")
@@ -93,12 +95,27 @@ class RunTemplate(BaseModel):
         "built-in model_family; null = train model_family.",
     )
 
+    @model_validator(mode="after")
+    def _family_or_entry_point(self) -> RunTemplate:
+        if self.model_family is None and self.entry_point is None:
+            raise ValueError(
+                "give model_family (a built-in family) or entry_point (a registered project, name@N)"
+            )
+        return self
+
     @field_validator("cv_folds")
     @classmethod
     def _folds(cls, value: int) -> int:
         if value == 1:
             raise ValueError("cross-validation needs at least 2 folds (0 turns it off)")
         return value
+
+    @property
+    def code_label(self) -> str:
+        """Return what trains: the model family, or ``entry point churn-model@3 main``."""
+        if self.entry_point is not None:
+            return f"entry point {self.entry_point.ref} {self.entry_point.entry}"
+        return str(self.model_family)
 
     @property
     def selection_metric(self) -> str:

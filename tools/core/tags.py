@@ -24,6 +24,7 @@ ENTRY_POINT_NAME = "expagent.entry_point.entry"
 #: the environment hash an entry point ran in ('current': the agent's venv; 'image:<ref>': its pod image).
 ENTRY_POINT_ENV = "expagent.entry_point.env"
 ENTRY_POINT_TREE = "expagent.entry_point.tree_sha256"
+ENTRY_POINT_COMMIT = "expagent.entry_point.git_commit"
 STOP_REASON = "expagent.stop_reason"
 BEST_RUN_ID = "expagent.best_run_id"
 BASELINE_RUN_ID = "expagent.baseline_run_id"

@@ -111,7 +111,7 @@ def job_annotations(spec: TrainingSpec) -> dict[str, str]:
         RUN_ID_ANNOTATION: spec.run_id or "",
         EXPERIMENT_ANNOTATION: spec.experiment,
         f"{LABEL_PREFIX}/dataset": f"{spec.dataset}@{spec.version}",
-        f"{LABEL_PREFIX}/model-family": spec.model_family,
+        f"{LABEL_PREFIX}/model-family": spec.model_family or "entry-point",
         f"{LABEL_PREFIX}/metric": spec.metric,
     }
     if spec.entry_point is not None:

@@ -193,7 +193,7 @@ def log_model(run: RunTarget, spec: TrainingSpec, model: Any, x_example: pd.Data
     packages = {
         "lightgbm": provenance.LIGHTGBM_MODEL_PACKAGES,
         "xgboost": provenance.XGBOOST_MODEL_PACKAGES,
-    }.get(spec.model_family)
+    }.get(spec.model_family or "")
     requirements = provenance.pip_requirements(packages or provenance.SKLEARN_MODEL_PACKAGES)
     common = {
         "signature": signature,

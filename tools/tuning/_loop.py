@@ -50,7 +50,7 @@ class StudyLoop:
         self.progress, self.cancel_event = progress, cancel_event
         self.space: dict[str, ParamSpec] = parse_space(settings.search_space)
         self.pruning = settings.prune and (
-            supports_pruning(settings.model_family) or settings.entry_point is not None
+            settings.entry_point is not None or supports_pruning(settings.model_family)
         )
         self.ledger = BudgetLedger(settings, _baseline_cost(baseline))
         self.watchdog = Watchdog(
@@ -233,7 +233,7 @@ class StudyLoop:
         """Return the trial run's description: which study it belongs to, its data and params."""
         s = self.settings
         return (
-            f"Trial {number} of study {s.study_name}: {s.model_family} on {s.dataset}@{s.version}, "
+            f"Trial {number} of study {s.study_name}: {s.code_label} on {s.dataset}@{s.version}, "
             f"params {_short(params)}. Selected on {s.selection_metric}; test_{s.metric} is reported, never "
             "selected on."
         )

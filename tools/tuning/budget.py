@@ -81,7 +81,7 @@ def estimate_trial_cost(
     The basis is 'baseline' (this study's measured baseline), 'earlier baselines' (``prior``: what
     baselines of the same dataset and family cost before, ``tools.tuning.cost_history``) or 'default'.
     """
-    factor = family_space(settings.model_family).cost_factor
+    factor = family_space(settings.model_family).cost_factor if settings.model_family else 1.0
     if baseline_cost is not None and baseline_cost.wall_seconds > 0:
         base, basis = baseline_cost, "baseline"
     elif prior is not None and prior.wall_seconds > 0:

@@ -39,13 +39,17 @@ def create_tuning_run(ctx: ToolContext, settings: StudySettings) -> str:
     params.update({f"space.{name}": _spec_text(spec) for name, spec in settings.search_space.items()})
     tags = {
         tag_keys.NOTE: (
-            f"Tuning study {settings.study_name}: {settings.model_family} on {settings.dataset}@"
+            f"Tuning study {settings.study_name}: {settings.code_label} on {settings.dataset}@"
             f"{settings.version}, up to {settings.n_trials} trials, selected on {settings.selection_metric}. "
             f"Chart best_val_{settings.metric} is the optimisation history; plots/ has Optuna's plots."
         ),
         "dataset.name": settings.dataset,
         "dataset.version": settings.version,
-        "model_family": settings.model_family,
+        **(
+            {"entry_point": settings.entry_point.ref}
+            if settings.entry_point
+            else {"model_family": str(settings.model_family)}
+        ),
         "optuna.study_name": settings.study_name,
         "seed": str(settings.seed),
     }

@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 if TYPE_CHECKING:
     import optuna
 
+    from tools.core.entrypoints import EntryPointRecord
+
 SEARCH_SPACES_FILE = Path(__file__).resolve().parents[2] / "prompts" / "search_spaces.yaml"
 
 Scalar = float | int | str | bool
@@ -93,6 +95,47 @@ def load_search_space(model_family: str, overrides: dict[str, Any] | None = None
     choices), a scalar (fixes the parameter), or ``None`` (drops it: the estimator default is used).
     """
     space = {name: spec.model_copy() for name, spec in family_space(model_family).params.items()}
+    return _resolved(space, overrides, model_family)
+
+
+def project_search_space(
+    record: EntryPointRecord, entry: str, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the search space of a registered project's entry point, with the user's ``overrides``.
+
+    The space is the project's ``expagent.yaml`` ``search_space``; without one, every numeric MLproject
+    param with a positive default is searched on a log scale around it (float: /10..x10, int: /4..x4).
+    Only declared params may be searched.
+    """
+    declared = record.entry_points.get(entry, {})
+    undeclared = sorted((set(record.config.search_space) | set(overrides or {})) - set(declared))
+    if undeclared:
+        raise SearchSpaceError(
+            f"entry point {record.ref} entry {entry!r} declares no param {', '.join(undeclared)} "
+            f"(declared: {', '.join(declared) or 'none'})"
+        )
+    configured = parse_space(record.config.search_space)
+    space = configured or {
+        name: spec
+        for name, param in declared.items()
+        if (spec := _around_default(param.type, param.default)) is not None
+    }
+    return _resolved(space, overrides, f"entry point {record.ref}")
+
+
+def _around_default(kind: str, default: Any) -> ParamSpec | None:
+    try:
+        value = float(default)
+    except (TypeError, ValueError):
+        return None
+    if kind == "float" and value > 0:
+        return ParamSpec(type="float", low=value / 10, high=value * 10, log=True)
+    if kind == "int" and value >= 1:
+        return ParamSpec(type="int", low=max(1, int(value) // 4), high=int(value) * 4, log=True)
+    return None
+
+
+def _resolved(space: dict[str, ParamSpec], overrides: dict[str, Any] | None, label: str) -> dict[str, Any]:
     for name, override in (overrides or {}).items():
         if override is None:
             space.pop(name, None)
@@ -104,7 +147,7 @@ def load_search_space(model_family: str, overrides: dict[str, Any] | None = None
                 f"bad search-space override for {name!r} ({_shown(override)}): {_reason(exc)}; {VALID_FORMS}"
             ) from exc
     if not any(spec.type != "fixed" for spec in space.values()):
-        raise SearchSpaceError(f"the search space for {model_family} has no parameter left to tune")
+        raise SearchSpaceError(f"the search space for {label} has no parameter left to tune")
     return {name: spec.compact() for name, spec in space.items()}
 
 
@@ -206,6 +249,6 @@ def _suggest_one(trial: optuna.trial.BaseTrial, name: str, spec: ParamSpec) -> S
     return trial.suggest_float(name, spec.low, spec.high, log=spec.log)
 
 
-def supports_pruning(model_family: str) -> bool:
+def supports_pruning(model_family: str | None) -> bool:
     """Return whether trials of ``model_family`` report intermediate metrics the pruner can use."""
-    return family_space(model_family).intermediate
+    return model_family is not None and family_space(model_family).intermediate

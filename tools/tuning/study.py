@@ -14,10 +14,12 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from tools.core.entrypoints import EntryPointRegistry
+from tools.core.settings import Settings
 from tools.tuning._loop import Progress, StudyLoop
 from tools.tuning.budget import BudgetEstimate, TrialCost, estimate_plan
 from tools.tuning.records import StudyResult, StudySettings, TrialResult
-from tools.tuning.space import load_search_space, supports_pruning
+from tools.tuning.space import load_search_space, project_search_space, supports_pruning
 from tools.tuning.warm_start import enqueue
 
 if TYPE_CHECKING:
@@ -42,7 +44,7 @@ def open_study(settings: StudySettings, storage_url: str) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = study_storage(storage_url)
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
-    if settings.prune and (supports_pruning(settings.model_family) or settings.entry_point is not None):
+    if settings.prune and (settings.entry_point is not None or supports_pruning(settings.model_family)):
         # With cross-validation the steps are folds (running CV mean): prunable from the first fold.
         warmup = 0 if settings.cv_folds else settings.prune_warmup_steps
         pruner = optuna.pruners.MedianPruner(
@@ -130,6 +132,14 @@ def _check_same_study(study: optuna.Study, settings: StudySettings) -> None:
         )
 
 
+def default_search_space(home: Settings, settings: StudySettings) -> dict[str, Any]:
+    """Return the stored space of the study's family, or the space its entry point's project declares."""
+    if settings.entry_point is None:
+        return load_search_space(str(settings.model_family))
+    record = EntryPointRegistry.open(home).resolve(settings.entry_point.ref)
+    return project_search_space(record, settings.entry_point.entry)
+
+
 def run_study(
     ctx: ToolContext,
     settings: StudySettings,
@@ -148,7 +158,7 @@ def run_study(
         cancel_event: Set it (from any thread) to stop every running trial and end the study.
     """
     if not settings.search_space:
-        settings = settings.model_copy(update={"search_space": load_search_space(settings.model_family)})
+        settings = settings.model_copy(update={"search_space": default_search_space(ctx.settings, settings)})
     study = open_study(settings, ctx.settings.optuna_storage)
     ctx = ctx.with_runtime(settings.runtime)  # trials are launched, watched and cancelled on it
     loop = StudyLoop(ctx, settings, study, baseline, progress, cancel_event or threading.Event())

@@ -29,6 +29,16 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _code_filter(settings: StudySettings) -> str:
+    """Return the filter on what trained the runs: the same entry point version, or the same family."""
+    if settings.entry_point is not None:
+        return (
+            f"tags.`{tag_keys.ENTRY_POINT}` = {_quoted(settings.entry_point.ref)} and "
+            f"tags.`{tag_keys.ENTRY_POINT_NAME}` = {_quoted(settings.entry_point.entry)}"
+        )
+    return f"tags.`model_family` = {_quoted(settings.model_family or '')}"
+
+
 def find_warm_start(client: MlflowClient, settings: StudySettings, limit: int = 3) -> list[WarmStartTrial]:
     """Return up to ``limit`` earlier finished trials' params, best ``val_<metric>`` first."""
     experiments = [e.experiment_id for e in client.search_experiments()]
@@ -41,7 +51,7 @@ def find_warm_start(client: MlflowClient, settings: StudySettings, limit: int = 
             "attributes.status = 'FINISHED'",
             f"tags.`dataset.name` = {_quoted(settings.dataset)}",
             f"tags.`dataset.version` = {_quoted(settings.version)}",
-            f"tags.`model_family` = {_quoted(settings.model_family)}",
+            _code_filter(settings),
             f"params.`metric` = {_quoted(settings.metric)}",
         ]
     )
