@@ -84,6 +84,6 @@ def test_bad_git_sources_fail_in_one_line_and_leave_nothing(tmp_path: Path) -> N
     assert code != 0 and "git clone failed" in output, output
     leftovers = [p.name for p in (home / "projects").iterdir()] if (home / "projects").exists() else []
     assert all(not name.startswith(".clone-") for name in leftovers), leftovers
-    assert not (home / "entrypoints.json").exists() or json.loads(
-        (home / "entrypoints.json").read_text()
-    ) == {"entry_points": []}
+    catalog = home / "entrypoints.json"
+    names = [e["name"] for e in json.loads(catalog.read_text())["entry_points"]] if catalog.exists() else []
+    assert "churn" not in names, names  # only the demo workspace's own projects, never a half-registered one
