@@ -91,6 +91,8 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"\s+(?:works|will do|sounds good)\b", ""),
         # "a seed of 7", "with seed = 7"
         (r"\bseed\s+of\s+", "seed "),
+        # chat shorthand: "rerun w/ seed 7"
+        (r"(?<![\w/])w/(?=\s|\w)", "with "),
     )
 )
 
@@ -136,6 +138,17 @@ _SAME = re.compile(
 _TRY = re.compile(
     r"^\s*(?:(?:let's|lets|can\s+you|could\s+you|please|and|now|ok(?:ay)?|also)\s+)*"
     r"(?:try|switch\s+to|swap\s+(?:in|to)|go\s+with|change\s+(?:it|the\s+model|the\s+family)\s+to)\b(?:\s+(?:it\s+)?with)?",
+    re.I,
+)
+# "n_estimators 50" (no "=" or "to"): a parameter name with "_" and one number, not a range.
+_BARE_PAIR = re.compile(
+    r"\b(?P<k>[a-z][a-z0-9]*_[a-z0-9_]+)\s+(?P<v>-?\d+(?:\.\d+)?(?:e-?\d+)?)"
+    r"(?![\w.]|\s*(?:-|\.\.|to\b|and\s+-?\d|,\s*-?\d))",
+    re.I,
+)
+_ONLY_PAIRS = re.compile(
+    r"^\s*(?:(?:and|also|then|now|ok(?:ay)?|with|use|try|set|,)\s*)*"
+    r"(?:[a-z][a-z0-9]*_[a-z0-9_]+\s+-?[0-9][0-9.e-]*(?:\s*(?:,|and)\s*)?)+[\s.!]*$",
     re.I,
 )
 _AND_RETRAIN = re.compile(r"\s*,?\s*\b(?:and|then)\s+(?=re-?(?:run|train|fit)\b)", re.I)
@@ -188,6 +201,8 @@ def read_followup(text: str) -> FollowUp | None:
         rest = (body[: m.start()] + " " + body[m.end() :]).strip(" ,.!?;")
         return FollowUp("more_trials", rewrite(rest), more_trials=_count(m), accept_defaults=accept)
     rewritten = rewrite(body)
+    if _ONLY_PAIRS.match(body) or any(p.search(body) for p in (_RERUN, _SAME, _TRY)):
+        rewritten = _BARE_PAIR.sub(r"\g<k>=\g<v>", rewritten)
     changed = rewritten != body
     kind: FollowUpKind | None = None
     for pattern, cue_kind in ((_RERUN, "rerun"), (_SAME, "change"), (_TRY, "change")):

@@ -93,8 +93,8 @@ def classify(sc: Scanner, p: Findings) -> Reading:
     if raw_request and (experiment_verb or (has_fields and not cancel)):
         p.draft["forbidden_action"] = "raw_data"
         return "forbidden"
-    if cancel:
-        return "cancel"
+    if cancel and not (question and _opens_question(sc.text)):
+        return "cancel"  # "what killed run X?" / "why did you stop it?" ask about a stop, they stop nothing
     if question:
         return "question"
     if experiment_verb:

@@ -64,7 +64,7 @@ class QuestionPlan:
 
 _FAILURE = re.compile(
     r"\b(?:why\b.{0,80}\b(?:fail|crash|die|died|error|break|broke|blow|blew|k[i]ll|stop|abort)\w*"
-    r"|what\s+(?:went|goes)\s+wrong|(?:the\s+)?(?:error|traceback|stack\s*trace|exception)s?\b(?!\s+rate)"
+    r"|what\s+(?:went|goes)\s+wrong|what\s+(?:killed|stopped|crashed|broke|happened\s+to)\b|(?:the\s+)?(?:error|traceback|stack\s*trace|exception)s?\b(?!\s+rate)"
     r"|fail(?:ed|ure)\s+reason|reason\s+(?:it|for|why)\b.{0,40}\bfail)",
     FLAGS | re.DOTALL,
 )

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from agent.grammar.followups import answer_word
 from agent.grammar.forbidden import requested_forbidden_action
+from agent.grammar.intent import asks_question
 from agent.grammar.notes import note_request
 from agent.grammar.unsupported import unsupported_note
 from agent.model_wire import endpoint_of, invoke_model
@@ -102,8 +103,8 @@ def with_thread_references(decision: IntakeDecision, text: str, memory: ThreadMe
     """
     if not memory.run_ids or decision.intent not in ("question", "unknown") or _RUN_ID_IN_TEXT.search(text):
         return decision
-    if decision.intent == "unknown" and not text.rstrip().endswith("?"):
-        return decision
+    if decision.intent == "unknown" and not (text.rstrip().endswith("?") or asks_question(text, text, False)):
+        return decision  # "compare them" asks; "blorp it" does not
     found = resolve_runs(text, memory)
     if not isinstance(found, RunReference):
         return decision
