@@ -192,10 +192,10 @@ def _followup(text: str) -> IntakeDecision | None:
         if decision.intent not in ("experiment", "unknown"):
             return None
         missed = decision.not_understood
-        if asked and (missed or decision.intent != "experiment"):
-            return None  # "what did the rerun do?" is a question
         if decision.intent == "unknown" and not decision.request.model_dump(exclude_defaults=True):
             missed = Scanner(followup.text).leftovers()  # only filler words left ("please") is fine
+        if asked and missed:
+            return None  # "could you check what the rerun did?" is a question
     else:
         decision, missed = IntakeDecision(intent="experiment"), []
     # "no, use rf" declines one offered default and names its replacement: the other defaults stand.

@@ -1,4 +1,5 @@
-"""Run references in a thread: which runs "it", "that run", "the best one", "the last two", "both" or "8788935a" name.
+"""Run references in a thread: which runs "it", "that run", "the best one", "the last two", "both" or
+"8788935a" name.
 
 ``resolve_runs(text, thread, lookup)`` reads a message and returns the runs it names, newest last, from
 what the thread remembers (its runs, oldest first; its baseline; its best run). A short run ID is

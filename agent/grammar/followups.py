@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from agent.grammar.relative import read_relative
+
 FollowUpKind = Literal["rerun", "change", "more_trials"]
 Answer = Literal["yes", "no"]
 
@@ -124,15 +126,15 @@ _MORE_TRIALS = re.compile(
 
 # Cues that the message is about the thread's last request.
 _RERUN = re.compile(
-    r"\b(?:re-?run|re-?train|re-?fit|run\s+(?:it|that|this)\s+again|train\s+(?:it|that|this)\s+again|"
+    r"(?<![\w-])(?:re-?run|re-?train|re-?fit|run\s+(?:it|that|this)\s+again|train\s+(?:it|that|this)\s+again|"
     r"do\s+(?:it|that|this)\s+again|run\s+again|again|one\s+more\s+time|repeat\s+(?:it|that|this|the\s+run))"
-    r"(?:\s+(?:it|that|this|the\s+(?:run|baseline|model|experiment|same)))?(?:\s+(?:again))?(?:\s*,?\s*but)?\b",
+    r"(?:\s+(?:it|that|this|the\s+(?:run|baseline|model|experiment|same)))?(?:\s+(?:again))?(?:\s*,?\s*but)?(?![\w-])",
     re.I,
 )
 _SAME = re.compile(
-    r"\b(?:(?:the\s+)?same\s+(?:thing|again|setup|config(?:uration)?|request|as\s+before|run|experiment)?"
+    r"(?<![\w-])(?:(?:the\s+)?same\s+(?:thing|again|setup|config(?:uration)?|request|as\s+before|run|experiment)?"
     r"(?:\s*,?\s*(?:but|except|only))?|like\s+before\s*,?\s*(?:but)?|instead(?:\s+of\s+that)?|"
-    r"this\s+time)\b",
+    r"this\s+time)(?![\w-])",
     re.I,
 )
 _TRY = re.compile(
@@ -154,6 +156,15 @@ _ONLY_PAIRS = re.compile(
 _AND_RETRAIN = re.compile(r"\s*,?\s*\b(?:and|then)\s+(?=re-?(?:run|train|fit)\b)", re.I)
 
 
+# A follow-up on a run other than the thread's last: "rerun the best one", "same as run 8788935a but …".
+# Removed here (the intake node resolves it through ``agent.references`` and MLflow); "same as"/"like"
+# before it make it a follow-up on its own.
+_OTHER_RUN = re.compile(
+    r"(?<![\w-])(?P<same>(?:the\s+)?same\s+(?:thing\s+)?as\s+|just\s+like\s+|like\s+)?(?:(?:on|of|from|for)\s+)?"
+    r"(?:(?:the\s+)?(?:best|winning|top)\s+(?:one|run|model|trial)|the\s+winner|(?:the\s+)?first\s+(?:one|run)"
+    r"|(?:run\s+)?`?(?=[0-9a-f]*\d)[0-9a-f]{6,32}`?)(?![\w-])",
+    re.I,
+)
 # A polite wrapper around a follow-up ("could you …, please?") is not a question.
 _POLITE = re.compile(
     r"^\s*(?:(?:hi|hey|hello|ok(?:ay)?|so|thanks|great)\b[\s,.!]*)*(?:(?:could|can|would|will)\s+you\s+"
@@ -200,11 +211,17 @@ def read_followup(text: str) -> FollowUp | None:
     if m := _MORE_TRIALS.search(body):
         rest = (body[: m.start()] + " " + body[m.end() :]).strip(" ,.!?;")
         return FollowUp("more_trials", rewrite(rest), more_trials=_count(m), accept_defaults=accept)
+    other = _OTHER_RUN.search(body)
+    if other is not None and (other["same"] or any(p.search(body) for p in (_RERUN, _TRY))):
+        body = (body[: other.start()] + " " + body[other.end() :]).strip()
+    else:
+        other = None
     rewritten = rewrite(body)
     if _ONLY_PAIRS.match(body) or any(p.search(body) for p in (_RERUN, _SAME, _TRY)):
         rewritten = _BARE_PAIR.sub(r"\g<k>=\g<v>", rewritten)
+    relative, rewritten = read_relative(rewritten)  # resolved against the thread by the intake node
     changed = rewritten != body
-    kind: FollowUpKind | None = None
+    kind: FollowUpKind | None = "change" if relative else ("rerun" if other is not None else None)
     for pattern, cue_kind in ((_RERUN, "rerun"), (_SAME, "change"), (_TRY, "change")):
         if pattern.search(rewritten):
             kind = kind or cue_kind  # type: ignore[assignment]

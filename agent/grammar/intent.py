@@ -57,7 +57,8 @@ _POLITE_LEAD = re.compile(
 )
 _QUESTION_CUES = re.compile(
     r"^\s*(?:is|are|did|does|do|was|were|find|get|check|fetch|look|any|anything|last|latest|recent|previous"
-    r"|logs?|errors?|tracebacks?|output|tail)\b|\b(?:best|highest|lowest|top|worst|compare|versus|vs)\b",
+    r"|logs?|errors?|tracebacks?|output|tail|runs|failures|failed)\b"
+    r"|\b(?:best|highest|lowest|top|worst|compare|versus|vs|today|yesterday)\b",
     FLAGS,
 )
 _DOMAIN_NOUNS = re.compile(
@@ -83,6 +84,8 @@ def classify(sc: Scanner, p: Findings) -> Reading:
     if note_request(sc.text) is not None:
         return "question"  # a note on a named run: answered with log_note, never a training request
     experiment_verb = sc.take_all(EXPERIMENT_VERBS)
+    # "killed runs", "cancelled jobs": a past participle describes runs, it asks to stop nothing
+    imperative_cancel = any(not m.group(0).lower().endswith("ed") for m in sc.find(CANCEL))
     cancel = sc.take_all(CANCEL)
     raw = sc.take_all(RAW_DATA)
     about_runs = _DOMAIN_NOUNS.search(sc.text) is not None or bool(p.draft.get("dataset"))
@@ -93,7 +96,7 @@ def classify(sc: Scanner, p: Findings) -> Reading:
     if raw_request and (experiment_verb or (has_fields and not cancel)):
         p.draft["forbidden_action"] = "raw_data"
         return "forbidden"
-    if cancel and not (question and _opens_question(sc.text)):
+    if cancel and not (question and (_opens_question(sc.text) or not imperative_cancel)):
         return "cancel"  # "what killed run X?" / "why did you stop it?" ask about a stop, they stop nothing
     if question:
         return "question"

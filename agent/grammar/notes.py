@@ -64,7 +64,9 @@ def _labelled(text: str) -> NoteRequest | None:
     match = _LABELLED.match(text.strip())
     if match is None:
         return None
-    note = " ".join(part.strip(" ,;:-—") for part in (match["before"], match["after"]) if part.strip(" ,;:-—"))
+    note = " ".join(
+        part.strip(" ,;:-—") for part in (match["before"], match["after"]) if part.strip(" ,;:-—")
+    )
     quoted = _QUOTED.match(note)
     note = (quoted["inner"] if quoted else note).strip()
     return NoteRequest(run=match["run"].lower(), text=note) if note else None

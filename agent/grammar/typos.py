@@ -63,7 +63,9 @@ def read_cue_typos(text: str, suspects: set[str]) -> CueReading:
 
 def _candidates(word: str, rest: str) -> list[str]:
     limit = 2 if len(word) >= 8 else 1
-    scored = [(edits(word, cue, limit), cue) for cue, nxt in CUE_WORDS.items() if nxt is None or re.match(nxt, rest)]
+    scored = [
+        (edits(word, cue, limit), cue) for cue, nxt in CUE_WORDS.items() if nxt is None or re.match(nxt, rest)
+    ]
     best = min((d for d, _ in scored), default=limit + 1)
     if best > limit:
         return []
