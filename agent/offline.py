@@ -25,7 +25,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from agent.grammar import QuestionPlan, parse_message, parse_question
-from agent.grammar.followups import read_followup
+from agent.grammar.followups import FollowUp, read_followup
 from agent.grammar.scanner import Scanner
 from agent.grammar.typos import read_cue_typos
 from agent.offline_answers import write_answer
@@ -143,7 +143,10 @@ def _intake(messages: Sequence[BaseMessage]) -> IntakeDecision:
         )
     followup = _followup(humans[-1])
     if followup is not None:
-        decision, fields_only = followup, followup.more_trials is None and not followup.not_understood
+        # a follow-up on a named run changes that run's request, not the earlier messages' one
+        names_run = (read_followup(humans[-1]) or FollowUp("change", "")).names_run
+        fields_only = followup.more_trials is None and not followup.not_understood and not names_run
+        decision = followup
     else:
         decision, fields_only = parse_message(humans[-1])
     if not fields_only:

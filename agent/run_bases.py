@@ -11,6 +11,7 @@ the follow-up asks for trials.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from agent.references import ReferenceProblem, RunReference, resolve_runs
@@ -28,7 +29,8 @@ def named_run(text: str, memory: ThreadMemory) -> str | ReferenceProblem | None:
     """Return the one run a follow-up names other than the thread's last, a problem, or None."""
     found = resolve_runs(text, memory, lookup=lambda token: token)  # a prefix is resolved by get_run
     if isinstance(found, ReferenceProblem):
-        return found if found.phrase and any(c.isdigit() for c in found.phrase) else None
+        # a problem with "the best one" or a run ID stops the follow-up; one with "it" leaves it alone
+        return found if re.search(r"\d|best|winn|top|first|before", found.phrase, re.I) else None
     if not isinstance(found, RunReference) or not _NAMED & set(found.kinds):
         return None
     if len(found.run_ids) != 1:

@@ -61,6 +61,7 @@ class FollowUp:
     more_trials: int | None = None
     accept_defaults: bool = False  # "yes, ..." / "whatever model is fastest": the offered defaults stand
     decline_defaults: bool = False  # "no, ...": the offered defaults do not stand
+    names_run: bool = False  # "rerun the best one", "same as run X": that run's request is the base
 
 
 # A leading yes/no before the rest of the message ("ok give it 3 more trials", "no, use rf").
@@ -235,4 +236,7 @@ def read_followup(text: str) -> FollowUp | None:
         if accept or decline:
             return FollowUp("change", rewritten, accept_defaults=accept, decline_defaults=decline)
         return None
-    return FollowUp(kind, rewritten.strip(" ,.!?;"), accept_defaults=accept, decline_defaults=decline)
+    return FollowUp(
+        kind, rewritten.strip(" ,.!?;"), accept_defaults=accept, decline_defaults=decline,
+        names_run=other is not None,
+    )  # fmt: skip

@@ -182,6 +182,8 @@ def _listing(text: str, ids: tuple[str, ...], experiment: str | None) -> Questio
     status = next((s for s, words in _STATUS_WORDS if re.search(rf"\b(?:{words})\b", text, FLAGS)), None)
     if ids or (window is None and status is None):
         return None
+    if re.search(r"\b(?:best|worst|top|highest|lowest|winner|winning|compar\w*|vs|versus)\b", text, FLAGS):
+        return None  # "thanks for yesterday. can you check the best run in smoke": a ranking, not a listing
     if window is None and not re.search(r"\b(?:list|show|any|all|which|runs)\b", text, FLAGS):
         return None
     return QuestionPlan("list_runs", experiment, limit=20, status=status, window=window)
