@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
@@ -30,7 +30,7 @@ def _decide(*turns: str):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("text", "trials"),
     [
-        ("5-trial sweep over learning rate 1e-3..1e-1 log on breast_cancer@1 with lgbm, roc_auc, experiment x", 5),
+        ("5-trial sweep over learning rate 1e-3..1e-1 log, lgbm on breast_cancer@1, roc_auc, experiment x", 5),
         ("run a 10-trial study of lightgbm on wine@1", 10),
         ("a 3 trial run of lgbm on wine v1", 3),
     ],
@@ -127,10 +127,11 @@ def test_questions_not_cancels_and_labelled_notes() -> None:
 
 
 def test_status_and_time_filters() -> None:
-    now = datetime(2026, 12, 3, 15, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 12, 3, 15, 0, tzinfo=UTC)
     today = run_window("any failures today?", now)
     yesterday = run_window("runs from yesterday", now)
-    assert today is not None and today.since_ms == int(datetime(2026, 12, 3, tzinfo=timezone.utc).timestamp() * 1000)
+    midnight = datetime(2026, 12, 3, tzinfo=UTC)
+    assert today is not None and today.since_ms == int(midnight.timestamp() * 1000)
     assert yesterday is not None and yesterday.until_ms == today.since_ms
     assert yesterday.since_ms == today.since_ms - int(timedelta(days=1).total_seconds() * 1000)
     failed = parse_question("list failed runs in mine")
