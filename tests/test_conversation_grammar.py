@@ -30,7 +30,7 @@ def _decide(*turns: str):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("text", "trials"),
     [
-        ("5-trial sweep over learning rate 1e-3..1e-1 log, lgbm on breast_cancer@1, roc_auc, experiment x", 5),
+        ("5-trial sweep over lr 1e-3..1e-1 log, lgbm on breast_cancer@1, roc_auc, experiment x", 5),
         ("run a 10-trial study of lightgbm on wine@1", 10),
         ("a 3 trial run of lgbm on wine v1", 3),
     ],
