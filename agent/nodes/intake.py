@@ -306,7 +306,9 @@ def route_experiment(
 
     A follow-up ("rerun with seed 7", "3 more trials") changes the thread's last request (the thread
     memory); fields answering a pending question complete the pending draft, with the defaults the
-    agent proposed for what is still missing. A message with any part not understood changes nothing.
+    agent proposed for what is still missing. A follow-up naming another run ("rerun the best one")
+    starts from that run's request in MLflow; relative changes ("double the trees") become exact
+    values. A message with any part not understood changes nothing.
     """
     memory = state.get("memory") or ThreadMemory()
     pending = state.get("draft")
