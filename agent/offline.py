@@ -25,8 +25,9 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from agent.grammar import QuestionPlan, parse_message, parse_question
-from agent.grammar.followups import read_followup
+from agent.grammar.followups import FollowUp, read_followup
 from agent.grammar.scanner import Scanner
+from agent.grammar.typos import read_cue_typos
 from agent.offline_answers import write_answer
 from agent.offline_questions import MAX_ROUNDS, first_calls, next_calls, payloads, resolved, thread_experiment
 from agent.state import RECORD_INTAKE, IntakeDecision
@@ -106,6 +107,28 @@ def _text(message: BaseMessage) -> str:
 
 
 def intake_from_history(messages: Sequence[BaseMessage]) -> IntakeDecision:
+    """Return the decision for the latest user message; misspelled cue words are read when that makes
+    the whole message understood ("giv it 3 more trails"), and named in ``readings``."""
+    decision = _intake(messages)
+    missed = [m for m in decision.not_understood if not m.startswith("ignored ")]
+    if not missed or decision.intent not in ("experiment", "unknown"):
+        return decision
+    suspects = {w.lower() for m in missed for w in re.findall(r"[A-Za-z]+", m)}
+    last = max(i for i, m in enumerate(messages) if isinstance(m, HumanMessage))
+    reading = read_cue_typos(_text(messages[last]), suspects)
+    if reading.ambiguous:
+        notes = [f"'{w}' (did you mean {' or '.join(repr(c) for c in cs)}?)" for w, cs in reading.ambiguous]
+        return decision.model_copy(update={"not_understood": [*decision.not_understood, *notes]})
+    if not reading.fixes:
+        return decision
+    fixed = [*messages[:last], HumanMessage(reading.text), *messages[last + 1 :]]
+    corrected = _intake(fixed)
+    if corrected.intent not in ("experiment", "question") or corrected.not_understood:
+        return decision  # the reading does not make the message understood: report it as written
+    return corrected.model_copy(update={"readings": [*corrected.readings, *reading.describe()]})
+
+
+def _intake(messages: Sequence[BaseMessage]) -> IntakeDecision:
     """Return the decision for the latest user message, merged with the request it answers.
 
     A message that only supplies request fields ("breast_cancer@1, roc_auc", "version 1") after an
@@ -120,7 +143,10 @@ def intake_from_history(messages: Sequence[BaseMessage]) -> IntakeDecision:
         )
     followup = _followup(humans[-1])
     if followup is not None:
-        decision, fields_only = followup, followup.more_trials is None and not followup.not_understood
+        # a follow-up on a named run changes that run's request, not the earlier messages' one
+        names_run = (read_followup(humans[-1]) or FollowUp("change", "")).names_run
+        fields_only = followup.more_trials is None and not followup.not_understood and not names_run
+        decision = followup
     else:
         decision, fields_only = parse_message(humans[-1])
     if not fields_only:
@@ -169,19 +195,22 @@ def _followup(text: str) -> IntakeDecision | None:
         if decision.intent not in ("experiment", "unknown"):
             return None
         missed = decision.not_understood
-        if asked and (missed or decision.intent != "experiment"):
-            return None  # "what did the rerun do?" is a question
         if decision.intent == "unknown" and not decision.request.model_dump(exclude_defaults=True):
             missed = Scanner(followup.text).leftovers()  # only filler words left ("please") is fine
+        if asked and missed:
+            return None  # "could you check what the rerun did?" is a question
     else:
         decision, missed = IntakeDecision(intent="experiment"), []
+    # "no, use rf" declines one offered default and names its replacement: the other defaults stand.
+    changes = decision.request.model_dump(exclude_none=True, exclude_defaults=True)
+    accept = followup.accept_defaults or (followup.decline_defaults and bool(changes))
     return decision.model_copy(
         update={
             "intent": "experiment",
             "question": None,
             "follow_up": True,
             "more_trials": followup.more_trials,
-            "accept_defaults": followup.accept_defaults,
+            "accept_defaults": accept,
             "not_understood": missed,
         }
     )

@@ -51,7 +51,15 @@ def write_answer(plan: QuestionPlan, results: list[tuple[str, ToolMessage]]) -> 
         return _unclear()
     data = _collect(results)
     found = payloads(results)
-    if plan.needs_experiment and "list_experiments" in found and "search_runs" not in found:
+    if (
+        plan.kind == "list_runs"
+        and plan.window is not None
+        and not plan.experiment
+        and "search_runs" not in found
+    ):
+        status = f" with status {plan.status}" if plan.status else ""
+        body = f"No runs{status} were started {plan.window.label} in any experiment." if found else ""
+    elif plan.needs_experiment and "list_experiments" in found and "search_runs" not in found:
         body = answer_experiments(plan, found)  # which experiment? (none named, not exactly one with runs)
     elif plan.kind in RUN_ANSWERS:
         body = RUN_ANSWERS[plan.kind](plan, found)
@@ -339,6 +347,10 @@ def _winners(runs: list[dict[str, Any]], metrics: list[str]) -> list[str]:
 
 def _answer_list_runs(plan: QuestionPlan, data: _Results) -> str:
     where = f" in experiment `{_cell(plan.experiment)}`" if plan.experiment else ""
+    if plan.status:
+        where = f" with status {plan.status}{where}"
+    if plan.window is not None:
+        where += f", started {plan.window.label}"
     runs = [r for r in data.runs if r["role"] != "session"] or data.runs
     if not runs:
         return f"No runs were found{where}."

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
@@ -62,8 +63,32 @@ def first_calls(plan: QuestionPlan, bound: set[str]) -> list[SemanticCall]:
         case "compare":
             return [_latest(plan, plan.limit + 5)]
         case "list_runs" if not plan.metric:
-            return [_latest(plan, plan.limit + 5)]
+            return [_latest(plan, plan.limit + 5, list_filter(plan))]
     return legacy_calls(plan)
+
+
+def list_filter(plan: QuestionPlan) -> str | None:
+    """Return the MLflow filter of a listing's status and time window (None: every run)."""
+    clauses = [f"attributes.status = '{plan.status}'"] if plan.status else []
+    if plan.window is not None:
+        clauses.append(plan.window.filter())
+    return " and ".join(clauses) or None
+
+
+def _active_since(plan: QuestionPlan, found: dict[str, list[Any]], limit: int = 5) -> list[str]:
+    """Return the experiments with activity inside the plan's window (newest first, at most ``limit``)."""
+    assert plan.window is not None
+    since = datetime.fromtimestamp(plan.window.since_ms / 1000, UTC)
+    names = []
+    for experiment in your_experiments(found):
+        last = experiment.get("last_activity")
+        try:
+            when = datetime.fromisoformat(str(last).replace("Z", "+00:00")) if last else None
+        except ValueError:
+            when = None
+        if when is not None and (when.tzinfo is None or when >= since):
+            names.append(str(experiment["name"]))
+    return names[:limit]
 
 
 def _latest(plan: QuestionPlan, count: int, filter_string: str | None = None) -> SemanticCall:
@@ -145,6 +170,10 @@ def next_calls(
     settled = resolved(plan, found)
     if plan.needs_experiment and "search_runs" not in found and settled.experiment:
         return first_calls(settled, bound)
+    if plan.needs_experiment and plan.window is not None and "search_runs" not in found and found:
+        # "any failures today?": every experiment active in the window, not one named experiment
+        return [_latest(replace(plan, experiment=name), plan.limit + 5, list_filter(plan))
+                for name in _active_since(plan, found)]  # fmt: skip
     if plan.run_ids or "search_runs" not in found:
         return []
     runs = training_runs(found)

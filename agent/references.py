@@ -1,4 +1,5 @@
-"""Run references in a thread: which runs "it", "that run", "the best one", "the last two" or "8788935a" name.
+"""Run references in a thread: which runs "it", "that run", "the best one", "the last two", "both" or
+"8788935a" name.
 
 ``resolve_runs(text, thread, lookup)`` reads a message and returns the runs it names, newest last, from
 what the thread remembers (its runs, oldest first; its baseline; its best run). A short run ID is
@@ -35,6 +36,11 @@ _LAST_ONE = re.compile(
 )
 _FIRST = re.compile(r"\b(?:the\s+)?first\s+(?:one|run|model|trial)\b", _FLAGS)
 _BEFORE = re.compile(r"\bthe\s+one\s+before(?:\s+(?:that|it|this))?\b", _FLAGS)
+# "them", "both", "those two": the last two runs the thread made.
+_PAIR = re.compile(
+    r"\b(?:both(?:\s+(?:of\s+them|runs|models))?|(?:those|these|the)\s+two(?:\s+(?:runs|models|ones))?|them)\b",
+    _FLAGS,
+)
 _IT = re.compile(r"\b(?:it|that\s+(?:one|run|model)|this\s+(?:one|run)|the\s+run)\b", _FLAGS)
 
 
@@ -153,6 +159,13 @@ def _last_n(match: re.Match[str], thread: ThreadRuns | None, runs: list[str]) ->
     return runs[-n:]
 
 
+def _pair(match: re.Match[str], thread: ThreadRuns | None, runs: list[str]) -> list[str] | str:
+    if len(runs) < 2:
+        have = f"only {len(runs)} run" if runs else "no runs yet"
+        return f"{match.group(0).strip()!r} needs two runs: this thread has {have}; name the run IDs"
+    return runs[-2:]
+
+
 def _best(match: re.Match[str], thread: ThreadRuns | None, runs: list[str]) -> list[str] | str:
     if thread is None or not thread.best_run_id:
         return f"{match.group(0).strip()!r}: this thread has no best run yet; name a run ID or an experiment"
@@ -192,5 +205,6 @@ _WORDS: list[tuple[str, re.Pattern[str], _Pick]] = [
     ("before", _BEFORE, _before),
     ("first", _FIRST, _first),
     ("latest", _LAST_ONE, _latest),
+    ("pair", _PAIR, _pair),
     ("it", _IT, _latest),
 ]

@@ -196,7 +196,10 @@ def plan_text(plan: ExperimentPlan, state: AgentState) -> str:
     )
     if r.assumptions:
         lines.append("- Assumptions (not stated, defaults chosen): " + "; ".join(r.assumptions) + ".")
-    if missed := not_understood_text(state.get("intake")):
+    intake = state.get("intake")
+    if intake is not None and intake.readings:
+        lines.append("- How I read your message: " + "; ".join(intake.readings) + ".")
+    if missed := not_understood_text(intake):
         lines.append("- " + missed.replace("\n", "\n  "))
     if plan.approval_keys:
         lines.append(_approval_line(plan, state))

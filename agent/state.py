@@ -102,6 +102,13 @@ class IntakeDecision(BaseModel):
         False,
         description="True when the user accepts the defaults the agent proposed ('ok', 'whatever model').",
     )
+    readings: list[str] = Field(
+        default_factory=list,
+        description=(
+            "How words were read that the user did not write exactly: a misspelled cue word "
+            "(\"read 'trails' as 'trials'\"), a relative change resolved to a value. Shown in the Plan."
+        ),
+    )
 
 
 class ThreadMemory(BaseModel):

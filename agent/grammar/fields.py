@@ -74,8 +74,10 @@ _WALL_CLOCK = (
     rf"(?P<n>{NUMBER})\s*(?P<unit>minutes?|mins?|m|hours?|hrs?|h|seconds?|secs?|s)\b"
 )
 _TRIAL_KIND = r"(?:optuna\s+|tuning\s+|hyperparameter\s+|hpo\s+|random\s+search\s+|tpe\s+)?"
+# "20 trials", "a 5-trial sweep", "10-trial study" (a hyphenated count names the study it sizes).
 _TRIAL_COUNT = (
-    rf"\b(?:(?:max(?:imum)?|at\s+most|up\s+to)\s+)?(?P<n>{NUMBER})\s+(?:more\s+)?{_TRIAL_KIND}trials?\b"
+    rf"\b(?:(?:max(?:imum)?|at\s+most|up\s+to)\s+)?(?P<n>{NUMBER})(?:\s+|\s*-\s*)(?:more\s+)?{_TRIAL_KIND}"
+    r"trials?\b(?:\s+(?:study|studies|hpo)\b)?"
 )
 _NO_TUNING = (
     r"\b(?:(?:a\s+)?baseline\s+only|only\s+(?:a\s+|the\s+)?baseline|just\s+(?:a\s+|the\s+)?baseline|no\s+tuning"

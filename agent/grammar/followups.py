@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from agent.grammar.relative import read_relative
+
 FollowUpKind = Literal["rerun", "change", "more_trials"]
 Answer = Literal["yes", "no"]
 
@@ -59,6 +61,7 @@ class FollowUp:
     more_trials: int | None = None
     accept_defaults: bool = False  # "yes, ..." / "whatever model is fastest": the offered defaults stand
     decline_defaults: bool = False  # "no, ...": the offered defaults do not stand
+    names_run: bool = False  # "rerun the best one", "same as run X": that run's request is the base
 
 
 # A leading yes/no before the rest of the message ("ok give it 3 more trials", "no, use rf").
@@ -91,6 +94,8 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"\s+(?:works|will do|sounds good)\b", ""),
         # "a seed of 7", "with seed = 7"
         (r"\bseed\s+of\s+", "seed "),
+        # chat shorthand: "rerun w/ seed 7"
+        (r"(?<![\w/])w/(?=\s|\w)", "with "),
     )
 )
 
@@ -122,15 +127,15 @@ _MORE_TRIALS = re.compile(
 
 # Cues that the message is about the thread's last request.
 _RERUN = re.compile(
-    r"\b(?:re-?run|re-?train|re-?fit|run\s+(?:it|that|this)\s+again|train\s+(?:it|that|this)\s+again|"
+    r"(?<![\w-])(?:re-?run|re-?train|re-?fit|run\s+(?:it|that|this)\s+again|train\s+(?:it|that|this)\s+again|"
     r"do\s+(?:it|that|this)\s+again|run\s+again|again|one\s+more\s+time|repeat\s+(?:it|that|this|the\s+run))"
-    r"(?:\s+(?:it|that|this|the\s+(?:run|baseline|model|experiment|same)))?(?:\s+(?:again))?(?:\s*,?\s*but)?\b",
+    r"(?:\s+(?:it|that|this|the\s+(?:run|baseline|model|experiment|same)))?(?:\s+(?:again))?(?:\s*,?\s*but)?(?![\w-])",
     re.I,
 )
 _SAME = re.compile(
-    r"\b(?:(?:the\s+)?same\s+(?:thing|again|setup|config(?:uration)?|request|as\s+before|run|experiment)?"
+    r"(?<![\w-])(?:(?:the\s+)?same\s+(?:thing|again|setup|config(?:uration)?|request|as\s+before|run|experiment)?"
     r"(?:\s*,?\s*(?:but|except|only))?|like\s+before\s*,?\s*(?:but)?|instead(?:\s+of\s+that)?|"
-    r"this\s+time)\b",
+    r"this\s+time)(?![\w-])",
     re.I,
 )
 _TRY = re.compile(
@@ -138,9 +143,29 @@ _TRY = re.compile(
     r"(?:try|switch\s+to|swap\s+(?:in|to)|go\s+with|change\s+(?:it|the\s+model|the\s+family)\s+to)\b(?:\s+(?:it\s+)?with)?",
     re.I,
 )
+# "n_estimators 50" (no "=" or "to"): a parameter name with "_" and one number, not a range.
+_BARE_PAIR = re.compile(
+    r"\b(?P<k>[a-z][a-z0-9]*_[a-z0-9_]+)\s+(?P<v>-?\d+(?:\.\d+)?(?:e-?\d+)?)"
+    r"(?![\w.]|\s*(?:-|\.\.|to\b|and\s+-?\d|,\s*-?\d))",
+    re.I,
+)
+_ONLY_PAIRS = re.compile(
+    r"^\s*(?:(?:and|also|then|now|ok(?:ay)?|with|use|try|set|,)\s*)*"
+    r"(?:[a-z][a-z0-9]*_[a-z0-9_]+\s+-?[0-9][0-9.e-]*(?:\s*(?:,|and)\s*)?)+[\s.!]*$",
+    re.I,
+)
 _AND_RETRAIN = re.compile(r"\s*,?\s*\b(?:and|then)\s+(?=re-?(?:run|train|fit)\b)", re.I)
 
 
+# A follow-up on a run other than the thread's last: "rerun the best one", "same as run 8788935a but …".
+# Removed here (the intake node resolves it through ``agent.references`` and MLflow); "same as"/"like"
+# before it make it a follow-up on its own.
+_OTHER_RUN = re.compile(
+    r"(?<![\w-])(?P<same>(?:the\s+)?same\s+(?:thing\s+)?as\s+|just\s+like\s+|like\s+)?(?:(?:on|of|from|for)\s+)?"
+    r"(?:(?:the\s+)?(?:best|winning|top)\s+(?:one|run|model|trial)|the\s+winner|(?:the\s+)?first\s+(?:one|run)"
+    r"|(?:run\s+)?`?(?=[0-9a-f]*\d)[0-9a-f]{6,32}`?)(?![\w-])",
+    re.I,
+)
 # A polite wrapper around a follow-up ("could you …, please?") is not a question.
 _POLITE = re.compile(
     r"^\s*(?:(?:hi|hey|hello|ok(?:ay)?|so|thanks|great)\b[\s,.!]*)*(?:(?:could|can|would|will)\s+you\s+"
@@ -187,9 +212,17 @@ def read_followup(text: str) -> FollowUp | None:
     if m := _MORE_TRIALS.search(body):
         rest = (body[: m.start()] + " " + body[m.end() :]).strip(" ,.!?;")
         return FollowUp("more_trials", rewrite(rest), more_trials=_count(m), accept_defaults=accept)
+    other = _OTHER_RUN.search(body)
+    if other is not None and (other["same"] or any(p.search(body) for p in (_RERUN, _TRY))):
+        body = (body[: other.start()] + " " + body[other.end() :]).strip()
+    else:
+        other = None
     rewritten = rewrite(body)
+    if _ONLY_PAIRS.match(body) or any(p.search(body) for p in (_RERUN, _SAME, _TRY)):
+        rewritten = _BARE_PAIR.sub(r"\g<k>=\g<v>", rewritten)
+    relative, rewritten = read_relative(rewritten)  # resolved against the thread by the intake node
     changed = rewritten != body
-    kind: FollowUpKind | None = None
+    kind: FollowUpKind | None = "change" if relative else ("rerun" if other is not None else None)
     for pattern, cue_kind in ((_RERUN, "rerun"), (_SAME, "change"), (_TRY, "change")):
         if pattern.search(rewritten):
             kind = kind or cue_kind  # type: ignore[assignment]
@@ -203,4 +236,7 @@ def read_followup(text: str) -> FollowUp | None:
         if accept or decline:
             return FollowUp("change", rewritten, accept_defaults=accept, decline_defaults=decline)
         return None
-    return FollowUp(kind, rewritten.strip(" ,.!?;"), accept_defaults=accept, decline_defaults=decline)
+    return FollowUp(
+        kind, rewritten.strip(" ,.!?;"), accept_defaults=accept, decline_defaults=decline,
+        names_run=other is not None,
+    )  # fmt: skip

@@ -57,12 +57,13 @@ _POLITE_LEAD = re.compile(
 )
 _QUESTION_CUES = re.compile(
     r"^\s*(?:is|are|did|does|do|was|were|find|get|check|fetch|look|any|anything|last|latest|recent|previous"
-    r"|logs?|errors?|tracebacks?|output|tail)\b|\b(?:best|highest|lowest|top|worst|compare|versus|vs)\b",
+    r"|logs?|errors?|tracebacks?|output|tail|runs|failures|failed)\b"
+    r"|\b(?:best|highest|lowest|top|worst|compare|versus|vs|today|yesterday)\b",
     FLAGS,
 )
 _DOMAIN_NOUNS = re.compile(
     rf"\b(?:runs?|experiments?|datasets?|data|models?|trials?|baseline|results?|scores?|catalog|metrics?"
-    rf"|running|runing|jobs?|logs?|exps|expts|exp[a-z]{{3,8}}nts|in\s+progress|in\s+flight|fail\w*|crash\w*|params?|parameters|hyperparameters)\b"
+    rf"|running|runing|ran|jobs?|logs?|exps|expts|exp[a-z]{{3,8}}nts|in\s+progress|in\s+flight|fail\w*|crash\w*|params?|parameters|hyperparameters)\b"
     rf"|\b[0-9a-f]{{32}}\b|\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{{8,31}}\b|\b(?:{ANY_METRIC})\b",
     FLAGS,
 )
@@ -83,6 +84,8 @@ def classify(sc: Scanner, p: Findings) -> Reading:
     if note_request(sc.text) is not None:
         return "question"  # a note on a named run: answered with log_note, never a training request
     experiment_verb = sc.take_all(EXPERIMENT_VERBS)
+    # "killed runs", "cancelled jobs": a past participle describes runs, it asks to stop nothing
+    imperative_cancel = any(not m.group(0).lower().endswith("ed") for m in sc.find(CANCEL))
     cancel = sc.take_all(CANCEL)
     raw = sc.take_all(RAW_DATA)
     about_runs = _DOMAIN_NOUNS.search(sc.text) is not None or bool(p.draft.get("dataset"))
@@ -93,8 +96,8 @@ def classify(sc: Scanner, p: Findings) -> Reading:
     if raw_request and (experiment_verb or (has_fields and not cancel)):
         p.draft["forbidden_action"] = "raw_data"
         return "forbidden"
-    if cancel:
-        return "cancel"
+    if cancel and not (question and (_opens_question(sc.text) or not imperative_cancel)):
+        return "cancel"  # "what killed run X?" / "why did you stop it?" ask about a stop, they stop nothing
     if question:
         return "question"
     if experiment_verb:

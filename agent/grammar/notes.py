@@ -27,6 +27,14 @@ _SAID = (
 _NOTE = re.compile(
     rf"\b(?:{_VERB})\s*(?:(?:to|on|for|in|onto|at|about)\s+)?{_RUN}\b{_SAID}", FLAGS | re.DOTALL
 )
+# "note: run 8788935a looks fine", "note - rf baseline looks fine on run 8788935a": a note label first,
+# then the text, with the run ID before or inside it.
+_LABELLED = re.compile(
+    r"^\s*(?:note|nb|comment|annotation)\s*(?::|\s-+\s|\s—\s)\s*(?P<before>.*?)"
+    r"(?:\b(?:on|for|re|about|in)\s+)?(?:the\s+)?(?:run\s+)?(?:id\s+)?`?(?P<run>(?=[0-9a-f]*\d)[0-9a-f]{6,32})`?"
+    r"(?![0-9a-z])\s*[:,\-—]?\s*(?P<after>.*)$",
+    FLAGS | re.DOTALL,
+)
 _QUOTED = re.compile(r"^[\"'“‘`](?P<inner>.+)[\"'”’`][.!]?$", re.DOTALL)
 
 
@@ -42,10 +50,23 @@ def note_request(text: str) -> NoteRequest | None:
     """Return the run and the text of a request to add a note to a named run, or None."""
     match = _NOTE.search(text.strip())
     if match is None or not re.search(r"\d", match["run"]):
-        return None
+        return _labelled(text)
     note = match["text"].strip().lstrip(":-—– ").strip()
     quoted = _QUOTED.match(note)
     note = (quoted["inner"] if quoted else note).strip()
     if not note:
         return None
     return NoteRequest(run=match["run"].lower(), text=note)
+
+
+def _labelled(text: str) -> NoteRequest | None:
+    """Read "note: run X looks fine" / "note: looks fine on run X" (text before or after the ID)."""
+    match = _LABELLED.match(text.strip())
+    if match is None:
+        return None
+    note = " ".join(
+        part.strip(" ,;:-—") for part in (match["before"], match["after"]) if part.strip(" ,;:-—")
+    )
+    quoted = _QUOTED.match(note)
+    note = (quoted["inner"] if quoted else note).strip()
+    return NoteRequest(run=match["run"].lower(), text=note) if note else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal
 
 from agent.grammar.intake import parse_message
@@ -32,6 +33,20 @@ _RUN_ID = r"[0-9a-f]{32}|(?=[\w-]*\d)[A-Za-z0-9][\w-]{3,}"
 
 
 @dataclass(frozen=True)
+class RunWindow:
+    """A time window on run start times, in epoch milliseconds, with the words that named it."""
+
+    label: str
+    since_ms: int
+    until_ms: int | None = None
+
+    def filter(self) -> str:
+        """Return the MLflow filter clause for the window."""
+        clause = f"attributes.start_time >= {self.since_ms}"
+        return clause + (f" and attributes.start_time < {self.until_ms}" if self.until_ms else "")
+
+
+@dataclass(frozen=True)
 class QuestionPlan:
     """What a question about runs or datasets asks, in terms of the read-only tools."""
 
@@ -46,6 +61,8 @@ class QuestionPlan:
     baseline: bool = False  # also compare with the experiment's baseline run
     note: str | None = None  # the text of a note to add ("note")
     failed_only: bool = False  # look only at FAILED runs ("why did the last run fail?")
+    status: str | None = None  # list only runs with this MLflow status ("list failed runs in mine")
+    window: RunWindow | None = None  # list only runs started in this time window ("today")
 
     @property
     def needs_experiment(self) -> bool:
@@ -64,7 +81,7 @@ class QuestionPlan:
 
 _FAILURE = re.compile(
     r"\b(?:why\b.{0,80}\b(?:fail|crash|die|died|error|break|broke|blow|blew|k[i]ll|stop|abort)\w*"
-    r"|what\s+(?:went|goes)\s+wrong|(?:the\s+)?(?:error|traceback|stack\s*trace|exception)s?\b(?!\s+rate)"
+    r"|what\s+(?:went|goes)\s+wrong|what\s+(?:killed|stopped|crashed|broke|happened\s+to)\b|(?:the\s+)?(?:error|traceback|stack\s*trace|exception)s?\b(?!\s+rate)"
     r"|fail(?:ed|ure)\s+reason|reason\s+(?:it|for|why)\b.{0,40}\bfail)",
     FLAGS | re.DOTALL,
 )
@@ -122,9 +139,62 @@ def parse_question(text: str) -> QuestionPlan:
     return QuestionPlan("unclear")
 
 
+_STATUS_WORDS = (
+    ("FAILED", r"fail(?:ed|ures?|ing)?|crash(?:ed|es)?|errored|broken"),
+    ("KILLED", r"killed|cancell?ed|stopped|aborted"),
+    ("FINISHED", r"finished|successful|succeeded|completed|done"),
+)
+_WINDOW = re.compile(
+    r"\b(?:(?P<today>today|this\s+morning|so\s+far\s+today)|(?P<yesterday>yesterday)"
+    r"|(?:since|from|in)\s+(?:the\s+)?(?:last|past)\s+(?P<n>\d+|one|two|three|24|48)\s*(?P<unit>hours?|hrs?|h|days?)"
+    r"|(?:the\s+)?(?:last|past)\s+(?P<n2>\d+|one|two|three)\s*(?P<unit2>hours?|hrs?|h|days?)"
+    r"|(?P<week>this\s+week))\b",
+    FLAGS,
+)
+
+
+def run_window(text: str, now: datetime | None = None) -> RunWindow | None:
+    """Return the start-time window a question names ("today", "yesterday", "last 3 hours"), if any."""
+    match = _WINDOW.search(text)
+    if match is None:
+        return None
+    now = now or datetime.now().astimezone()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    ms = lambda moment: int(moment.timestamp() * 1000)  # noqa: E731
+    if match["today"]:
+        return RunWindow(f"today (since {midnight:%Y-%m-%d %H:%M %Z})", ms(midnight))
+    if match["yesterday"]:
+        start = midnight - timedelta(days=1)
+        return RunWindow(f"yesterday ({start:%Y-%m-%d}, {start:%Z})", ms(start), ms(midnight))
+    if match["week"]:
+        start = midnight - timedelta(days=midnight.weekday())
+        return RunWindow(f"this week (since {start:%Y-%m-%d})", ms(start))
+    count = int(parse_number(match["n"] or match["n2"]))
+    unit = (match["unit"] or match["unit2"]).lower()
+    span = timedelta(days=count) if unit.startswith("d") else timedelta(hours=count)
+    return RunWindow(f"the last {count} {'day' if unit.startswith('d') else 'hour'}(s)", ms(now - span))
+
+
+def _listing(text: str, ids: tuple[str, ...], experiment: str | None) -> QuestionPlan | None:
+    """Return a filtered listing ("any failures today?", "list failed runs in mine", "runs from
+    yesterday") when the question names a status or a time window and no run."""
+    window = run_window(text)
+    status = next((s for s, words in _STATUS_WORDS if re.search(rf"\b(?:{words})\b", text, FLAGS)), None)
+    if ids or (window is None and status is None):
+        return None
+    if re.search(r"\b(?:best|worst|top|highest|lowest|winner|winning|compar\w*|vs|versus)\b", text, FLAGS):
+        return None  # "thanks for yesterday. can you check the best run in smoke": a ranking, not a listing
+    if window is None and not re.search(r"\b(?:list|show|any|all|which|runs)\b", text, FLAGS):
+        return None
+    return QuestionPlan("list_runs", experiment, limit=20, status=status, window=window)
+
+
 def _run_question(text: str, ids: tuple[str, ...], experiment: str | None) -> QuestionPlan | None:
     """Return the plan for a question about failures, logs, what runs now, experiments or recent runs."""
     failed = _FAILURE.search(text) is not None or bool(ids and _FAILED_WORD.search(text))
+    listing = None if failed and not run_window(text) else _listing(text, ids, experiment)
+    if listing is not None and not _LOGS.search(text) and not _RECENT_N.search(text):
+        return listing
     if failed:
         failed_only = not ids and re.search(r"fail|crash|error|exception|traceback|die|broke", text, FLAGS)
         return QuestionPlan("why_failed", experiment, run_ids=ids[:1], failed_only=bool(failed_only))

@@ -91,6 +91,7 @@ FILLER = frozenset(
     possibly hpo search searches wall clock u ur pls plz thx ty""".split()
 )
 RESERVED = FILLER | {"kubernetes", "k8s", "eks", "cluster", "locally", "local", "namespace", "optuna", "raw"}
+RESERVED |= {"today", "yesterday", "tonight", "week"}  # "runs from yesterday" names no dataset
 
 # --- action phrases
 _FORBIDDEN_PATTERNS: tuple[tuple[ForbiddenAction, str], ...] = (

@@ -18,13 +18,17 @@ from pydantic import ValidationError
 
 from agent.grammar.followups import answer_word
 from agent.grammar.forbidden import requested_forbidden_action
+from agent.grammar.intent import asks_question
 from agent.grammar.notes import note_request
+from agent.grammar.relative import FAMILY_DEFAULTS, read_relative, resolve
+from agent.grammar.relative import describe as describe_change
 from agent.grammar.unsupported import unsupported_note
 from agent.model_wire import endpoint_of, invoke_model
 from agent.projects import project_facts
 from agent.prompts import render_prompt
 from agent.references import RunReference, resolve_runs
 from agent.request import complete_request, merge_drafts, metric_problem, missing_inputs
+from agent.run_bases import named_run, request_of_run
 from agent.state import (
     RECORD_INTAKE,
     AgentState,
@@ -103,8 +107,8 @@ def with_thread_references(decision: IntakeDecision, text: str, memory: ThreadMe
     """
     if not memory.run_ids or decision.intent not in ("question", "unknown") or _RUN_ID_IN_TEXT.search(text):
         return decision
-    if decision.intent == "unknown" and not text.rstrip().endswith("?"):
-        return decision
+    if decision.intent == "unknown" and not (text.rstrip().endswith("?") or asks_question(text, text, False)):
+        return decision  # "compare them" asks; "blorp it" does not
     found = resolve_runs(text, memory)
     if not isinstance(found, RunReference):
         return decision
@@ -306,7 +310,9 @@ def route_experiment(
 
     A follow-up ("rerun with seed 7", "3 more trials") changes the thread's last request (the thread
     memory); fields answering a pending question complete the pending draft, with the defaults the
-    agent proposed for what is still missing. A message with any part not understood changes nothing.
+    agent proposed for what is still missing. A follow-up naming another run ("rerun the best one")
+    starts from that run's request in MLflow; relative changes ("double the trees") become exact
+    values. A message with any part not understood changes nothing.
     """
     memory = state.get("memory") or ThreadMemory()
     pending = state.get("draft")
@@ -319,13 +325,63 @@ def route_experiment(
         return unclear(update, decision, pending or memory.request)
     if decision.more_trials is not None:
         return _more_trials(ctx, memory, decision, update)
-    if decision.follow_up and pending is None and memory.request is not None:
+    named = named_run(_last_user_text(state), memory) if decision.follow_up and pending is None else None
+    if named is not None:
+        # "rerun the best one with seed 3", "same as run 8788935a but …": that run's request, from MLflow
+        base = request_of_run(ctx.tools, named, memory) if isinstance(named, str) else named.message
+        if isinstance(base, str):
+            update["intake"] = decision.model_copy(update={"intent": "unknown"})
+            update.update(request_problems=[base + ". Nothing was launched or changed."], asked_for=[])
+            return Command(goto="respond", update=update)
+        draft = merge_followup(base, decision.request)
+        decision = decision.model_copy(
+            update={"readings": [*decision.readings, f"the request of run {named}"]}
+        )
+        update["intake"] = decision
+    elif decision.follow_up and pending is None and memory.request is not None:
         draft = merge_followup(memory.request, decision.request)
     else:
         draft = merge_drafts(pending, decision.request)
         if pending is not None and memory.proposal is not None and decision.accept_defaults:
             draft = fill_from(draft, memory.proposal)  # "ok, v1" / "whatever model is fastest"
+    changed = relative_changes(draft, _last_user_text(state), pending is None and memory.request is None)
+    if isinstance(changed, str):
+        update["intake"] = decision.model_copy(update={"intent": "unknown"})
+        update.update(request_problems=[changed + ". Nothing was launched or changed."], asked_for=[])
+        return Command(goto="respond", update=update)
+    draft, readings = changed
+    if readings:
+        decision = decision.model_copy(update={"readings": [*decision.readings, *readings]})
+        update["intake"] = decision
     return _route_draft(ctx, draft, decision, memory, update)
+
+
+def relative_changes(
+    draft: ExperimentRequestDraft, text: str, fresh: bool
+) -> tuple[ExperimentRequestDraft, list[str]] | str:
+    """Resolve "double the trees" / "a bit deeper" in the user's words to exact values.
+
+    The base is the param as the request sets it, else the family's default; with no base value (or
+    nothing earlier in the thread to change) the answer is the question to ask, and nothing runs.
+    """
+    changes, _ = read_relative(text)
+    if not changes:
+        return draft, []
+    if fresh and not draft.dataset:
+        return (
+            f"'{changes[0].phrase}': there is no earlier request in this thread to change; name the request"
+        )
+    params = dict(draft.params)
+    readings = []
+    for change in changes:
+        resolved = resolve(change, draft.model_family, params)
+        if isinstance(resolved, str):
+            return resolved
+        name, value = resolved
+        old = params.get(name, f"{relative_default(draft.model_family, name)} ({draft.model_family} default)")
+        params[name] = value
+        readings.append(describe_change(change, name, old, value))
+    return draft.model_copy(update={"params": params}), readings
 
 
 def _route_draft(
@@ -409,6 +465,11 @@ def merge_followup(last: ExperimentRequestDraft, change: ExperimentRequestDraft)
             "search_space": {**last.search_space, **change.search_space},
         }
     )
+
+
+def relative_default(family: str | None, name: str) -> object:
+    """Return the family's default of ``name`` (what a relative change starts from)."""
+    return FAMILY_DEFAULTS.get(family or "", {}).get(name)
 
 
 def fill_from(draft: ExperimentRequestDraft, proposal: ExperimentRequestDraft) -> ExperimentRequestDraft:

@@ -1,0 +1,150 @@
+"""Conversation phrasings (#14): typos in cue words, relative changes, named-run follow-ups, filters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+
+from agent.grammar import parse_question
+from agent.grammar.notes import note_request
+from agent.grammar.questions import run_window
+from agent.grammar.relative import read_relative, resolve
+from agent.grammar.typos import edits, read_cue_typos
+from agent.nodes.intake import relative_changes
+from agent.offline import intake_from_history
+from agent.offline_questions import first_calls, list_filter
+from agent.references import ReferenceProblem, RunReference, resolve_runs
+from agent.run_bases import named_run
+from agent.state import ExperimentRequestDraft, ThreadMemory
+
+
+def _decide(*turns: str):  # type: ignore[no-untyped-def]
+    messages: list = []
+    for turn in turns:
+        messages += [HumanMessage(turn), AIMessage("ok")]
+    return intake_from_history(messages[:-1])
+
+
+@pytest.mark.parametrize(
+    ("text", "trials"),
+    [
+        ("5-trial sweep over lr 1e-3..1e-1 log, lgbm on breast_cancer@1, roc_auc, experiment x", 5),
+        ("run a 10-trial study of lightgbm on wine@1", 10),
+        ("a 3 trial run of lgbm on wine v1", 3),
+    ],
+)
+def test_hyphenated_trial_counts(text: str, trials: int) -> None:
+    decision = _decide(text)
+    assert decision.intent == "experiment" and decision.request.trials == trials
+    assert decision.not_understood == []
+
+
+@pytest.mark.parametrize(
+    ("text", "more", "changes", "read"),
+    [
+        ("giv it 3 more trails", 3, {}, ["read 'giv' as 'give'", "read 'trails' as 'trials'"]),
+        ("rerun w/ sed 7", None, {"seed": 7}, ["read 'sed' as 'seed'"]),
+        ("retrian", None, {}, ["read 'retrian' as 'retrain'"]),
+    ],
+)
+def test_misspelled_cue_words_are_read_and_stated(
+    text: str, more: int | None, changes: dict[str, object], read: list[str]
+) -> None:
+    decision = _decide(text)
+    assert decision.intent == "experiment" and decision.follow_up and decision.more_trials == more
+    assert decision.request.model_dump(exclude_none=True, exclude_defaults=True) == changes
+    assert decision.readings == read and decision.not_understood == []
+
+
+def test_an_ambiguous_typo_is_asked_and_names_are_never_corrected() -> None:
+    trail = _decide("trail lightgbm on wine@1, accuracy, experiment x")
+    assert "'trail' (did you mean 'train' or 'trial'?)" in trail.not_understood
+    wnie = _decide("rf baseline on wnie v1, accuracy, experiment conv-wnie")
+    assert wnie.request.dataset == "wnie" and wnie.readings == []
+    # only leftover words are candidates: a param or experiment name near a cue word stays as written
+    assert read_cue_typos("experiment trails", set()).fixes == []
+    assert edits("trails", "trials", 1) == 1 and edits("sparkle", "seed", 1) == 2
+
+
+def test_bare_param_and_no_use_rf() -> None:
+    assert _decide("n_estimators 50").request.params == {"n_estimators": 50}
+    no_rf = _decide("no, use rf")
+    assert no_rf.accept_defaults and no_rf.request.model_family == "random_forest"
+    fresh = _decide("train rf on wine@1, accuracy, experiment x")
+    assert not fresh.follow_up
+
+
+@pytest.mark.parametrize(
+    ("text", "family", "params", "expected"),
+    [
+        ("double the trees", "random_forest", {"n_estimators": 10}, {"n_estimators": 20}),
+        ("halve the learning rate", "lightgbm", {}, {"learning_rate": 0.05}),
+        ("lower the learning rate a bit", "lightgbm", {"learning_rate": 0.2}, {"learning_rate": 0.15}),
+        ("make it a bit deeper", "random_forest", {"max_depth": 3}, {"max_depth": 4}),
+        ("double the trees", "hist_gradient_boosting", {}, {"max_iter": 200}),
+    ],
+)
+def test_relative_changes_resolve_to_exact_values(
+    text: str, family: str, params: dict[str, object], expected: dict[str, object]
+) -> None:
+    draft = ExperimentRequestDraft(dataset="wine", version="1", model_family=family, params=params)
+    changed = relative_changes(draft, text, fresh=False)
+    assert not isinstance(changed, str)
+    assert {k: changed[0].params[k] for k in expected} == expected and changed[1]
+
+
+def test_relative_change_without_a_base_asks() -> None:
+    draft = ExperimentRequestDraft(dataset="wine", version="1", model_family="lightgbm")
+    assert isinstance(relative_changes(draft, "a bit deeper", fresh=False), str)
+    assert isinstance(relative_changes(ExperimentRequestDraft(), "double the trees", fresh=True), str)
+    # "bump n_estimators to 500" states the value: not relative; names are never read as changes
+    assert read_relative("bump n_estimators to 500")[0] == []
+    assert read_relative("experiment conv-deeper")[0] == []
+    change = read_relative("double the trees")[0][0]
+    assert resolve(change, "logistic_regression", {}) != ("n_estimators", 200)
+
+
+def test_named_run_followups() -> None:
+    memory = ThreadMemory(run_ids=["a" * 32, "b1" * 16], best_run_id="a" * 32)
+    assert _decide("rerun the best one with seed 3").request.seed == 3
+    assert _decide("same as run 8788935a but with max_depth=4").not_understood == []
+    assert named_run("rerun the best one with seed 3", memory) == "a" * 32
+    assert named_run("same as run 8788935a but with max_depth=4", memory) == "8788935a"
+    assert named_run("rerun it with seed 3", memory) is None  # "it" is the thread's last request
+    assert isinstance(named_run("rerun the best one", ThreadMemory()), ReferenceProblem)
+
+
+def test_questions_not_cancels_and_labelled_notes() -> None:
+    assert _decide("what killed run 8788935a").intent == "question"
+    assert _decide("any killed runs in mine?").intent == "question"
+    assert _decide("kill run 8788935a").intent == "cancel"
+    assert parse_question("what killed 8788935a").kind == "why_failed"
+    note = note_request("note: rf baseline looks fine on run 8788935a")
+    assert note is not None and (note.run, note.text) == ("8788935a", "rf baseline looks fine")
+    assert note_request("note: 8788935a") is None
+
+
+def test_status_and_time_filters() -> None:
+    now = datetime(2026, 12, 3, 15, 0, tzinfo=UTC)
+    today = run_window("any failures today?", now)
+    yesterday = run_window("runs from yesterday", now)
+    midnight = datetime(2026, 12, 3, tzinfo=UTC)
+    assert today is not None and today.since_ms == int(midnight.timestamp() * 1000)
+    assert yesterday is not None and yesterday.until_ms == today.since_ms
+    assert yesterday.since_ms == today.since_ms - int(timedelta(days=1).total_seconds() * 1000)
+    failed = parse_question("list failed runs in mine")
+    assert (failed.kind, failed.experiment, failed.status) == ("list_runs", "mine", "FAILED")
+    assert first_calls(failed, {"search_runs"})[0][1]["filter"] == "attributes.status = 'FAILED'"
+    listing = parse_question("any failures today?")
+    assert listing.window is not None and "attributes.start_time >=" in (list_filter(listing) or "")
+    assert parse_question("why did the last run in mine fail?").kind == "why_failed"
+
+
+def test_them_both_those_two_name_the_last_two_runs() -> None:
+    memory = ThreadMemory(run_ids=["a" * 32, "b" * 32, "c" * 32])
+    for text in ("compare them", "compare both", "how did those two do?"):
+        found = resolve_runs(text, memory)
+        assert isinstance(found, RunReference) and found.run_ids == ["b" * 32, "c" * 32]
+    assert isinstance(resolve_runs("compare them", ThreadMemory(run_ids=["a" * 32])), ReferenceProblem)
