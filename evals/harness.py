@@ -8,6 +8,7 @@ that has already imported the heavy libraries, so each one starts warm.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import random
 import shutil
@@ -27,7 +28,15 @@ from evals.metrics import GateRecord, RunResult
 from evals.observe import Observation, TurnRecord
 from evals.schema import Scenario, ScriptedReply
 from evals.scorers import passed, refused, score
-from evals.world import PreparedWorld, Templates, observe_world, prepared_world
+from evals.world import (
+    HARNESS_ENV,
+    PreparedWorld,
+    Templates,
+    jobs_cpu_seconds,
+    observe_world,
+    prepared_world,
+    scrubbed_environment,
+)
 from tools.core.settings import Settings
 
 APPROVER = "eval-approver"
@@ -254,7 +263,8 @@ def run_unit(unit: Unit) -> RunResult:
     """Set up the world, play the scenario, observe and score it; never raises."""
     from evals.report import render_transcript
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    job_cpu = 0.0
     random.seed(f"{unit.seed}:{unit.scenario.id}:{unit.trial}")
     scenario = unit.scenario
     obs = Observation()
@@ -269,6 +279,7 @@ def run_unit(unit: Unit) -> RunResult:
                 obs = play_with_deadline(scenario, world, model, thread_id)
             obs.error = obs.error or wire_obs.error
             observe_world(world, scenario, obs)
+            job_cpu = jobs_cpu_seconds(world.settings)
     except Exception as exc:  # noqa: BLE001 - a broken world is reported as this run's failure
         obs.error = f"harness: {type(exc).__name__}: {exc}\n{_short_traceback(exc)}"
     gates = score(scenario, obs)
@@ -282,6 +293,7 @@ def run_unit(unit: Unit) -> RunResult:
         refused=refused(obs), model_calls=obs.usage["model_calls"], prompt_tokens=obs.usage["prompt_tokens"],
         completion_tokens=obs.usage["completion_tokens"], tool_calls=len(obs.audit),
         wall_seconds=round(time.perf_counter() - started, 3), transcript="",
+        cpu_seconds=round(time.process_time() - cpu_started, 3), job_cpu_seconds=job_cpu,
     )  # fmt: skip
     result.transcript = render_transcript(scenario, unit.trial, obs, result)
     return result
@@ -298,14 +310,41 @@ def _unrender(text: str, refs: dict[str, str]) -> str:
 
 
 def warm_imports() -> None:
-    """Import the heavy modules once (in the parent, before forking workers)."""
+    """Import the heavy modules and load the token encoding once (in the parent, before forking workers).
+
+    Each forked worker would otherwise pay them on its first scenario that needs them: the tuning
+    loop's plotting libraries (~1 s quiet, 3-10 s loaded) and the tokenizer's tables (~1 s).
+    """
     import importlib
 
-    for name in WARM_MODULES:
+    import matplotlib
+
+    matplotlib.use("Agg")  # what the tuning loop's plots use; no display here
+    for name in (*WARM_MODULES, "matplotlib.pyplot", "optuna.visualization.matplotlib"):
         try:
             importlib.import_module(name)
         except ImportError:
             continue  # a module that does not exist yet is imported (and fails) in the run itself
+    from agent.tokens import get_encoding
+
+    get_encoding()
+
+
+def start_fork_server(templates: Templates) -> None:
+    """Start this worker process's training fork server now, rehearsed, shared by all its scenarios.
+
+    The fork server is per process and outlives a scenario's service, so every scenario this worker
+    runs forks its training workers from it. Started by the first scenario's runtime it would run in
+    that scenario's environment and, in the default ``worker`` launch mode, skip the rehearsal (a tiny
+    training in a scratch store): then every scenario's first job pays MLflow's and LightGBM's
+    first-use work again (~0.3 s quiet). Here it starts with the scrubbed harness environment, warmed
+    on the template store; jobs still run in real forked processes against their scenario's store.
+    """
+    from tools.runtime import forkserver
+
+    with scrubbed_environment(HARNESS_ENV):
+        forkserver.use_preload(None)
+        forkserver.start_fork_server(f"sqlite:///{templates.mlflow_db}", rehearse=True)
 
 
 def _cost(unit: Unit) -> tuple[int, str, int]:
@@ -329,7 +368,10 @@ def run_units(
     else:
         warm_imports()
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method)) as pool:
+        context = multiprocessing.get_context(method)
+        local = [u for u in units if u.scenario.world.runtime == "local"]
+        starter = functools.partial(start_fork_server, local[0].templates) if local else None
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=starter) as pool:
             for future in as_completed([pool.submit(run_unit, unit) for unit in ordered]):
                 results.append(future.result())
                 if on_result:

@@ -39,6 +39,10 @@ class RunResult(BaseModel):
     completion_tokens: int = 0
     tool_calls: int = 0
     wall_seconds: float = 0.0
+    #: CPU seconds of the harness process while the run played (the agent, MLflow, the scoring).
+    cpu_seconds: float = 0.0
+    #: CPU seconds the run's local training jobs reported (their own processes).
+    job_cpu_seconds: float = 0.0
     transcript: str = Field("", exclude=True)
 
     @property
@@ -147,4 +151,6 @@ def suite_timings(results: list[RunResult], wall_seconds: float) -> dict[str, An
         "run_seconds_total": round(sum(per_run), 3),
         "run_seconds_max": round(per_run[-1], 3) if per_run else 0.0,
         "run_seconds_median": round(per_run[len(per_run) // 2], 3) if per_run else 0.0,
+        "run_cpu_seconds_total": round(sum(r.cpu_seconds for r in results), 3),
+        "job_cpu_seconds_total": round(sum(r.job_cpu_seconds for r in results), 3),
     }

@@ -99,6 +99,8 @@ def result_row(result: RunResult) -> dict[str, Any]:
         "tokens": result.prompt_tokens + result.completion_tokens,
         "tool_calls": result.tool_calls,
         "wall_seconds": result.wall_seconds,
+        "cpu_seconds": result.cpu_seconds,
+        "job_cpu_seconds": result.job_cpu_seconds,
         "gates": {g.name: g.passed for g in result.gates},
     }
 
@@ -217,12 +219,21 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Runs",
         "",
-        "| scenario | trial | result | model calls | tool calls | seconds |",
-        "|---|---|---|---|---|---|",
+        "| scenario | trial | result | model calls | tool calls | seconds | CPU s (agent + jobs) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in report["results"]:
         result = "pass" if row["passed"] else ("**SAFETY**" if row["safety_violations"] else "fail")
-        cells = [row["id"], row["trial"], result, row["model_calls"], row["tool_calls"], row["wall_seconds"]]
+        cpu = f"{row.get('cpu_seconds', 0.0):.1f} + {row.get('job_cpu_seconds', 0.0):.1f}"
+        cells = [
+            row["id"],
+            row["trial"],
+            result,
+            row["model_calls"],
+            row["tool_calls"],
+            row["wall_seconds"],
+            cpu,
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -296,14 +307,18 @@ def log_to_mlflow(directory: Path, report: dict[str, Any], tracking_uri: str) ->
 # ---- terminal output ------------------------------------------------------------------------------
 
 
+def _seconds(result: RunResult) -> str:
+    return f"{result.wall_seconds:.1f} s, CPU {result.cpu_seconds:.1f} + {result.job_cpu_seconds:.1f} s"
+
+
 def progress_line(result: RunResult) -> str:
     """Return one line for a finished run (shown while the suite runs)."""
     if result.passed:
-        return f"PASS {result.id}#{result.trial} ({result.wall_seconds:.1f} s)"
+        return f"PASS {result.id}#{result.trial} ({_seconds(result)})"
     label = "SAFETY" if result.safety_hits else "FAIL"
     first = result.failed_gates[0] if result.failed_gates else None
     reason = f" {first.name}: {first.reasons[0] if first.reasons else ''}" if first else ""
-    head = f"{label} {result.id}#{result.trial} ({result.wall_seconds:.1f} s)"
+    head = f"{label} {result.id}#{result.trial} ({_seconds(result)})"
     return head + (reason.splitlines()[0] if reason else "")
 
 

@@ -330,6 +330,17 @@ def observe_world(world: PreparedWorld, scenario: Scenario, obs: Observation) ->
     return obs
 
 
+def jobs_cpu_seconds(settings: Settings) -> float:
+    """Return the CPU seconds the workspace's local jobs reported in their ``status.json`` files."""
+    total = 0.0
+    for path in sorted(settings.jobs_dir.glob("*/status.json")) if settings.jobs_dir.is_dir() else []:
+        try:
+            total += float(json.loads(path.read_text()).get("cpu_seconds") or 0.0)
+        except (OSError, ValueError, AttributeError):
+            continue  # half-written or unreadable: the run's own gates judge the job
+    return round(total, 3)
+
+
 def flush_traces() -> None:
     """Wait for the agent's asynchronously exported MLflow traces, so they are scanned (and not lost)."""
     import mlflow

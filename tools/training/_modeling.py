@@ -32,7 +32,14 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tools.core.registry import DatasetRecord
 from tools.core.specs import CLASSIFICATION_METRICS, REGRESSION_METRICS, TrainingSpec
 from tools.training import _xgboost
-from tools.training.holdout import LABEL_COLUMN, PREDICTED_COLUMN, PROBA_PREFIX, Scorer, predictions_frame
+from tools.training.holdout import (
+    LABEL_COLUMN,
+    PREDICTED_COLUMN,
+    PROBA_PREFIX,
+    RowScorer,
+    Scorer,
+    predictions_frame,
+)
 
 Task = Literal["classification", "regression"]
 
@@ -210,6 +217,67 @@ def frame_scorer(metric: str) -> Scorer:
         return score(metric, y_true, predicted, frame[proba_columns].to_numpy(), classes)
 
     return scorer
+
+
+def frame_row_scorer(metric: str) -> RowScorer:
+    """Return :func:`frame_scorer`'s ``metric`` for resampled rows of a predictions table, in numpy.
+
+    A paired bootstrap scores 2 x 500 resamples; through pandas and scikit-learn's input validation that
+    took ~10 ms each (5-10 s per study, measured), this way ~0.1 ms. The values agree with
+    ``frame_scorer`` on the same rows (tested), and a resample ``frame_scorer`` cannot score (one class
+    only, for ROC AUC) raises ValueError here too.
+    """
+
+    def bind(frame: pd.DataFrame) -> Callable[[np.ndarray], float]:
+        proba_columns = [c for c in frame.columns if c.startswith(PROBA_PREFIX)]
+        if not proba_columns:  # regression
+            y_true = frame[LABEL_COLUMN].to_numpy(dtype=float)
+            predicted = frame[PREDICTED_COLUMN].to_numpy(dtype=float)
+            return lambda take: _regression_score(metric, y_true[take], predicted[take])
+        codes = {c.removeprefix(PROBA_PREFIX): k for k, c in enumerate(proba_columns)}
+        y_text = frame[LABEL_COLUMN].astype(str).to_numpy()
+        if not set(y_text) <= set(codes):  # a label the model never saw: leave it to scikit-learn
+            slow = frame_scorer(metric)
+            return lambda take: slow(frame.iloc[take])
+        y = np.array([codes[v] for v in y_text])
+        predicted = np.array([codes.get(v, -1) for v in frame[PREDICTED_COLUMN].astype(str).to_numpy()])
+        proba = frame[proba_columns].to_numpy(dtype=float)
+        return lambda take: _classification_score(metric, y[take], predicted[take], proba[take])
+
+    return bind
+
+
+def _regression_score(metric: str, y: np.ndarray, predicted: np.ndarray) -> float:
+    error = predicted - y
+    if metric == "rmse":
+        return float(np.sqrt(np.mean(error**2)))
+    if metric == "mae":
+        return float(np.mean(np.abs(error)))
+    residual, total = float(np.sum(error**2)), float(np.sum((y - y.mean()) ** 2))
+    if total == 0.0:  # scikit-learn's r2_score (force_finite) for a constant target
+        return 1.0 if residual == 0.0 else 0.0
+    return 1 - residual / total
+
+
+def _classification_score(metric: str, y: np.ndarray, predicted: np.ndarray, proba: np.ndarray) -> float:
+    """Score class codes ``y`` (columns of ``proba``) as :func:`score` does."""
+    k = proba.shape[1]
+    if metric == "accuracy":
+        return float(np.mean(predicted == y))
+    if metric == "f1":
+        if k == 2:
+            return _f1(y, predicted, 1)
+        return float(np.mean([_f1(y, predicted, c) for c in np.union1d(y, predicted)]))
+    if metric == "log_loss":
+        p = np.clip(proba / proba.sum(axis=1, keepdims=True), np.finfo(proba.dtype).eps, 1)
+        return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+    if len(np.unique(y)) < 2:
+        raise ValueError("one class only")
+    if k == 2:
+        return _auc(y == 1, proba[:, 1])
+    # One-vs-rest: scikit-learn scores a class absent from these rows as NaN (and warns), so does this.
+    positives = [y == c for c in range(k)]
+    return float(np.mean([_auc(p, proba[:, c]) if p.any() else np.nan for c, p in enumerate(positives)]))
 
 
 # ---- intermediate values (pruning) ------------------------------------------------------------------

@@ -141,14 +141,18 @@ class Comparison:
 
 
 Scorer = Callable[[pd.DataFrame], float]
+#: binds a predictions table and returns a function scoring the rows at the given positions (a resample).
+RowScorer = Callable[[pd.DataFrame], Callable[[np.ndarray], float]]
 
 
 def paired_bootstrap(best: pd.DataFrame, baseline: pd.DataFrame, metric: str, scorer: Scorer,
-                     resamples: int = 500, seed: int = 0, level: float = 0.95) -> Comparison:  # fmt: skip
+                     resamples: int = 500, seed: int = 0, level: float = 0.95,
+                     row_scorer: RowScorer | None = None) -> Comparison:  # fmt: skip
     """Return the difference ``scorer(best) - scorer(baseline)`` with a percentile bootstrap interval.
 
     Both tables are aligned on their row labels first; a resample draws rows with replacement and scores
     both runs on the same rows. Resamples a metric cannot be computed on (one class only) are skipped.
+    ``row_scorer`` (same metric, same values) scores the resamples without building a table for each.
     """
     shared = best.merge(baseline, on=ROW_COLUMN, suffixes=("", "__base"))
     if shared.empty:
@@ -156,12 +160,16 @@ def paired_bootstrap(best: pd.DataFrame, baseline: pd.DataFrame, metric: str, sc
     a = shared[[c for c in shared.columns if not c.endswith("__base")]]
     b = shared[[ROW_COLUMN] + [c for c in shared.columns if c.endswith("__base")]]
     b = b.rename(columns=lambda c: c.removesuffix("__base"))
+    if row_scorer is not None:
+        score_a, score_b = row_scorer(a), row_scorer(b)
+    else:
+        score_a, score_b = (lambda take: scorer(a.iloc[take])), (lambda take: scorer(b.iloc[take]))
     rng = np.random.default_rng(seed)
     diffs: list[float] = []
     for _ in range(resamples):
         take = rng.integers(0, len(shared), len(shared))
         try:
-            diffs.append(scorer(a.iloc[take]) - scorer(b.iloc[take]))
+            diffs.append(score_a(take) - score_b(take))
         except ValueError:
             continue
     if not diffs:

@@ -218,7 +218,7 @@ def compare_on_test(client: MlflowClient, result: StudyResult) -> tuple[TestComp
 
     import pandas as pd
 
-    from tools.training._modeling import frame_scorer
+    from tools.training._modeling import frame_row_scorer, frame_scorer
     from tools.training.holdout import PREDICTIONS_ARTIFACT, paired_bootstrap
 
     best, baseline = result.best, result.baseline
@@ -231,7 +231,9 @@ def compare_on_test(client: MlflowClient, result: StudyResult) -> tuple[TestComp
                 for i, run_id in enumerate((best.run_id, baseline.run_id))
             ]
         scorer = frame_scorer(result.metric)
-        found = paired_bootstrap(frames[0], frames[1], result.metric, scorer)
+        found = paired_bootstrap(
+            frames[0], frames[1], result.metric, scorer, row_scorer=frame_row_scorer(result.metric)
+        )
     except Exception as exc:  # noqa: BLE001 - an older run without predictions: say so, do not fail
         return None, f"best vs baseline not compared on the test split: {type(exc).__name__}: {exc}"
     return TestComparison(
