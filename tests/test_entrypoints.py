@@ -187,3 +187,31 @@ def test_tuning_over_entry_point_params_runs_every_trial_finished(ctx: ToolConte
         assert (
             0.5 < run.data.metrics["val_roc_auc"] <= 1.0 and 5 <= int(run.data.params["n_estimators"]) <= 20
         )
+
+
+def test_tuning_stops_at_the_first_trial_that_touches_the_registry(ctx: ToolContext, tmp_path: Path) -> None:
+    from tools.core.tracking import create_parent_run
+    from tools.tuning.study import StudySettings, run_study
+
+    register = 'mlflow.register_model(info.model_uri, "sneaky")'
+    registry = EntryPointRegistry.open(ctx.settings)
+    record = registry.register(_project(tmp_path / "p", register=register), "tiny")
+    registry.set_status(record.ref, "validated", "test: the dry run is covered above")
+    session = create_parent_run(ctx, "ep", "session", run_name="session")
+    settings = StudySettings.model_validate({
+        "study_name": "ep-sneaky", "session_id": ctx.session_id, "parent_run_id": session,
+        "dataset": "breast_cancer", "version": "1", "model_family": "logistic_regression",
+        "metric": "accuracy", "experiment": "ep", "entry_point": {"ref": "tiny@1", "entry": "main"},
+        "search_space": {"lr": {"type": "float", "low": 0.01, "high": 1.0}},
+        "n_trials": 4, "parallelism": 1, "prune": False, "poll_seconds": 0.05, "warm_start": False,
+    })  # fmt: skip
+    result = run_study(ctx, settings, None)
+    launched = [t for t in result.trials if t.run_id]
+    assert len(launched) == 1 and launched[0].state == "FAIL", result.trials
+    assert "touched the model registry (sneaky v1)" in (launched[0].note or "")
+    assert result.stop_reason == "rejected" and "blocked" in result.stop_detail, result
+    violations = [
+        e for e in AuditLog(ctx.settings.audit_log_path).read() if e.get("kind") == "policy_violation"
+    ]
+    assert len(violations) == 1 and violations[0]["run_id"] == launched[0].run_id
+    assert [v.version for v in ctx.tracking.search_model_versions("name='sneaky'")] == [1]

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from evals.fakes.kube import FakeKube
 from tools.context import build_context
+from tools.core.audit import AuditLog
 from tools.core.entrypoints import EntryPointRegistry
 from tools.core.settings import Settings
 from tools.guard.policy import Reject, guarded_call
@@ -159,3 +160,42 @@ def test_image_holding_other_code_than_the_registered_tree_does_not_train(home: 
     assert run.info.status == "FAILED" and "val_accuracy" not in run.data.metrics
     note = run.data.tags["mlflow.note.content"]
     assert f"image {IMAGE} does not hold tiny@1 at its pinned tree" in note, note
+
+
+def test_a_pod_registering_a_model_is_audited_and_blocked_in_the_agents_workspace(
+    home: Path, tmp_path: Path
+) -> None:
+    """The pod has no workspace: the agent finds the version when it sees the job end, and records it once."""
+    project = _project(tmp_path / "p")
+    register = '\n    mlflow.register_model(f"runs:/{run.info.run_id}/model", "sneaky")'
+    script = SCRIPT.replace(
+        'pip_requirements=["scikit-learn"])', 'pip_requirements=["scikit-learn"])' + register
+    )
+    (project / "train.py").write_text(
+        script.replace("with mlflow.start_run():", "with mlflow.start_run() as run:")
+    )
+    with FakeKube(grace_seconds=0.5) as kube:
+        settings = _settings(home, kube).model_copy(update={"k8s_secret_env": {}})
+        ref = _validated(settings, project)
+        outcome, done = _launch(settings, ref)
+        assert outcome.allowed and done["state"] == "failed", (outcome, done)
+        ctx = build_context(settings, session_id="ep-k8s")
+        try:
+            job = {"job_id": outcome.result["job_id"]}
+            statuses = [guarded_call("get_job_status", job, ctx).result for _ in range(2)]
+            again = guarded_call(
+                "start_training_run", {**LAUNCH, "entry_point": {"ref": ref, "entry": "main"}}, ctx
+            )
+        finally:
+            ctx.close()
+        assert kube.requests["create jobs"] == 1
+    run_id = done["run"].info.run_id
+    assert all(s is not None and s["run_status"] == "FAILED" for s in statuses)
+    assert all("touched the model registry (sneaky v1)" in s["reason"] for s in statuses if s)
+    violations = [e for e in AuditLog(settings.audit_log_path).read() if e.get("kind") == "policy_violation"]
+    assert [(v["entry_point"], v["run_id"]) for v in violations] == [(ref, run_id)]  # once, in the workspace
+    record = EntryPointRegistry.open(settings).resolve(ref)
+    assert record.status == "blocked" and "sneaky v1" in record.status_reason
+    run = MlflowClient(settings.resolved_tracking_uri).get_run(run_id)
+    assert run.info.status == "FAILED" and "policy violation" in run.data.tags["mlflow.note.content"]
+    assert isinstance(again.verdict, Reject) and "blocked" in again.verdict.reason

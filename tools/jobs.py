@@ -22,6 +22,7 @@ from tools.core import tracking
 from tools.core.entrypoints import EntryPointRegistry
 from tools.core.redact import redact_text
 from tools.core.registry import DatasetRecord, RegistryError
+from tools.core.registry_violations import check_finished_run
 from tools.core.specs import DataSource, JobInfo, RuntimeName, TrainingSpec
 from tools.toolset import tool
 
@@ -199,8 +200,14 @@ def reconcile(ctx: ToolContext, info: JobInfo, run: Run) -> str:
 
 def _job_status(ctx: ToolContext, info: JobInfo) -> JobStatus:
     run = tracking.get_run_or_error(ctx.tracking, info.run_id)
+    run_status = reconcile(ctx, info, run)
+    if info.done:  # user code that touched the model registry: recorded here, wherever the job ran
+        violation = check_finished_run(ctx.settings, ctx.tracking, info.run_id)
+        if violation is not None:
+            info = info.model_copy(update={"reason": violation})
+            run_status = "FAILED"
     return JobStatus(
-        **info.model_dump(), run_status=reconcile(ctx, info, run),
+        **info.model_dump(), run_status=run_status,
         ui_url=tracking.ui_url(ctx.settings, run.info.experiment_id, info.run_id),
     )  # fmt: skip
 

@@ -7,7 +7,8 @@ when it declares a ``python_env``, else the current one; in a Kubernetes pod, th
 ``MLFLOW_RUN_ID``, ``MLFLOW_TRACKING_URI``,
 ``EXPAGENT_DATASET_PATH``/``EXPAGENT_DATASET_SHA256``/``EXPAGENT_DATASET_TARGET`` and ``EXPAGENT_SEED``.
 Afterwards the run must hold its params, the primary metric, a logged model and a dataset input; a run
-that created a model registry version is a policy violation (audit log, entry point ``blocked``).
+that created a model registry version is a policy violation (audit log, entry point ``blocked``; see
+``tools.core.registry_violations``: the agent looks again when it sees the job end).
 
 In a pod the workspace's entry point catalog is not there: the Job carries the registered record in
 ``EXPAGENT_ENTRY_POINT_RECORD`` (its ``path`` is where the image holds the project), and the project is
@@ -27,16 +28,14 @@ from mlflow.tracking import MlflowClient
 
 from tools.core import tags as tag_keys
 from tools.core import tracking
-from tools.core.audit import AuditLog
 from tools.core.entrypoints import (
-    EntryPointError,
     EntryPointRecord,
     EntryPointRegistry,
     command_for,
     contract_findings,
-    registry_touches,
 )
 from tools.core.registry import DatasetRegistry
+from tools.core.registry_violations import find_violation, record_violation, violation_note
 from tools.core.settings import Settings
 from tools.core.specs import TrainingSpec
 from tools.training.job_files import TrainingResult
@@ -136,19 +135,13 @@ def _resolve(spec: TrainingSpec, settings: Settings) -> tuple[EntryPointRecord, 
 
 
 def _check_registry(settings: Settings, client: MlflowClient, run_id: str, record: EntryPointRecord) -> None:
-    """Record a run that created model registry versions: audit entry, entry point blocked, run FAILED."""
-    touched = registry_touches(client, run_id)
-    if not touched:
+    """Stop a run that created model registry versions: run FAILED (and, with the workspace, audited)."""
+    reason = find_violation(client, run_id)
+    if reason is None:
         return
-    reason = f"run {run_id} touched the model registry ({'; '.join(touched)})"
-    AuditLog(settings.audit_log_path).write({
-        "timestamp": time.time(), "kind": "policy_violation", "rule": "no_deployment",
-        "entry_point": record.ref, "run_id": run_id, "reason": reason,
-    })  # fmt: skip
-    try:
-        EntryPointRegistry.open(settings).set_status(record.ref, "blocked", reason)
-    except EntryPointError:  # a pod without the workspace's catalog: the run note and audit line remain
-        pass
-    note = f"policy violation: {reason}; entry point {record.ref} is blocked until validated again"
-    tracking.end_run(client, run_id, "FAILED", note=note, only_if_running=False)
+    if os.environ.get(POD_RECORD_ENV):  # a pod has no workspace: the agent audits and blocks on the end
+        note = violation_note(record.ref, reason)
+        tracking.end_run(client, run_id, "FAILED", note=note, only_if_running=False)
+    else:
+        note = record_violation(settings, client, run_id, record.ref, reason)
     raise ContractBroken(note)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tools.core import tracking
+from tools.core.registry_violations import check_finished_run
 from tools.core.specs import CancellationRecord
 from tools.tuning._watchdog import Watchdog
 from tools.tuning.records import StudySettings, TrialState
@@ -137,6 +138,10 @@ class TrialMonitor:
     def finish(self, flight: InFlight, info: JobInfo) -> None:
         """Conclude a trial whose job ended on its own: COMPLETE with its metric, else FAIL/KILLED."""
         metric = self.settings.metric
+        violation = check_finished_run(self.ctx.settings, self.ctx.tracking, flight.run_id)
+        if violation is not None:  # user code touched the model registry (the entry point is blocked now)
+            self.conclude(flight, "FAIL", None, info, violation)
+            return
         if info.state == "succeeded":
             value = read_metric(
                 self.ctx.tracking, flight.run_id, self.settings.selection_metric
