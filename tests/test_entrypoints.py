@@ -215,3 +215,25 @@ def test_tuning_stops_at_the_first_trial_that_touches_the_registry(ctx: ToolCont
     ]
     assert len(violations) == 1 and violations[0]["run_id"] == launched[0].run_id
     assert [v.version for v in ctx.tracking.search_model_versions("name='sneaky'")] == [1]
+
+
+def test_user_code_gets_the_data_without_its_pii_columns_in_a_copy_deleted_after_the_run(
+    ctx: ToolContext, tmp_path: Path
+) -> None:
+    seen = (
+        'mlflow.log_metric("val_accuracy", 0.9); mlflow.set_tag("columns", ",".join(frame.columns)); '
+        'mlflow.set_tag("seen_path", os.environ["EXPAGENT_DATASET_PATH"])'
+    )
+    registry = EntryPointRegistry.open(ctx.settings)
+    record = registry.register(_project(tmp_path / "p", metric=seen), "tiny")
+    registry.set_status(record.ref, "validated", "test: the dry run is covered above")
+    call = _call(record.ref, dataset="customer_churn", metric="accuracy")
+    outcome = guarded_call("start_training_run", call, ctx)
+    assert outcome.allowed and outcome.result is not None, outcome
+    ctx.runtime.wait([outcome.result["job_id"]], timeout=300)
+    run = ctx.tracking.get_run(outcome.result["run_id"])
+    assert run.info.status == "FINISHED", run.data.tags.get("mlflow.note.content")
+    columns = run.data.tags["columns"].split(",")
+    assert "churned" in columns and "tenure_months" in columns and not {"email", "phone"} & set(columns)
+    seen_path = Path(run.data.tags["seen_path"])
+    assert not seen_path.exists() and not seen_path.is_relative_to(ctx.settings.home)  # a private copy, gone

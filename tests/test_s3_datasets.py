@@ -353,7 +353,7 @@ def test_a_kubernetes_job_is_given_the_pinned_object_not_a_path_or_credentials(t
 def test_a_job_refuses_an_object_version_other_than_the_one_it_was_launched_with(
     s3: Any, bc_csv: bytes, tmp_path: Path, demo_home: Path
 ) -> None:
-    from tools.training.trainer import _pinned_record
+    from tools.training.job_dataset import pinned_record
 
     bucket = _bucket(s3, "de-curated-job")
     version = _put(s3, bucket, "bc.csv", bc_csv)
@@ -363,12 +363,12 @@ def test_a_job_refuses_an_object_version_other_than_the_one_it_was_launched_with
         dataset="bc_s3", version="1", model_family="lightgbm", metric="roc_auc", experiment="e",
         data_source=DataSource(uri=record.uri, version_id=version, sha256=record.sha256),
     )  # fmt: skip
-    assert _pinned_record(spec, record) is record
+    assert pinned_record(spec, record) is record
     other = spec.model_copy(
         update={"data_source": spec.data_source.model_copy(update={"version_id": "v-other"})}
     )
     with pytest.raises(ChecksumMismatch, match="is not the object version this run was launched with"):
-        _pinned_record(other, record)
+        pinned_record(other, record)
     with pytest.raises(ChecksumMismatch, match="has sha256"):
         registry.read_verified_bytes(record.model_copy(update={"sha256": "0" * 64}))
 
@@ -471,3 +471,84 @@ def test_the_model_cannot_choose_the_object_a_job_reads(tmp_path: Path, demo_hom
         ctx.close()
     assert outcome.verdict.verdict == "reject" and outcome.verdict.rule == "invalid_arguments"
     assert "data_source" in outcome.verdict.reason and all_runs(settings) == []
+
+
+PROJECT_SCRIPT = """\
+import os
+import mlflow, pandas as pd
+from sklearn.dummy import DummyClassifier
+path = os.environ["EXPAGENT_DATASET_PATH"]
+frame = pd.read_parquet(path) if os.environ["EXPAGENT_DATASET_FORMAT"] == "parquet" else pd.read_csv(path)
+target = os.environ["EXPAGENT_DATASET_TARGET"]
+with mlflow.start_run():
+    mlflow.log_param("lr", 0.1)
+    mlflow.log_input(mlflow.data.from_pandas(frame, source=os.environ["EXPAGENT_DATASET_URI"], name="d"))
+    mlflow.log_metric("val_accuracy", 0.9)
+    mlflow.log_metric("rows", len(frame))
+    mlflow.set_tag("seen_path", path)
+    model = DummyClassifier().fit(frame.drop(columns=[target]), frame[target])
+    mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle",
+                             pip_requirements=["scikit-learn"])
+"""
+
+
+def test_an_entry_point_pod_reads_the_pinned_s3_version_without_the_workspace_catalog(
+    s3: Any, bc_csv: bytes, tmp_path: Path, demo_home: Path
+) -> None:
+    from evals.fakes.kube import FakeKube
+    from tools.context import build_context
+    from tools.core.entrypoints import EntryPointRegistry
+    from tools.guard.policy import guarded_call
+
+    bucket = _bucket(s3, "de-curated-project")
+    version = _put(s3, bucket, "bc.parquet", _parquet(bc_csv))
+    _put(
+        s3,
+        bucket,
+        "bc.parquet",
+        _parquet(bc_csv.split(b"\n", 11)[0] + b"\n" + b"\n".join(bc_csv.split(b"\n")[1:11])),
+    )
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "MLproject").write_text(
+        "name: tiny\ndocker_env:\n  image: registry.example/tiny:1\nentry_points:\n  main:\n"
+        '    parameters:\n      lr: {type: float, default: 0.1}\n    command: "python train.py"\n'
+    )
+    (project / "expagent.yaml").write_text(f"primary_metric: val_accuracy\nimage_project_dir: {project}\n")
+    (project / "train.py").write_text(PROJECT_SCRIPT)
+    secrets = {"ml-experiments/aws-creds": {"id": ACCESS_KEY_ID, "secret": SECRET_ACCESS_KEY}}
+    with FakeKube(secrets=secrets, grace_seconds=0.5) as kube:
+        settings = make_settings(
+            _workspace(tmp_path, demo_home).home, runtime="kubernetes", k8s_kubeconfig=kube.kubeconfig_path,
+            s3_endpoint_url=s3.meta.endpoint_url, k8s_pod_home=str(tmp_path / "pod-home"),
+            k8s_secret_env={"AWS_ACCESS_KEY_ID": "aws-creds/id", "AWS_SECRET_ACCESS_KEY": "aws-creds/secret"},
+        )  # fmt: skip
+        DatasetRegistry.open(settings).register_s3(
+            f"s3://{bucket}/bc.parquet", version, "bc_s3", "1", BC_TARGET
+        )
+        entry_points = EntryPointRegistry.open(settings)
+        ref = entry_points.register(project, "tiny").ref
+        entry_points.set_status(ref, "validated", "test: the local dry run is covered elsewhere")
+        ctx = build_context(settings, session_id="s3-project-pod")
+        try:
+            args = {
+                "dataset": "bc_s3", "version": "1", "model_family": "logistic_regression",
+                "metric": "accuracy", "experiment": "s3-project", "resources": {"cpu": 1, "memory_gb": 1},
+                "entry_point": {"ref": ref, "entry": "main"},
+            }  # fmt: skip
+            outcome = guarded_call("start_training_run", args, ctx)
+            assert outcome.ok, outcome.to_model_message()
+            job_id = outcome.result["job_id"]  # type: ignore[index]
+            final = ctx.runtime.wait([job_id], timeout=240)[0]
+            assert final.state == "succeeded", f"{final.reason}\n{ctx.runtime.logs(job_id)}"
+            run = ctx.tracking.get_run(outcome.result["run_id"])  # type: ignore[index]
+        finally:
+            ctx.close()
+    assert "bc_s3" not in (tmp_path / "pod-home" / "registry" / "catalog.json").read_text()
+    assert run.info.status == "FINISHED", run.data.tags.get("mlflow.note.content")
+    assert run.data.metrics["rows"] == 569  # the pinned version, not the newer 10-row object
+    assert not Path(run.data.tags["seen_path"]).exists()  # the pod's private copy is gone
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert f"s3://{bucket}/bc.parquet?versionId={version}" in dataset_input.dataset.source
+    assert run.data.tags["dataset.s3_version_id"] == version
+    _assert_no_credentials(settings, [])

@@ -19,7 +19,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()
     seed = int(os.environ.get("EXPAGENT_SEED", "42"))
-    frame = pd.read_csv(os.environ["EXPAGENT_DATASET_PATH"])
+    path = os.environ["EXPAGENT_DATASET_PATH"]
+    frame = (
+        pd.read_parquet(path) if os.environ.get("EXPAGENT_DATASET_FORMAT") == "parquet" else pd.read_csv(path)
+    )
     target = os.environ["EXPAGENT_DATASET_TARGET"]
     x, y = frame.drop(columns=[target]).to_numpy(float), frame[target].to_numpy()
     x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
@@ -28,7 +31,7 @@ def main() -> None:
     classes = np.unique(y)
     with mlflow.start_run():  # attaches to MLFLOW_RUN_ID
         mlflow.log_params({"hidden": args.hidden, "lr": args.lr, "epochs": args.epochs})
-        dataset = mlflow.data.from_pandas(frame, source=os.environ["EXPAGENT_DATASET_PATH"],
+        dataset = mlflow.data.from_pandas(frame, source=os.environ.get("EXPAGENT_DATASET_URI", path),
                                           name=os.environ.get("EXPAGENT_DATASET_NAME"),
                                           digest=os.environ["EXPAGENT_DATASET_SHA256"][:36])  # fmt: skip
         mlflow.log_input(dataset, context="training")

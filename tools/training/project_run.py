@@ -5,7 +5,9 @@ The launcher has created the MLflow run; this runs the project's command (comput
 with ``python`` the project's own environment (``project_env``: a uv virtualenv per environment hash
 when it declares a ``python_env``, else the current one; in a Kubernetes pod, the image's), with
 ``MLFLOW_RUN_ID``, ``MLFLOW_TRACKING_URI``,
-``EXPAGENT_DATASET_PATH``/``EXPAGENT_DATASET_SHA256``/``EXPAGENT_DATASET_TARGET`` and ``EXPAGENT_SEED``.
+``EXPAGENT_DATASET_PATH``/``EXPAGENT_DATASET_SHA256``/``EXPAGENT_DATASET_TARGET`` and ``EXPAGENT_SEED``
+(the path: the workspace file, or a private verified copy of an S3 object version or of a file without
+its PII columns, deleted after the run: ``tools.training.job_dataset``).
 Afterwards the run must hold its params, the primary metric, a logged model and a dataset input; a run
 that created a model registry version is a policy violation (audit log, entry point ``blocked``; see
 ``tools.core.registry_violations``: the agent looks again when it sees the job end).
@@ -34,10 +36,11 @@ from tools.core.entrypoints import (
     command_for,
     contract_findings,
 )
-from tools.core.registry import DatasetRegistry
+from tools.core.registry import DatasetRecord, DatasetRegistry
 from tools.core.registry_violations import find_violation, record_violation, violation_note
 from tools.core.settings import Settings
 from tools.core.specs import TrainingSpec
+from tools.training.job_dataset import catalog_record, dataset_file, pinned_record
 from tools.training.job_files import TrainingResult
 from tools.training.project_env import ProjectEnv, ensure_project_env
 
@@ -72,7 +75,7 @@ def run_project(spec: TrainingSpec, settings: Settings, client: MlflowClient, ru
     client.set_tag(run_id, tag_keys.ENTRY_POINT_ENV, project_env.env_hash)
     client.set_tag(run_id, tag_keys.ENTRY_POINT_TREE, record.tree_sha256)
     datasets = DatasetRegistry.open(settings)
-    dataset = datasets.get(spec.dataset, spec.version)
+    dataset = pinned_record(spec, catalog_record(spec, datasets))  # a pod has only the launcher's copy
     params = project_params(record, spec.entry_point.entry, spec.params)
     command = command_for(record, spec.entry_point.entry, params)
     env = {
@@ -82,16 +85,20 @@ def run_project(spec: TrainingSpec, settings: Settings, client: MlflowClient, ru
         "MLFLOW_RUN_ID": run_id,
         "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
         "MLFLOW_EXPERIMENT_ID": client.get_run(run_id).info.experiment_id,
-        "EXPAGENT_DATASET_PATH": str(datasets.local_path(dataset)),
         "EXPAGENT_DATASET_SHA256": dataset.sha256,
         "EXPAGENT_DATASET_NAME": dataset.ref,
         "EXPAGENT_DATASET_TARGET": dataset.schema.target,
+        "EXPAGENT_DATASET_FORMAT": dataset.format,
+        # where the data lives (a pod's Job already names it): for the run's dataset input, never to read
+        "EXPAGENT_DATASET_URI": os.environ.get("EXPAGENT_DATASET_URI") or _dataset_uri(datasets, dataset),
         "EXPAGENT_SEED": str(spec.seed),
         "EXPAGENT_REPORT_INTERMEDIATE": "1" if spec.report_intermediate else "0",
     }
     # MLflow Projects' commands are shell command lines (mlflow runs them with bash -c too); the command
     # comes from the registered, hash-checked MLproject file, never from the model.
-    done = subprocess.run(command, shell=True, cwd=record.path, env=env, timeout=spec.timeout_seconds)  # noqa: S602
+    with dataset_file(datasets, dataset) as data_path:  # verified; S3 or PII: a private copy for the run
+        env["EXPAGENT_DATASET_PATH"] = str(data_path)
+        done = subprocess.run(command, shell=True, cwd=record.path, env=env, timeout=spec.timeout_seconds)  # noqa: S602
     _check_registry(settings, client, run_id, record)
     if done.returncode != 0:
         raise RuntimeError(
@@ -109,6 +116,13 @@ def run_project(spec: TrainingSpec, settings: Settings, client: MlflowClient, ru
     primary = record.config.primary_metric
     return TrainingResult(run_id=run_id, status="FINISHED", metric=primary, value=metrics.get(primary),
                           metrics=metrics)  # fmt: skip
+
+
+def _dataset_uri(datasets: DatasetRegistry, dataset: DatasetRecord) -> str:
+    """Return the dataset's location: the S3 object version, or the workspace file."""
+    if dataset.in_s3:
+        return f"{dataset.uri}?versionId={dataset.s3_version_id}"
+    return str(datasets.local_path(dataset))
 
 
 def _resolve(spec: TrainingSpec, settings: Settings) -> tuple[EntryPointRecord, ProjectEnv]:

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from tools.core import provenance, tracking
 from tools.core._redacting_client import note_job_error
 from tools.core.redact import redact_text
-from tools.core.registry import ChecksumMismatch, DatasetNotFound, DatasetRecord, DatasetRegistry
+from tools.core.registry import DatasetRegistry
 from tools.core.settings import Settings, load_settings
 from tools.core.specs import CancellationRecord, TrainingSpec
 from tools.training._limits import apply_resource_limits
@@ -60,6 +60,7 @@ from tools.training._run_logging import (
 from tools.training._stop_signals import STOP, Interrupted, stop_signals
 from tools.training.dataset_cache import load_verified_frame
 from tools.training.holdout import Folds, cv_folds, cv_summary, split_rows
+from tools.training.job_dataset import catalog_record, pinned_record
 from tools.training.job_files import JobOutcome, TrainingResult, write_outcome
 from tools.training.project_run import run_project
 
@@ -85,7 +86,7 @@ def _train_and_log(
 ) -> TrainingResult:
     begun = time.monotonic()
     registry = DatasetRegistry.open(settings)
-    record = _pinned_record(spec, _catalog_record(spec, registry))
+    record = pinned_record(spec, catalog_record(spec, registry))
     task = check_spec(spec, record)
     frame = load_verified_frame(registry, record)  # sha256 verified when read (see dataset_cache)
     target = record.schema.target
@@ -153,40 +154,6 @@ def _cross_validate(
         if spec.report_intermediate:
             log_step(client, run_id, key, cv_summary(per_fold)[key], step)
     return cv_summary(per_fold)
-
-
-def _catalog_record(spec: TrainingSpec, registry: DatasetRegistry) -> DatasetRecord:
-    """Return the dataset's registry record: from the catalog, else the one the launcher passed along.
-
-    A pod reading an S3 object needs no shared workspace: the launcher sends the verified record with the
-    object version (``spec.data_source.catalog_entry``).
-    """
-    try:
-        return registry.get(spec.dataset, spec.version)
-    except DatasetNotFound:
-        entry = spec.data_source.catalog_entry if spec.data_source else None
-        if entry is None:
-            raise
-        return DatasetRecord.model_validate(entry)
-
-
-def _pinned_record(spec: TrainingSpec, record: DatasetRecord) -> DatasetRecord:
-    """Return ``record``, checked against the S3 object version the launcher passed in ``spec.data_source``.
-
-    The job reads exactly the object version (and checks exactly the sha256) it was given; the catalog only
-    supplies the schema. An entry that no longer agrees with what was launched stops the run.
-    """
-    source = spec.data_source
-    if source is None:
-        return record
-    pinned = (source.uri, source.version_id, source.sha256, source.format)
-    if (record.uri, record.s3_version_id, record.sha256, record.format) != pinned:
-        raise ChecksumMismatch(
-            f"{record.ref}: the catalog entry ({record.uri} version {record.s3_version_id}) is not the "
-            f"object version this run was launched with ({source.uri} version {source.version_id}); "
-            "nothing was trained"
-        )
-    return record
 
 
 def _attach(spec: TrainingSpec, settings: Settings, client: MlflowClient) -> RunTarget:
