@@ -148,3 +148,44 @@ def test_them_both_those_two_name_the_last_two_runs() -> None:
         found = resolve_runs(text, memory)
         assert isinstance(found, RunReference) and found.run_ids == ["b" * 32, "c" * 32]
     assert isinstance(resolve_runs("compare them", ThreadMemory(run_ids=["a" * 32])), ReferenceProblem)
+
+
+@pytest.mark.parametrize(
+    ("text", "params", "left"),
+    [
+        ("train rf on wine@1 with n_estimators 50, accuracy, experiment x", {"n_estimators": 50}, []),
+        (
+            "lgbm baseline on wine v1 with num_leaves 15 and learning_rate 0.05, accuracy, experiment x",
+            {"num_leaves": 15, "learning_rate": 0.05},
+            [],
+        ),
+        ("train rf on wine@1 with foo_bar 3, accuracy, experiment x", {}, ["foo_bar 3"]),  # not a known name
+    ],
+)
+def test_bare_params_in_a_new_request_only_for_names_the_allowlist_knows(
+    text: str, params: dict[str, object], left: list[str]
+) -> None:
+    decision = _decide(text)
+    assert decision.intent == "experiment" and not decision.follow_up
+    assert decision.request.params == params and decision.not_understood == left
+    ranged = _decide("tune lgbm on wine@1 with num_leaves 16 to 64, 5 trials, accuracy, experiment x")
+    assert ranged.request.params == {} and ranged.request.search_space is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "family", "metric", "read"),
+    [
+        ("train xgbost on wine@1 optimizing logloss, experiment x", "xgboost", "log_loss",
+         ["'xgbost' as 'xgboost'"]),
+        ("tune hist gradient bosting on wine@1, accuracy, experiment x", "hist_gradient_boosting", "accuracy",
+         ["'bosting' as 'boosting'"]),
+        ("train lightgmb on wine@1 optimizing acuracy, experiment x", "lightgbm", "accuracy",
+         ["'lightgmb' as 'lightgbm'", "'acuracy' as 'accuracy'"]),
+    ],
+)  # fmt: skip
+def test_misspelled_family_and_metric_names_are_read_and_stated(
+    text: str, family: str, metric: str, read: list[str]
+) -> None:
+    decision = _decide(text)
+    assert (decision.request.model_family, decision.request.metric) == (family, metric)
+    assert decision.readings == [f"read {r}" for r in read] and decision.not_understood == []

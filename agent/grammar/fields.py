@@ -155,6 +155,25 @@ def take_seed_and_params(sc: Scanner, p: Findings) -> None:
             continue  # "version=2" is the dataset version (``agent.grammar.datasets``)
         sc.take(match)
         p.draft["params"][match["key"]] = parse_value(strip_trailing_punct(match["value"]))
+    for match in sc.find(_BARE_PAIR):
+        if match["key"] in _named_hyperparameters():  # "n_estimators 50": a name the allowlist knows
+            sc.take(match)
+            p.draft["params"][match["key"]] = parse_value(match["value"])
+
+
+# "with n_estimators 50" (no "=" or "to"): one number after a hyperparameter name, not a range.
+_BARE_PAIR = re.compile(
+    r"\b(?P<key>[a-z][a-z0-9]*_[a-z0-9_]+)\s+(?:of\s+)?(?P<value>-?\d+(?:\.\d+)?(?:e-?\d+)?)"
+    r"(?![\w.]|\s*(?:-|\.\.|to\b|and\s+-?\d|,\s*-?\d))",
+    re.I,
+)
+
+
+def _named_hyperparameters() -> frozenset[str]:
+    """Return the hyperparameter names with an underscore that some built-in family has (the allowlist)."""
+    from tools.guard.allowlists import allowed_hyperparameters
+
+    return frozenset(name for names in allowed_hyperparameters().values() for name in names if "_" in name)
 
 
 def take_budget(sc: Scanner, p: Findings) -> None:

@@ -23,7 +23,8 @@ CUE_WORDS: dict[str, str | None] = {
     "additional": None, "experiment": None, "version": None, "dataset": None, "random": None,
     "forest": None, "logistic": None, "regression": None, "accuracy": None, "switch": None,
     "please": None, "lightgbm": None, "double": None, "halve": None, "deeper": None,
-    "shallower": None, "learning": None, "rate": None, "trees": None,
+    "shallower": None, "learning": None, "rate": None, "trees": None, "xgboost": None,
+    "gradient": None, "boosting": None, "histogram": None, "logloss": None,
 }  # fmt: skip
 _WORD = re.compile(r"(?<![\w@./=-])[A-Za-z]{3,}(?![\w@/=-])")
 
