@@ -84,6 +84,15 @@ def test_bare_param_and_no_use_rf() -> None:
         ("lower the learning rate a bit", "lightgbm", {"learning_rate": 0.2}, {"learning_rate": 0.15}),
         ("make it a bit deeper", "random_forest", {"max_depth": 3}, {"max_depth": 4}),
         ("double the trees", "hist_gradient_boosting", {}, {"max_iter": 200}),
+        ("double the trees and add 50 more", "random_forest", {"n_estimators": 10}, {"n_estimators": 70}),
+        ("add 50 more trees", "random_forest", {"n_estimators": 10}, {"n_estimators": 60}),
+        ("20 fewer trees", "lightgbm", {}, {"n_estimators": 80}),
+        ("learning rate 10x smaller", "lightgbm", {"learning_rate": 0.2}, {"learning_rate": 0.02}),
+        ("make the learning rate 10 times smaller", "xgboost", {}, {"learning_rate": 0.03}),
+        ("use a 3x bigger num_leaves", "lightgbm", {}, {"num_leaves": 93}),
+        ("increase n_estimators by 25", "random_forest", {"n_estimators": 10}, {"n_estimators": 35}),
+        ("lower the learning rate by 0.01", "lightgbm", {}, {"learning_rate": 0.09}),
+        ("a bit lower learning rate", "lightgbm", {"learning_rate": 0.2}, {"learning_rate": 0.15}),
     ],
 )
 def test_relative_changes_resolve_to_exact_values(
@@ -102,6 +111,9 @@ def test_relative_change_without_a_base_asks() -> None:
     # "bump n_estimators to 500" states the value: not relative; names are never read as changes
     assert read_relative("bump n_estimators to 500")[0] == []
     assert read_relative("experiment conv-deeper")[0] == []
+    assert isinstance(relative_changes(draft, "lower the learning rate by 0.5", fresh=False), str)  # below 0
+    assert read_relative("add 50 more") == ([], "add 50 more")  # no parameter before it: not a change
+    assert read_relative("give it 3 more trials")[0] == []
     change = read_relative("double the trees")[0][0]
     assert resolve(change, "logistic_regression", {}) != ("n_estimators", 200)
 

@@ -45,18 +45,35 @@ _PARAM = (
 )
 _THE = r"(?:the\s+|its\s+|our\s+|my\s+)?"
 _NO_VALUE = r"(?!\s*(?:=|:|->|(?:to|of|at|by)\s+-?\.?\d))"  # "bump n_estimators to 500" states the value
+_AMOUNT = r"\d+(?:\.\d+)?(?:e-?\d+)?"
+_TIMES = rf"(?P<n>{_AMOUNT})\s*(?:x|×|times)"
+_DIRECTIONS = r"smaller|lower|less|fewer|larger|bigger|higher|more|greater"
+_UP = frozenset({"more", "extra", "additional", "increase", "raise", "bump", "bump up", "larger", "bigger",
+                 "higher", "greater"})  # fmt: skip
 _A_BIT = r"(?P<bit>(?:a\s+)?(?:bit|little|touch|tad)\s+|slightly\s+|somewhat\s+)?"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(p, FLAGS), kind)
     for p, kind in (
+        # "learning rate 10x smaller", "make the learning rate 10 times smaller", "a 3x bigger num_leaves"
+        (rf"(?<![\w-])(?:make\s+)?{_THE}{_PARAM}\s+{_TIMES}\s+(?P<dir>{_DIRECTIONS})(?![\w-])", "times"),
+        (rf"(?<![\w-])(?:use\s+)?(?:an?\s+)?{_TIMES}\s+(?P<dir>{_DIRECTIONS})\s+{_PARAM}\b", "times"),
+        # "add 50 more trees", "50 fewer trees", "increase n_estimators by 50", "lower the lr by 0.01"
+        (rf"(?<![\w-])(?:add\s+|use\s+|with\s+)?(?P<n>{_AMOUNT})\s+(?P<dir>more|fewer|extra|additional|less)"
+         r"\s+(?P<p>trees|estimators|leaves)\b", "step"),
+        (rf"(?<![\w-])add\s+(?:another\s+)?(?P<n>{_AMOUNT})\s+(?P<p>trees|estimators|leaves)\b", "step"),
+        (rf"(?<![\w-])(?P<dir>increase|raise|bump(?:\s+up)?|lower|decrease|reduce|cut|drop)\s+{_THE}{_PARAM}"
+         rf"\s+by\s+(?P<n>{_AMOUNT})(?![\w.%-])", "step"),
         (rf"(?<![\w-])(?P<verb>double|triple|quadruple|halve|half)\s+{_THE}{_PARAM}\b{_NO_VALUE}", "verb"),
         (rf"(?<![\w-]){_THE}{_PARAM}\s+(?P<verb>doubled|tripled|halved)(?![\w-])", "verb"),
-        (rf"(?<![\w-])(?P<verb>lower|decrease|reduce|cut|drop|shrink|raise|increase|bump(?:\s+up)?|up)\s+{_THE}"
-         rf"{_PARAM}\b{_NO_VALUE}(?:\s+(?:a\s+)?(?:bit|little|touch|tad))?", "verb"),
         (rf"(?<![\w-])(?:use\s+)?(?:a\s+)?{_A_BIT}(?P<verb>higher|lower|smaller|bigger|larger|more|fewer|less)"
          rf"\s+{_PARAM}\b", "verb"),
+        (rf"(?<![\w-])(?P<verb>lower|decrease|reduce|cut|drop|shrink|raise|increase|bump(?:\s+up)?|up)\s+{_THE}"
+         rf"{_PARAM}\b{_NO_VALUE}(?:\s+(?:a\s+)?(?:bit|little|touch|tad))?", "verb"),
         (rf"(?<![\w-])(?:make\s+(?:it|them|the\s+trees)\s+|go\s+)?{_A_BIT}(?P<verb>deeper|shallower)"
          r"(?:\s+trees)?(?![\w-])", "depth"),
+        # "… and add 50 more": the parameter the change before it named
+        (rf"(?<![\w-])(?:and\s+|then\s+)?add\s+(?:another\s+)?(?P<n>{_AMOUNT})(?:\s+more)?"
+         r"(?!\s*(?:[\w.%]|x\b))", "step_same"),
     )
 )  # fmt: skip
 _FACTORS = {
@@ -74,22 +91,43 @@ class RelativeChange:
     param: str  # the name as in LightGBM/scikit-learn forests ("n_estimators"); see ``param_for``
     phrase: str
     factor: float | None = None
-    step: int | None = None
+    step: float | None = None
 
 
 def read_relative(text: str) -> tuple[list[RelativeChange], str]:
-    """Return the relative changes ``text`` asks for and the text without them."""
-    changes: list[RelativeChange] = []
+    """Return the relative changes ``text`` asks for (in the order written) and the text without them.
+
+    "… and add 50 more" changes the parameter the change before it named; with none before it, it is
+    left in the text (not understood: "add 50 more" alone could as well mean trials).
+    """
+    found: list[tuple[int, RelativeChange | None, re.Match[str]]] = []
     rest = text
     for pattern, kind in _PATTERNS:
         for match in list(pattern.finditer(rest)):
-            changes.append(_change(match, kind))
-        rest = pattern.sub(" ", rest)
+            found.append((match.start(), None if kind == "step_same" else _change(match, kind), match))
+        rest = pattern.sub(lambda m: " " * len(m.group(0)), rest)  # offsets stay those of ``text``
+    changes: list[RelativeChange] = []
+    for _, change, match in sorted(found, key=lambda item: item[0]):
+        if change is None:
+            if not changes:
+                rest = rest[: match.start()] + match.group(0) + rest[match.end() :]
+                continue
+            change = RelativeChange(changes[-1].param, " ".join(match.group(0).split()),
+                                    step=float(match["n"]))  # fmt: skip
+        changes.append(change)
     return changes, rest
 
 
 def _change(match: re.Match[str], kind: str) -> RelativeChange:
     phrase = " ".join(match.group(0).split())
+    if kind in ("times", "step"):
+        word = " ".join(match["p"].lower().replace("_", " ").split())
+        param = _WORDS.get(word) or _WORDS.get(word.replace(" ", "_"), word.replace(" ", "_"))
+        amount = float(match["n"])
+        up = " ".join(match["dir"].lower().split()) in _UP
+        if kind == "times":
+            return RelativeChange(param, phrase, factor=amount if up else 1 / amount)
+        return RelativeChange(param, phrase, step=amount if up else -amount)
     verb = " ".join(match["verb"].lower().split())
     bit = bool(match.groupdict().get("bit")) or re.search(
         r"\b(?:bit|little|touch|tad|slightly)\b", phrase, FLAGS
@@ -129,6 +167,8 @@ def resolve(
                 f"did not set it, so I have no value to change; say the value, e.g. '{name}=8'"
             )
     value: float = base * change.factor if change.factor is not None else base + (change.step or 0)
+    if value <= 0:
+        return f"'{change.phrase}': {name} is {base} ({source}); that would make it {value:g}; say the value"
     if name in _INTEGER:
         new: object = max(1, int(round(value)))
     else:
