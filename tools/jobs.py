@@ -201,7 +201,7 @@ def reconcile(ctx: ToolContext, info: JobInfo, run: Run) -> str:
 def _job_status(ctx: ToolContext, info: JobInfo) -> JobStatus:
     run = tracking.get_run_or_error(ctx.tracking, info.run_id)
     run_status = reconcile(ctx, info, run)
-    if info.done:  # user code that touched the model registry: recorded here, wherever the job ran
+    if info.done and run.data.tags.get(tag_keys.ENTRY_POINT):  # user code that touched the model registry
         violation = check_finished_run(ctx.settings, ctx.tracking, info.run_id)
         if violation is not None:
             info = info.model_copy(update={"reason": violation})

@@ -18,6 +18,7 @@ run created cannot be told apart from a colleague's change to the registry, so i
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -26,6 +27,8 @@ from tools.core import tracking
 from tools.core.audit import AuditLog
 from tools.core.entrypoints import EntryPointError, EntryPointRegistry, registry_touches
 from tools.core.settings import Settings
+
+_log = logging.getLogger(__name__)
 
 #: set on the run when the violation is in the workspace's audit log and catalog (value: the reason).
 VIOLATION_TAG = "expagent.policy_violation"
@@ -62,8 +65,17 @@ def check_finished_run(settings: Settings, client: Any, run_id: str) -> str | No
     """Record a registry violation of an ended entry point run once; return its note (None: none).
 
     Runs of built-in families are not looked at (they run no user code). A run already recorded in
-    this workspace returns its note again without a second audit line.
+    this workspace returns its note again without a second audit line. A store that cannot be read now
+    is logged, not raised: the job's own check stands, and no later launch gets past an unreachable store.
     """
+    try:
+        return _check(settings, client, run_id)
+    except Exception:  # noqa: BLE001 - an unreadable store also stops the next launch
+        _log.warning("could not check run %s for model registry changes", run_id, exc_info=True)
+        return None
+
+
+def _check(settings: Settings, client: Any, run_id: str) -> str | None:
     run = client.get_run(run_id)
     ref = run.data.tags.get(tag_keys.ENTRY_POINT)
     if not ref:

@@ -138,7 +138,9 @@ class TrialMonitor:
     def finish(self, flight: InFlight, info: JobInfo) -> None:
         """Conclude a trial whose job ended on its own: COMPLETE with its metric, else FAIL/KILLED."""
         metric = self.settings.metric
-        violation = check_finished_run(self.ctx.settings, self.ctx.tracking, flight.run_id)
+        violation = None
+        if self.settings.entry_point is not None:  # only user code can touch the model registry
+            violation = check_finished_run(self.ctx.settings, self.ctx.tracking, flight.run_id)
         if violation is not None:  # user code touched the model registry (the entry point is blocked now)
             self.conclude(flight, "FAIL", None, info, violation)
             return
