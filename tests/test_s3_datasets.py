@@ -374,12 +374,29 @@ def test_a_job_refuses_an_object_version_other_than_the_one_it_was_launched_with
 
 
 @pytest.mark.timeout(300)
+def _train_in_a_pod(settings: Settings, session: str, **fields: Any) -> Any:
+    """Launch one guarded run of bc_s3@1 on the fake cluster; return its MLflow run once the job succeeded."""
+    from tools.context import build_context
+    from tools.guard.policy import guarded_call
+
+    ctx = build_context(settings, session_id=session)
+    try:
+        args = {"dataset": "bc_s3", "version": "1", "model_family": "logistic_regression",
+                "resources": {"cpu": 1, "memory_gb": 1}, **fields}  # fmt: skip
+        outcome = guarded_call("start_training_run", args, ctx)
+        assert outcome.ok, outcome.to_model_message()
+        job_id = outcome.result["job_id"]  # type: ignore[index]
+        final = ctx.runtime.wait([job_id], timeout=240)[0]
+        assert final.state == "succeeded", f"{final.reason}\n{ctx.runtime.logs(job_id)}"
+        return ctx.tracking.get_run(outcome.result["run_id"])  # type: ignore[index]
+    finally:
+        ctx.close()
+
+
 def test_a_pod_on_the_fake_cluster_reads_the_pinned_object_with_credentials_from_a_secret(
     s3: Any, bc_csv: bytes, tmp_path: Path, demo_home: Path
 ) -> None:
     from evals.fakes.kube import FakeKube
-    from tools.context import build_context
-    from tools.guard.policy import guarded_call
 
     bucket = _bucket(s3, "de-curated-pod")
     version = _put(s3, bucket, "bc.csv", bc_csv)
@@ -394,20 +411,7 @@ def test_a_pod_on_the_fake_cluster_reads_the_pinned_object_with_credentials_from
             k8s_secret_env={"AWS_ACCESS_KEY_ID": "aws-creds/id", "AWS_SECRET_ACCESS_KEY": "aws-creds/secret"},
         )  # fmt: skip
         DatasetRegistry.open(settings).register_s3(f"s3://{bucket}/bc.csv", version, "bc_s3", "1", BC_TARGET)
-        ctx = build_context(settings, session_id="s3-pod")
-        try:
-            args = {
-                "dataset": "bc_s3", "version": "1", "model_family": "logistic_regression",
-                "metric": "roc_auc", "experiment": "s3-pod", "resources": {"cpu": 1, "memory_gb": 1},
-            }  # fmt: skip
-            outcome = guarded_call("start_training_run", args, ctx)
-            assert outcome.ok, outcome.to_model_message()
-            job_id = outcome.result["job_id"]  # type: ignore[index]
-            final = ctx.runtime.wait([job_id], timeout=240)[0]
-            assert final.state == "succeeded", f"{final.reason}\n{ctx.runtime.logs(job_id)}"
-            run = ctx.tracking.get_run(outcome.result["run_id"])  # type: ignore[index]
-        finally:
-            ctx.close()
+        run = _train_in_a_pod(settings, "s3-pod", metric="roc_auc", experiment="s3-pod")
         (pod,) = kube.pods()
     pod_catalog = tmp_path / "pod-home" / "registry" / "catalog.json"
     assert (
@@ -496,9 +500,7 @@ def test_an_entry_point_pod_reads_the_pinned_s3_version_without_the_workspace_ca
     s3: Any, bc_csv: bytes, tmp_path: Path, demo_home: Path
 ) -> None:
     from evals.fakes.kube import FakeKube
-    from tools.context import build_context
     from tools.core.entrypoints import EntryPointRegistry
-    from tools.guard.policy import guarded_call
 
     bucket = _bucket(s3, "de-curated-project")
     version = _put(s3, bucket, "bc.parquet", _parquet(bc_csv))
@@ -529,21 +531,10 @@ def test_an_entry_point_pod_reads_the_pinned_s3_version_without_the_workspace_ca
         entry_points = EntryPointRegistry.open(settings)
         ref = entry_points.register(project, "tiny").ref
         entry_points.set_status(ref, "validated", "test: the local dry run is covered elsewhere")
-        ctx = build_context(settings, session_id="s3-project-pod")
-        try:
-            args = {
-                "dataset": "bc_s3", "version": "1", "model_family": "logistic_regression",
-                "metric": "accuracy", "experiment": "s3-project", "resources": {"cpu": 1, "memory_gb": 1},
-                "entry_point": {"ref": ref, "entry": "main"},
-            }  # fmt: skip
-            outcome = guarded_call("start_training_run", args, ctx)
-            assert outcome.ok, outcome.to_model_message()
-            job_id = outcome.result["job_id"]  # type: ignore[index]
-            final = ctx.runtime.wait([job_id], timeout=240)[0]
-            assert final.state == "succeeded", f"{final.reason}\n{ctx.runtime.logs(job_id)}"
-            run = ctx.tracking.get_run(outcome.result["run_id"])  # type: ignore[index]
-        finally:
-            ctx.close()
+        run = _train_in_a_pod(
+            settings, "s3-project-pod", metric="accuracy", experiment="s3-project",
+            entry_point={"ref": ref, "entry": "main"},
+        )  # fmt: skip
     assert "bc_s3" not in (tmp_path / "pod-home" / "registry" / "catalog.json").read_text()
     assert run.info.status == "FINISHED", run.data.tags.get("mlflow.note.content")
     assert run.data.metrics["rows"] == 569  # the pinned version, not the newer 10-row object
