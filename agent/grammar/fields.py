@@ -6,6 +6,7 @@ trials, runtime, model family and metric: one ``take_*`` rule each, in ``agent.g
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 
@@ -169,6 +170,7 @@ _BARE_PAIR = re.compile(
 )
 
 
+@functools.cache
 def _named_hyperparameters() -> frozenset[str]:
     """Return the hyperparameter names with an underscore that some built-in family has (the allowlist)."""
     from tools.guard.allowlists import allowed_hyperparameters

@@ -138,3 +138,15 @@ def read_frame(data: bytes, fmt: DataFormat, dtypes: dict[str, str]) -> pd.DataF
         return pd.read_csv(io.BytesIO(data), dtype=text_columns)  # type: ignore[arg-type]
     frame = pd.read_parquet(io.BytesIO(data))
     return frame.astype({c: "string" for c in text_columns if c in frame.columns})
+
+
+def write_frame(frame: pd.DataFrame, fmt: DataFormat) -> bytes:
+    """Return ``frame`` encoded as ``fmt`` (no index column), as ``read_frame`` reads it back."""
+    import io
+
+    buffer = io.BytesIO()
+    if fmt == "parquet":
+        frame.to_parquet(buffer, index=False)
+    else:
+        frame.to_csv(buffer, index=False)
+    return buffer.getvalue()

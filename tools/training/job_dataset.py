@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.core.dataset_formats import read_frame
+from tools.core.dataset_formats import write_frame
 from tools.core.registry import ChecksumMismatch, DatasetNotFound, DatasetRecord, DatasetRegistry
 from tools.core.specs import TrainingSpec
 
@@ -66,11 +66,10 @@ def dataset_file(registry: DatasetRegistry, record: DatasetRecord) -> Iterator[P
             raise ChecksumMismatch(problem)
         yield registry.local_path(record)
         return
-    data = registry.read_verified_bytes(record)
-    if record.pii_columns:
-        frame = read_frame(data, record.format, record.schema.dtypes)
-        frame = frame.drop(columns=[c for c in record.pii_columns if c in frame.columns])
-        data = _encode(frame, record.format)
+    if record.pii_columns:  # verified, PII columns dropped: what the built-in families read
+        data = write_frame(registry.load_frame(record), record.format)
+    else:
+        data = registry.read_verified_bytes(record)
     scratch = Path(tempfile.mkdtemp(prefix="expagent-data-"))
     try:
         path = scratch / f"{record.name}-{record.version}.{record.format}"
@@ -80,17 +79,3 @@ def dataset_file(registry: DatasetRegistry, record: DatasetRecord) -> Iterator[P
         yield path
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _encode(frame: object, fmt: str) -> bytes:
-    import io
-
-    import pandas as pd
-
-    assert isinstance(frame, pd.DataFrame)
-    buffer = io.BytesIO()
-    if fmt == "parquet":
-        frame.to_parquet(buffer, index=False)
-    else:
-        frame.to_csv(buffer, index=False)
-    return buffer.getvalue()
