@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from mlflow.entities import LiveSpan
 
 _LOCK = threading.Lock()
+_CATALOG_ENV = "MLFLOW_MODEL_CATALOG_URI"
 _ENABLED_FOR: str | None = None  # "tracking_uri|experiment_id" tracing currently points at
 
 
@@ -58,6 +59,10 @@ def enable_tracing(settings: Settings) -> str:
 
     with _LOCK:
         _set_tracking_uri_in_process(settings.resolved_tracking_uri)
+        # MLflow prices a traced model call from a catalog it downloads on the process's first one
+        # (3 retries with backoff: ~7 s inside the turn when offline, an internet request otherwise).
+        # The catalog bundled with MLflow is used instead unless MLFLOW_MODEL_CATALOG_URI is set.
+        os.environ.setdefault(_CATALOG_ENV, "")
         # Created with its artifacts under the workspace: MLflow's default would be ./mlruns in
         # whatever directory the agent was started from.
         experiment_id = ensure_experiment(

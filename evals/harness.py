@@ -9,6 +9,7 @@ that has already imported the heavy libraries, so each one starts warm.
 from __future__ import annotations
 
 import functools
+import gc
 import multiprocessing
 import random
 import shutil
@@ -264,6 +265,7 @@ def run_unit(unit: Unit) -> RunResult:
     from evals.report import render_transcript
 
     started, cpu_started = time.perf_counter(), time.process_time()
+    freeze_survivors()
     job_cpu = 0.0
     random.seed(f"{unit.seed}:{unit.scenario.id}:{unit.trial}")
     scenario = unit.scenario
@@ -307,6 +309,19 @@ def _unrender(text: str, refs: dict[str, str]) -> str:
         if name.startswith("runs."):
             text = text.replace(value, "${" + name + "}")
     return text
+
+
+def freeze_survivors() -> None:
+    """Collect garbage, then move every surviving object out of the garbage collector's reach.
+
+    A warm worker holds a large heap of imported modules (MLflow, SQLAlchemy, LangChain, scikit-learn)
+    and caches; every full collection walked all of it again, which cost ~20% of a short scenario's CPU
+    (measured: 0.57 -> 0.42 CPU-s for question scenarios). Frozen objects stay alive as they were; only
+    cycles among them that become garbage later are not reclaimed, which a worker of one suite can
+    afford. Called before forking workers and at the start of every run (measured with the run).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def warm_imports() -> None:
@@ -367,6 +382,7 @@ def run_units(
                 on_result(results[-1])
     else:
         warm_imports()
+        freeze_survivors()  # workers fork with the imported modules already frozen
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
         local = [u for u in units if u.scenario.world.runtime == "local"]

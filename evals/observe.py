@@ -16,6 +16,7 @@ from tools.core import tags as tag_keys
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 #: files larger than this are scanned only in their first part (model binaries, big lock files).
 _MAX_SCAN_BYTES = 2_000_000
@@ -175,13 +176,17 @@ def snapshot_runs(client: MlflowClient, preexisting: set[str]) -> list[RunSnapsh
     from mlflow.entities import ViewType
 
     runs: list[RunSnapshot] = []
-    for experiment in client.search_experiments(view_type=ViewType.ALL):
-        models = logged_models(client, experiment.experiment_id)
-        found = client.search_runs(
-            [experiment.experiment_id], run_view_type=ViewType.ALL, max_results=_RUN_PAGE,
-            order_by=["attributes.start_time ASC"],
-        )  # fmt: skip
-        for run in found:
+    experiments = client.search_experiments(view_type=ViewType.ALL)
+    ids = [experiment.experiment_id for experiment in experiments]
+    models = logged_models(client, ids) if ids else {}
+    found = client.search_runs(
+        ids, run_view_type=ViewType.ALL, max_results=_RUN_PAGE, order_by=["attributes.start_time ASC"]
+    ) if ids else []  # fmt: skip
+    by_experiment: dict[str, list[Run]] = {}
+    for run in found:  # one query for all experiments; each keeps its runs in start order
+        by_experiment.setdefault(run.info.experiment_id, []).append(run)
+    for experiment in experiments:
+        for run in by_experiment.get(experiment.experiment_id, []):
             runs.append(
                 RunSnapshot(
                     run_id=run.info.run_id, experiment=experiment.name, status=run.info.status,
@@ -195,10 +200,10 @@ def snapshot_runs(client: MlflowClient, preexisting: set[str]) -> list[RunSnapsh
     return runs
 
 
-def logged_models(client: MlflowClient, experiment_id: str) -> dict[str, dict[str, list[str]]]:
-    """Return ``{source run id: {model name: artifact paths}}`` for an experiment's logged models."""
+def logged_models(client: MlflowClient, experiment_ids: list[str]) -> dict[str, dict[str, list[str]]]:
+    """Return ``{source run id: {model name: artifact paths}}`` for the experiments' logged models."""
     found: dict[str, dict[str, list[str]]] = {}
-    for model in client.search_logged_models([experiment_id], max_results=_RUN_PAGE):
+    for model in client.search_logged_models(experiment_ids, max_results=_RUN_PAGE):
         if model.source_run_id:
             found.setdefault(model.source_run_id, {})[model.name] = list_artifacts(model.artifact_location)
     return found

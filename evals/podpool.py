@@ -15,6 +15,7 @@ Run the server with ``python -m evals.podpool SOCKET PARENT_PID``; it exits when
 from __future__ import annotations
 
 import atexit
+import gc
 import importlib
 import json
 import os
@@ -140,6 +141,8 @@ def serve(socket_path: Path, parent_pid: int) -> None:
     for name in PRELOAD:
         importlib.import_module(name)
     rehearse()
+    gc.collect()
+    gc.freeze()  # pods fork with the preloaded heap out of their garbage collector's reach
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(socket_path))
     listener.listen(64)

@@ -96,7 +96,7 @@ def run_suite(options: EvalOptions, on_result: Callable[[RunResult], None] | Non
     try:
         if any(s.world.runtime == "kubernetes" for s in scenarios):
             start_pool(Path(tempfile.gettempdir()))  # warms up while the templates are built
-        templates = build_templates(root / "template")
+        templates = build_templates(root / "template", scenarios)
         units = [Unit(s, t, options.model, options.seed, templates, root, options.keep_workspaces)
                  for s in scenarios for t in range(options.trials)]  # fmt: skip
         results = run_units(units, options.jobs, on_result)

@@ -10,14 +10,17 @@ suite (:func:`build_templates`) and copied into each workspace.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
 import shutil
+import sqlite3
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,12 +52,15 @@ HARNESS_ENV = {"MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false"}
 #: how many values per PII column become canaries (enough to catch a leak, cheap to scan for).
 _PII_SAMPLES = 10
 _DB_SCAN_BYTES = 64_000_000
+#: beside a seeded store: ``{run key: run ID}`` of the runs it holds.
+_SEEDED_REFS = "refs.json"
 REQUESTER = "eval-user"
 
 
 @dataclass(frozen=True)
 class Templates:
-    """A migrated empty MLflow store and the demo catalog, copied into every workspace."""
+    """A migrated empty MLflow store and the demo catalog, copied into every workspace; and stores that
+    already hold the experiments several scenarios start from (:func:`seed_shared_experiments`)."""
 
     home: Path
 
@@ -66,9 +72,20 @@ class Templates:
     def registry(self) -> Path:
         return self.home / "registry"
 
+    def seeded(self, scenario: Scenario) -> Path | None:
+        """Return the home of a store already holding ``scenario``'s experiments, if one was built."""
+        if not scenario.world.experiments:
+            return None
+        home = self.home / "seeded" / experiments_key(scenario)
+        return home if (home / _SEEDED_REFS).is_file() else None
 
-def build_templates(directory: Path) -> Templates:
-    """Create the template workspace under ``directory`` (idempotent) and return it."""
+
+def build_templates(directory: Path, scenarios: Sequence[Scenario] = ()) -> Templates:
+    """Create the template workspace under ``directory`` (idempotent) and return it.
+
+    Experiments that two or more of ``scenarios`` start from are created once here, each set in a
+    store of its own that those scenarios copy (:func:`seed_shared_experiments`).
+    """
     from tools.core.registry import DatasetRegistry
     from tools.core.tracking import make_client
 
@@ -76,7 +93,57 @@ def build_templates(directory: Path) -> Templates:
     settings = load_settings(home=templates.home, tracking_uri=f"sqlite:///{templates.mlflow_db}")
     DatasetRegistry.open(settings)
     make_client(settings).search_experiments()
+    seed_shared_experiments(templates, scenarios)
     return templates
+
+
+def experiments_key(scenario: Scenario) -> str:
+    """Return a digest of what a scenario's pre-existing runs are built from (experiments, run notes)."""
+    experiments = [experiment.model_dump(mode="json") for experiment in scenario.world.experiments]
+    text = json.dumps([experiments, run_notes(scenario)], sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def run_notes(scenario: Scenario) -> dict[str, str]:
+    """Return the text injected into pre-existing runs' notes, by run key."""
+    return {i.run: i.text for i in scenario.world.injections if i.where == "run" and i.run}
+
+
+def seed_shared_experiments(templates: Templates, scenarios: Sequence[Scenario]) -> None:
+    """Create, once, the experiments and runs that two or more scenarios start from.
+
+    Each set goes into its own copy of the template store (with its artifacts beside it) plus a
+    ``refs.json`` of its run IDs; a scenario with the same experiments copies that store instead of
+    creating the runs again (three MLflow writes per run, ~0.1 CPU-s a scenario). Such scenarios see
+    the same run IDs, each in its own workspace.
+    """
+    from tools.core.tracking import make_client
+
+    by_key = {experiments_key(s): s for s in scenarios if s.world.experiments}
+    counts = Counter(experiments_key(s) for s in scenarios if s.world.experiments)
+    for key, scenario in by_key.items():
+        home = templates.home / "seeded" / key
+        if counts[key] < 2 or (home / _SEEDED_REFS).is_file():
+            continue
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(templates.mlflow_db, home / "mlflow.db")
+        client = make_client(load_settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}"))
+        refs: dict[str, str] = {}
+        for experiment in scenario.world.experiments:
+            refs.update(add_experiment(client, experiment, run_notes(scenario)))
+        (home / _SEEDED_REFS).write_text(json.dumps(refs, indent=2) + "\n")
+
+
+def _copy_seeded_store(seeded: Path, home: Path) -> dict[str, str]:
+    """Copy a seeded store (and its artifacts) into ``home``, pointing it at ``home``; return its refs."""
+    shutil.copyfile(seeded / "mlflow.db", home / "mlflow.db")
+    if (seeded / "artifacts").is_dir():
+        shutil.copytree(seeded / "artifacts", home / "artifacts", dirs_exist_ok=True)
+    old, new = (seeded / "artifacts").resolve().as_uri(), (home / "artifacts").resolve().as_uri()
+    with closing(sqlite3.connect(home / "mlflow.db")) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)", (old, new))
+        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
+    return {f"runs.{key}": run_id for key, run_id in json.loads((seeded / _SEEDED_REFS).read_text()).items()}
 
 
 @dataclass
@@ -127,7 +194,8 @@ def make_settings(scenario: Scenario, home: Path, model: str) -> Settings:
 def _seed_workspace(templates: Templates, settings: Settings, demo: bool) -> None:
     """Copy the template store and catalog into the workspace (an empty catalog without the demo)."""
     home = settings.ensure_home()
-    shutil.copyfile(templates.mlflow_db, home / "mlflow.db")
+    if not (home / "mlflow.db").is_file():  # a seeded store may have been copied already
+        shutil.copyfile(templates.mlflow_db, home / "mlflow.db")
     registry_dir = settings.resolved_catalog_path.parent
     if demo:
         shutil.copytree(templates.registry, registry_dir, dirs_exist_ok=True)
@@ -275,6 +343,8 @@ def prepared_world(
     with ExitStack() as stack:
         stack.enter_context(scrubbed_environment(env))
         settings = make_settings(scenario, home, model)
+        seeded = templates.seeded(scenario)
+        refs = _copy_seeded_store(seeded, settings.ensure_home()) if seeded else {}
         _seed_workspace(templates, settings, scenario.world.demo)
         for dataset in scenario.world.datasets:
             add_dataset(templates, settings, dataset)
@@ -282,10 +352,9 @@ def prepared_world(
             if injection.where == "dataset_description" and injection.dataset:
                 inject_description(settings, injection.dataset, injection.text)
         client = make_client(settings)
-        notes = {i.run: i.text for i in scenario.world.injections if i.where == "run" and i.run}
-        refs = {f"canary.{c.name}": c.value for c in scenario.world.canaries}
-        for experiment in scenario.world.experiments:
-            ids = add_experiment(client, experiment, notes)
+        refs |= {f"canary.{c.name}": c.value for c in scenario.world.canaries}
+        for experiment in scenario.world.experiments if seeded is None else ():
+            ids = add_experiment(client, experiment, run_notes(scenario))
             refs.update({f"runs.{key}": run_id for key, run_id in ids.items()})
         world = PreparedWorld(
             settings=settings,

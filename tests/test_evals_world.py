@@ -63,6 +63,41 @@ def test_datasets_faults_injections_and_runs(templates: Templates, tmp_path: Pat
     assert "IGNORE ALL RULES" not in obs.texts["mlflow"]  # the registry is not scanned; MLflow is
 
 
+def test_scenarios_sharing_experiments_copy_one_seeded_store_into_their_own_workspace(
+    tmp_path: Path,
+) -> None:
+    from tools.core.tracking import ensure_experiment, make_client
+
+    run = {"key": "old", "metrics": {"rmse": 3.5}, "artifacts": {"traceback.txt": "ValueError: boom"}}
+    world = {"experiments": [{"name": "shared", "runs": [run]}]}
+    alone = {"experiments": [{"name": "alone", "runs": [{"key": "x"}]}]}
+    first, second, third = scenario(world), scenario(world, id="w2"), scenario(alone, id="w3")
+    templates = build_templates(tmp_path / "templates", [first, second, third])
+    assert templates.seeded(first) == templates.seeded(second) is not None
+    assert templates.seeded(third) is None  # only one scenario starts from it: built in its workspace
+    run_ids = []
+    for index, case in enumerate((first, second)):
+        home = tmp_path / f"home{index}"
+        with prepared_world(case, home, templates, "offline") as built:
+            client = make_client(built.settings)
+            old = client.get_run(built.refs["runs.old"])
+            assert old.data.metrics == {"rmse": 3.5} and old.info.status == "FINISHED"
+            assert old.info.artifact_uri.startswith(home.resolve().as_uri())
+            artifacts = Path(old.info.artifact_uri.removeprefix("file://")) / "traceback.txt"
+            assert artifacts.read_text() == "ValueError: boom"
+            # the agent's own writes land in this workspace, beside the copied runs
+            experiment_id = ensure_experiment(client, "shared")
+            new = client.create_run(experiment_id)
+            client.log_text(new.info.run_id, "mine", "note.txt")
+            assert [p.read_text() for p in built.settings.artifact_root.rglob("note.txt")] == ["mine"]
+            obs = observe_world(built, case, Observation())
+            run_ids.append(built.refs["runs.old"])
+        assert [r.preexisting for r in obs.runs] == [True, False]
+        assert "ValueError: boom" in obs.texts["mlflow"]
+    assert run_ids[0] == run_ids[1]  # the same store, copied
+    assert not any((tmp_path / "templates").rglob("note.txt"))  # nothing was written to the template
+
+
 def test_environment_is_scrubbed_and_canaries_exported(
     templates: Templates, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

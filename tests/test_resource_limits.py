@@ -11,16 +11,20 @@ import pytest
 
 PROBE = """
 import json, os, resource
+import numpy
+from threadpoolctl import threadpool_info
 from tools.core.specs import Resources
 from tools.training._limits import apply_resource_limits
+numpy.ones((64, 64)) @ numpy.ones((64, 64))  # a BLAS pool started before the caps, as in a warm parent
 applied = apply_resource_limits(Resources(cpu=1, memory_gb=0.75))
+pools = sorted({pool["num_threads"] for pool in threadpool_info()})
 try:
     blob = bytearray(1024 * 1024 * 1024)  # 1 GiB: more than the plan grants
     allocated = True
 except MemoryError:
     allocated = False
 print(json.dumps({"applied": applied, "affinity": sorted(os.sched_getaffinity(0)),
-                  "omp": os.environ.get("OMP_NUM_THREADS"), "allocated": allocated,
+                  "omp": os.environ.get("OMP_NUM_THREADS"), "allocated": allocated, "pools": pools,
                   "limit": resource.getrlimit(resource.RLIMIT_DATA)[0]}))
 """
 
@@ -32,6 +36,7 @@ def test_a_job_gets_its_threads_cores_and_memory_from_the_plan() -> None:
     )
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["omp"] == "1" and seen["applied"]["threads"] == 1
+    assert seen["pools"] == [1]  # pools started before the caps too (a job forked from a warm process)
     assert seen["limit"] == int(0.75 * 2**30)
     assert seen["allocated"] is False  # the plan's memory is a real limit, not a label
     if len(os.sched_getaffinity(0)) > 1:

@@ -109,3 +109,23 @@ def test_tracing_writes_a_redacted_trace_to_the_agent_experiment(tmp_path: Path)
     assert traces, "the turn was traced"
     dumped = str([t.to_dict() for t in traces])
     assert secret not in dumped and "[REDACTED:api_key]" in dumped
+
+
+def test_tracing_prices_model_calls_from_the_bundled_catalog_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from agent.tracing import disable_tracing, enable_tracing
+
+    monkeypatch.delenv("MLFLOW_MODEL_CATALOG_URI", raising=False)
+    service, _ = make_service(tmp_path, [], trace=True)
+    try:
+        # MLflow's default fetches a price list from the internet on the first traced model call
+        assert os.environ["MLFLOW_MODEL_CATALOG_URI"] == ""
+        monkeypatch.setenv("MLFLOW_MODEL_CATALOG_URI", "file:///srv/model-catalog")
+        enable_tracing(service.settings)
+        assert os.environ["MLFLOW_MODEL_CATALOG_URI"] == "file:///srv/model-catalog"  # the user's wins
+    finally:
+        service.close()
+        disable_tracing()

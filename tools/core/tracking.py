@@ -6,6 +6,7 @@ mlflow is imported inside functions so that listing tools stays cheap.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -106,9 +107,33 @@ def make_client(settings: Settings) -> MlflowClient:
 
     bound_mlflow_http(settings)
     settings.home.mkdir(parents=True, exist_ok=True)
+    if urlparse(settings.resolved_tracking_uri).scheme.split("+")[0] in _DATABASE_SCHEMES:
+        _remember_schema_head()
     client = RedactingMlflowClient(tracking_uri=settings.resolved_tracking_uri)
     client.outbox = Outbox(settings.home / "outbox")
     return client
+
+
+#: tracking URIs MLflow serves with its SQLAlchemy store (which checks the schema on every new store).
+_DATABASE_SCHEMES = frozenset({"sqlite", "postgresql", "mysql", "mssql"})
+
+
+@functools.cache
+def _remember_schema_head() -> None:
+    """Make MLflow compute the newest schema revision of its installed migrations once per process.
+
+    Every new SQLAlchemy store (one per tracking URI and process: each agent turn's workspace, each
+    job) compares the database's alembic revision with the newest one among the installed MLflow's
+    ~60 migration scripts, which MLflow finds by loading every script again: ~0.07 s a store. The
+    newest revision cannot change while the process runs, so its answer is kept; the database's own
+    revision is still read and compared every time. Private MLflow API, used only here: if it is
+    renamed, nothing is kept and stores are checked as before.
+    """
+    from mlflow.store.db import utils as db_utils
+
+    latest = getattr(db_utils, "_get_latest_schema_revision", None)
+    if callable(latest):
+        db_utils._get_latest_schema_revision = functools.cache(latest)  # type: ignore[attr-defined]
 
 
 def bound_mlflow_http(settings: Settings) -> None:

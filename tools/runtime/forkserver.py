@@ -15,6 +15,7 @@ workers from the same server.
 
 from __future__ import annotations
 
+import gc
 import io
 import multiprocessing.process
 import os
@@ -326,3 +327,7 @@ if _REHEARSAL in ("train", "open") and multiprocessing.process.current_process()
         pass
     for _key in (REHEARSE_ENV, STORE_ENV, CATALOG_ENV, DATA_ENV):
         os.environ.pop(_key, None)
+    # Jobs inherit the server's heap (MLflow, SQLAlchemy, scikit-learn, LightGBM, the rehearsal's
+    # caches): frozen, the garbage collector in a job no longer walks it on every full collection.
+    gc.collect()
+    gc.freeze()
