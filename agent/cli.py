@@ -539,10 +539,14 @@ def eval_command(
     """
     import os
 
+    from agent.logs import log_to_first_writable
     from evals.loader import ScenarioError
     from evals.report import progress_line, summary_text
     from evals.suite import EvalOptions, run_suite
 
+    # The agent's own log (its tracebacks for the faults scenarios inject) goes beside the report, not
+    # to the terminal; worker processes inherit the handler.
+    log_path = log_to_first_writable((report / "agent.log",))
     wanted = [t.strip() for raw in tags or [] for t in raw.split(",") if t.strip()]
     configured = _settings().tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     options = EvalOptions(
@@ -558,6 +562,8 @@ def eval_command(
     except ValueError as error:
         _fail(str(error), code=2)
     sys.stdout.write(summary_text(outcome.report, outcome.report_path, outcome.eval_run_id))
+    if log_path is not None:
+        sys.stdout.write(f"Agent log: {log_path}\n")
     raise typer.Exit(0 if outcome.ok else 1)
 
 

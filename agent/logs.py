@@ -25,7 +25,18 @@ def log_to_file(settings: Settings, debug: bool = False) -> Path | None:
         console.setFormatter(logging.Formatter(_FORMAT))
         console._expagent_console = True  # type: ignore[attr-defined]
         root.addHandler(console)
-    for path in (settings.log_path, Path(tempfile.gettempdir()) / "expagent.log"):
+    return log_to_first_writable((settings.log_path, Path(tempfile.gettempdir()) / "expagent.log"))
+
+
+def log_to_first_writable(paths: tuple[Path, ...]) -> Path | None:
+    """Send INFO and above to the first of ``paths`` that can be written; return it (None: nowhere).
+
+    A process that logs nowhere else must not fall back to Python's last-resort handler, which prints
+    warnings and tracebacks on the terminal: without a writable file the details are dropped.
+    """
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for path in paths:
         if any(getattr(h, "baseFilename", None) == str(path) for h in root.handlers):
             return path
         try:

@@ -33,6 +33,10 @@ def test_offline_suite_passes_with_no_safety_violation(tmp_path: Path) -> None:
     assert report["metrics"]["scenarios"] >= 40
     assert report["manifest"]["mode"] == "offline+scripted"
     assert (tmp_path / "report.md").is_file() and len(list((tmp_path / "transcripts").glob("*.md"))) >= 40
+    # The faults the chaos scenarios inject leave their tracebacks in the agent log, not on the terminal.
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "Traceback" in (tmp_path / "agent.log").read_text()
+    assert f"Agent log: {tmp_path / 'agent.log'}" in done.stdout
 
 
 def test_broken_deploy_rule_fails_naming_scenario_and_gate(

@@ -326,3 +326,22 @@ def test_the_plan_reaches_the_front_end_before_training_starts(tmp_path: Path) -
     kinds = [e.kind for e in events]
     assert "plan" in kinds and "run_started" in kinds and kinds.index("plan") < kinds.index("run_started")
     assert "logistic_regression" in events[kinds.index("plan")].message
+
+
+@pytest.mark.parametrize(
+    ("text", "ids"),
+    [
+        ("12345678 vs 9a8b7c6d - which is better?", ("12345678", "9a8b7c6d")),
+        ("9a8b7c6d vs 1234567890", ("9a8b7c6d", "1234567890")),
+        ("compare 12345678 and 87654321", ("12345678", "87654321")),
+        ("compare 8788935a, 1234abcd", ("8788935a", "1234abcd")),
+    ],
+)
+def test_a_short_id_of_digits_only_counts_beside_another_id(text: str, ids: tuple[str, ...]) -> None:
+    plan = parse_question(text)
+    assert plan.kind == "compare" and plan.run_ids == ids
+
+
+def test_a_lone_number_is_not_a_run_id() -> None:
+    assert parse_question("why did 12345678 fail").run_ids == ()
+    assert parse_question("show runs with 20000000 rows").run_ids == ()

@@ -20,8 +20,10 @@ from agent.grammar.vocabulary import (
     EXPERIMENT_VERBS,
     FLAGS,
     FORBIDDEN_PHRASES,
+    ID_PAIR,
     NEGATION,
     RAW_DATA,
+    SHORT_ID,
 )
 from agent.state import ForbiddenAction, Intent
 
@@ -64,7 +66,7 @@ _QUESTION_CUES = re.compile(
 _DOMAIN_NOUNS = re.compile(
     rf"\b(?:runs?|experiments?|datasets?|data|models?|trials?|baseline|results?|scores?|catalog|metrics?"
     rf"|running|runing|ran|jobs?|logs?|exps|expts|exp[a-z]{{3,8}}nts|in\s+progress|in\s+flight|fail\w*|crash\w*|params?|parameters|hyperparameters)\b"
-    rf"|\b[0-9a-f]{{32}}\b|\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{{8,31}}\b|\b(?:{ANY_METRIC})\b",
+    rf"|\b[0-9a-f]{{32}}\b|\b(?:{SHORT_ID})\b|{ID_PAIR.pattern}|\b(?:{ANY_METRIC})\b",
     FLAGS,
 )
 _CLAUSE_SPLIT = re.compile(r"(?<=[.!?;:,])\s+|\n+|\s+[—–-]+\s+")

@@ -10,7 +10,7 @@ from typing import Literal
 from agent.grammar.intake import parse_message
 from agent.grammar.notes import note_request
 from agent.grammar.scanner import strip_trailing_punct
-from agent.grammar.vocabulary import FLAGS, NUMBER, RESERVED, may_be_name, parse_number
+from agent.grammar.vocabulary import FLAGS, ID_PAIR, NUMBER, RESERVED, SHORT_ID, may_be_name, parse_number
 from agent.state import IntakeDecision
 from tools.core.specs import metric_direction
 
@@ -93,8 +93,6 @@ _RUNNING = re.compile(
     FLAGS,
 )
 _EXPERIMENTS = re.compile(r"\b(?:exp[a-z]{3,8}nts|expts|exps)\b", FLAGS)
-#: a short run ID standing alone ("a1b2c3d4 vs e5f6a7b8"): 8-31 hex characters with a letter and a digit.
-_SHORT_ID = r"(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{8,31}"
 _RECENT_N = re.compile(
     rf"\b(?:last|latest|most\s+recent|newest|recent|previous)\s+(?P<n>{NUMBER}|couple(?:\s+of)?|few)?\s*"
     r"(?:runs|trials|ones)\b",
@@ -223,8 +221,15 @@ def _run_question(text: str, ids: tuple[str, ...], experiment: str | None) -> Qu
 
 
 def run_ids_in(text: str) -> tuple[str, ...]:
-    """Return run IDs named in ``text``: 32-hex IDs anywhere, and IDs after 'run'/'runs' (and lists)."""
-    ids = re.findall(rf"\b(?:[0-9a-f]{{32}}|{_SHORT_ID})\b", text)
+    """Return run IDs named in ``text``: 32-hex IDs anywhere, and IDs after 'run'/'runs' (and lists).
+
+    A short prefix of digits only ("12345678", about 2% of 8-character prefixes) stands for a run only
+    beside another short ID ("12345678 vs 9a8b7c6d"): alone it may be a number.
+    """
+    found = [(m.start(), m.group(0)) for m in re.finditer(rf"\b(?:[0-9a-f]{{32}}|{SHORT_ID})\b", text)]
+    for pair in ID_PAIR.finditer(text):
+        found += [(pair.start("a"), pair["a"]), (pair.start("b"), pair["b"])]
+    ids = [token for _, token in sorted(found)]
     for match in re.finditer(rf"\bruns?\s+(?:id\s+)?(?P<first>{_RUN_ID})\b", text, FLAGS):
         ids.append(match["first"])
         rest = text[match.end() :]

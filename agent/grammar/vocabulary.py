@@ -66,6 +66,14 @@ def _any_of(synonyms: dict[str, str]) -> str:
     return "|".join(f"(?:{pattern})" for pattern in synonyms.values())
 
 
+#: a short run ID standing alone ("a1b2c3d4 vs e5f6a7b8"): 8-31 hex characters with a letter and a digit.
+SHORT_ID = r"(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{8,31}"
+#: two short IDs side by side ("X vs Y", "X and Y", "X, Y"): either may be digits only.
+ID_PAIR = re.compile(
+    r"(?<![\w.])(?P<a>(?=[0-9a-f]*\d)[0-9a-f]{8,31})\s*(?:,|and|vs\.?|versus|with|to)\s*"
+    r"(?P<b>(?=[0-9a-f]*\d)[0-9a-f]{8,31})(?![\w.])"
+)
+
 ANY_FAMILY = _any_of(FAMILY_SYNONYMS)
 ANY_METRIC = _any_of(METRIC_SYNONYMS)
 

@@ -23,11 +23,12 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from evals.fakes._http import QuietHTTPServer
 from evals.fakes.kube_cluster import REPO_ROOT, FakeCluster
 from evals.fakes.kube_faults import Faults, PodFault
 from evals.fakes.kube_store import ApiError, Gone, Obj, ObjectStore, now_rfc3339, status_object
@@ -129,8 +130,7 @@ class _Route:
         self.valid = self.valid and self.resource in allowed
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(QuietHTTPServer):
     allow_reuse_address = True
     fake: FakeKube
 

@@ -33,8 +33,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from evals.fakes._http import QuietHTTPServer
 
 ScriptEntry = str | dict[str, Any]
 
@@ -70,7 +72,7 @@ class OpenAIReplayServer:
         self.protocol_errors: list[str] = []
         self._position = 0
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: QuietHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -93,7 +95,7 @@ class OpenAIReplayServer:
 
     def start(self) -> OpenAIReplayServer:
         """Start serving in a daemon thread."""
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = QuietHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},

@@ -25,8 +25,10 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from evals.fakes._http import QuietHTTPServer
 
 BOT_USER_ID = "UEXPAGENT"
 BOT_ID = "BEXPAGENT"
@@ -127,7 +129,7 @@ class MockSlack:
     def __init__(self, token: str = "xoxb-mock-token") -> None:
         self.token = token
         self._state = _State()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = QuietHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
