@@ -1,7 +1,7 @@
 """Follow-ups on a run other than the thread's last: "rerun the best one with seed 3", "same as run
-8788935a but with max_depth=4".
+8788935a but with max_depth=4", "rerun the baseline with seed 3".
 
-The run is named by the user's words (``agent.references``: the thread's best or first run, or a run
+The run is named by the user's words (``agent.references``: the thread's best, first or baseline run, or a run
 ID / unique prefix anywhere in MLflow); its request is read from MLflow through the read-only tools
 (``get_run``, and ``list_experiments`` for its experiment's name), never from the model: dataset and
 version from its tags, family, metric and seed from its params, and the hyperparameters its family
@@ -22,7 +22,7 @@ from tools.core.specs import CLASSIFICATION_METRICS, REGRESSION_METRICS, ModelFa
 from tools.tuning.space import SearchSpaceError, load_search_space
 
 #: references that name a run other than "it" (the thread's last run).
-_NAMED = frozenset({"best", "first", "before", "run_id"})
+_NAMED = frozenset({"best", "first", "before", "baseline", "run_id"})
 
 
 def named_run(text: str, memory: ThreadMemory) -> str | ReferenceProblem | None:
@@ -30,7 +30,7 @@ def named_run(text: str, memory: ThreadMemory) -> str | ReferenceProblem | None:
     found = resolve_runs(text, memory, lookup=lambda token: token)  # a prefix is resolved by get_run
     if isinstance(found, ReferenceProblem):
         # a problem with "the best one" or a run ID stops the follow-up; one with "it" leaves it alone
-        return found if re.search(r"\d|best|winn|top|first|before", found.phrase, re.I) else None
+        return found if re.search(r"\d|best|winn|top|first|before|baseline", found.phrase, re.I) else None
     if not isinstance(found, RunReference) or not _NAMED & set(found.kinds):
         return None
     if len(found.run_ids) != 1:

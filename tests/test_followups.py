@@ -30,6 +30,9 @@ from agent.state import ExperimentRequestDraft, RunRecord, ThreadMemory
         ("3 more trials", "more_trials", {}, 3),
         ("another five trials please", "more_trials", {}, 5),
         ("run it again", "rerun", {}, None),
+        # the run named is resolved by the intake node; only the change stays (no "baseline" = 0 trials)
+        ("rerun the baseline with seed 3", "rerun", {"seed": 3}, None),
+        ("same as our baseline model but with num_leaves=15", "rerun", {"params": {"num_leaves": 15}}, None),
     ],
 )
 def test_followups_change_only_what_was_said(

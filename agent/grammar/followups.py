@@ -157,13 +157,14 @@ _ONLY_PAIRS = re.compile(
 _AND_RETRAIN = re.compile(r"\s*,?\s*\b(?:and|then)\s+(?=re-?(?:run|train|fit)\b)", re.I)
 
 
-# A follow-up on a run other than the thread's last: "rerun the best one", "same as run 8788935a but …".
+# A follow-up on a run other than the thread's last: "rerun the best one", "rerun the baseline", "same as
+# run 8788935a but …".
 # Removed here (the intake node resolves it through ``agent.references`` and MLflow); "same as"/"like"
 # before it make it a follow-up on its own.
 _OTHER_RUN = re.compile(
     r"(?<![\w-])(?P<same>(?:the\s+)?same\s+(?:thing\s+)?as\s+|just\s+like\s+|like\s+)?(?:(?:on|of|from|for)\s+)?"
     r"(?:(?:the\s+)?(?:best|winning|top)\s+(?:one|run|model|trial)|the\s+winner|(?:the\s+)?first\s+(?:one|run)"
-    r"|(?:run\s+)?`?(?=[0-9a-f]*\d)[0-9a-f]{6,32}`?)(?![\w-])",
+    r"|(?:the|that|my|our)\s+baseline(?:\s+(?:run|model))?|(?:run\s+)?`?(?=[0-9a-f]*\d)[0-9a-f]{6,32}`?)(?![\w-])",
     re.I,
 )
 # A polite wrapper around a follow-up ("could you …, please?") is not a question.
