@@ -369,6 +369,16 @@ def test_a_three_trial_study_sends_progress_notifications(home: Path) -> None:
     assert all("complete: roc_auc=" in m and "best so far roc_auc=" in m for m in finished), finished
 
 
+#: trials that train ~12 s each (tens of thousands of rounds at a tiny learning rate): the cancel sent when
+#: the first one starts reaches the server while it runs, however slowly the machine relays it. With
+#: sub-second trials the cancel could land between trials, and no running trial was there to stop.
+SLOW_STUDY = (
+    "Train a lightgbm baseline on breast_cancer version 1 optimizing roc_auc in experiment s, then tune 30"
+    " trials over n_estimators between 40000 and 80000, learning_rate between 1e-9 and 1e-8 log and"
+    " num_leaves in [2, 3]"
+)
+
+
 def test_cancelling_the_request_stops_the_running_study(home: Path) -> None:
     messages: list[str] = []
 
@@ -377,7 +387,7 @@ def test_cancelling_the_request_stops_the_running_study(home: Path) -> None:
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             messages.append(message or "")
-            if message and message.startswith("trial ") and " complete" in message:
+            if message and message.startswith("trial ") and " started" in message:
                 first_trial.set()
 
         async with stdio_session(server_env(home)) as session:
@@ -386,7 +396,7 @@ def test_cancelling_the_request_stops_the_running_study(home: Path) -> None:
                 async def call() -> None:
                     await session.call_tool(
                         AGENT_TOOL,
-                        {"request": f"{STUDY}, then tune 30 trials"},
+                        {"request": SLOW_STUDY},
                         progress_callback=on_progress,
                     )
 
@@ -406,6 +416,7 @@ def test_cancelling_the_request_stops_the_running_study(home: Path) -> None:
     assert runs and not [r for r in runs if r.info.status == "RUNNING"]
     trials = [r for r in runs if r.data.tags["expagent.role"] == "trial"]
     assert 1 <= len(trials) < 30
+    assert [r.info.status for r in runs if r.data.tags["expagent.role"] == "tuning"] == ["KILLED"]
     killed = [r for r in trials if r.info.status == "KILLED"]
     assert killed, [(r.info.status) for r in trials]
     client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
