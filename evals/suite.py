@@ -5,6 +5,7 @@ This is what ``expagent eval`` calls; :mod:`evals.harness` runs the units, :mod:
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -57,6 +58,31 @@ class SuiteOutcome:
         return self.safe and self.report["metrics"]["success_rate"] >= self.min_success
 
 
+#: a RAM-backed directory for the scenarios' throw-away workspaces, when the machine has one.
+SHM = Path("/dev/shm")
+#: used only when at least this much of it is free (Docker's default /dev/shm is 64 MiB).
+SHM_MIN_FREE_BYTES = 2 * 1024**3
+
+
+def scratch_parent(keep_workspaces: bool, shm: Path = SHM) -> str | None:
+    """Return where the suite's workspaces go: a RAM-backed directory if there is room, else the default.
+
+    Every scenario writes a fresh MLflow store, checkpoints, audit log and job files and throws them away;
+    on disk, SQLite's commits wait for the disk and the kernel's writeback (measured on 2 cores: the suite
+    took 184 s of wall clock and 311 CPU-s with workspaces on ext4, 156 s and 275 CPU-s in /dev/shm).
+    An explicit TMPDIR wins, and kept workspaces (--keep-workspaces) stay on disk for later reading.
+    """
+    if keep_workspaces or os.environ.get("TMPDIR"):
+        return None
+    try:
+        stats = os.statvfs(shm)
+    except OSError:
+        return None
+    if stats.f_bavail * stats.f_frsize < SHM_MIN_FREE_BYTES or not os.access(shm, os.W_OK | os.X_OK):
+        return None
+    return str(shm)
+
+
 def _mode(scenarios: list[Scenario], model: str) -> str:
     kinds = {"scripted" if s.model is not None else model.split(":", 1)[0] for s in scenarios}
     live = sorted(k for k in kinds if k not in ("scripted", "offline"))
@@ -92,7 +118,7 @@ def run_suite(options: EvalOptions, on_result: Callable[[RunResult], None] | Non
         raise ScenarioError([f"no scenario has any of the tags {', '.join(options.tags)}"])
     baseline = load_baseline(options.baseline) if options.baseline else None
     started = time.perf_counter()
-    root = Path(tempfile.mkdtemp(prefix="expagent-eval-"))
+    root = Path(tempfile.mkdtemp(prefix="expagent-eval-", dir=scratch_parent(options.keep_workspaces)))
     try:
         if any(s.world.runtime == "kubernetes" for s in scenarios):
             start_pool(Path(tempfile.gettempdir()))  # warms up while the templates are built

@@ -179,3 +179,25 @@ def test_pod_pool_runs_modules_warm_and_relays_exit_codes_and_sigterm(tmp_path: 
     assert sleeper.wait(timeout=20) == 128 + signal.SIGTERM and time.monotonic() - started < 10
     assert shim_command(pool, ["python", "-c", "pass"]) == ["python", "-c", "pass"]
     assert sys.executable  # the shim runs with this interpreter
+
+
+# ---- where the workspaces go ----------------------------------------------------------------------------
+
+
+def test_workspaces_go_to_a_roomy_ram_directory_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evals import suite
+
+    monkeypatch.delenv("TMPDIR", raising=False)
+    roomy = tmp_path / "shm"
+    roomy.mkdir()
+    monkeypatch.setattr(suite, "SHM_MIN_FREE_BYTES", 1)
+    assert suite.scratch_parent(False, roomy) == str(roomy)
+    assert suite.scratch_parent(True, roomy) is None  # kept workspaces stay on disk
+    assert suite.scratch_parent(False, tmp_path / "missing") is None
+    monkeypatch.setattr(suite, "SHM_MIN_FREE_BYTES", 1 << 62)  # more than any machine has free
+    assert suite.scratch_parent(False, roomy) is None
+    monkeypatch.setattr(suite, "SHM_MIN_FREE_BYTES", 1)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert suite.scratch_parent(False, roomy) is None  # an explicit TMPDIR wins

@@ -274,3 +274,18 @@ def test_reading_the_code_version_never_locks_the_git_index(monkeypatch: pytest.
     finally:
         provenance.code_version.cache_clear()
     assert calls and all(c[:2] == ["git", "--no-optional-locks"] for c in calls)
+
+
+def test_warm_caches_makes_mlflow_look_each_installed_version_up_once() -> None:
+    from importlib.metadata import version
+
+    from mlflow.utils import requirements_utils
+
+    trainer.warm_caches()
+    lookup = requirements_utils._get_installed_version
+    assert hasattr(lookup, "cache_info")
+    assert lookup("lightgbm") == version("lightgbm")
+    hits = lookup.cache_info().hits
+    assert lookup("lightgbm") == version("lightgbm") and lookup.cache_info().hits == hits + 1
+    trainer.warm_caches()  # idempotent: not wrapped twice
+    assert requirements_utils._get_installed_version is lookup

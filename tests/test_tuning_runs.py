@@ -44,3 +44,27 @@ def test_read_metric_is_none_when_missing_or_not_a_number(ctx: ToolContext) -> N
     nan_last = _run(ctx, ("roc_auc", 0.9, 1, 0), ("roc_auc", math.nan, 2, 0))
     assert math.isnan(ctx.tracking.get_run(nan_last).data.metrics["roc_auc"])
     assert read_metric(ctx.tracking, nan_last, "roc_auc") is None
+
+
+def test_log_scaled_plot_axes_are_labelled_in_plain_text() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tools.tuning._progress import _plain_log_labels
+
+    figure, axes = plt.subplots()
+    try:
+        axes.plot([1e-3, 1e-2, 1e-1], [20, 200, 400])
+        axes.set_xscale("log")
+        axes.set_yscale("log")  # a range under two decades: minor ticks are labelled too
+        _plain_log_labels(figure)
+        figure.canvas.draw()
+        x_labels = [t.get_text() for t in axes.get_xticklabels() if t.get_text()]
+        y_labels = [t.get_text() for t in axes.get_yticklabels(minor=True) if t.get_text()]
+        assert "1e-02" in [label.replace("\N{MINUS SIGN}", "-") for label in x_labels], x_labels
+        assert {"20", "200", "400"} <= set(y_labels), y_labels
+        assert not [label for label in x_labels + y_labels if "$" in label or "mathdefault" in label]
+    finally:
+        plt.close(figure)

@@ -94,6 +94,7 @@ def log_study_plots(client: MlflowClient, run_id: str, study: optuna.Study) -> t
             try:
                 axes = plot(study)
                 figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
+                _plain_log_labels(figure)
                 path = Path(tmp) / name
                 figure.savefig(path, dpi=100, bbox_inches="tight")
                 client.log_artifact(run_id, str(path), PLOTS_DIR)
@@ -104,3 +105,19 @@ def log_study_plots(client: MlflowClient, run_id: str, study: optuna.Study) -> t
             finally:
                 plt.close("all")
     return logged, skipped
+
+
+def _plain_log_labels(figure: Any) -> None:
+    """Label log-scaled axes in plain text ("1e-03", "400") instead of TeX-style powers of ten.
+
+    Matplotlib's default log labels are mathtext, parsed per label: the parallel-coordinate plot of a
+    nine-parameter study spent ~0.6 of its ~1.4 CPU-s drawing them (measured). Same ticks, same rule for
+    which minor ticks are labelled.
+    """
+    from matplotlib import ticker
+
+    for ax in figure.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() == "log":
+                axis.set_major_formatter(ticker.LogFormatter())
+                axis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
