@@ -67,6 +67,8 @@ class ReferenceProblem:
 
     message: str
     phrase: str
+    #: what kind of reference it was ("run_id", "best", "last_n", "it", ...; see ``_WORDS``).
+    kind: str = "run_id"
 
 
 Lookup = Callable[[str], str]
@@ -94,7 +96,7 @@ def resolve_runs(
             phrase = match.group(0).strip()
             chosen = pick(match, thread, runs)
             if isinstance(chosen, str):
-                return ReferenceProblem(chosen, phrase)
+                return ReferenceProblem(chosen, phrase, kind)
             found.append((match.start(), match.end(), kind, chosen))
     if found:
         found.sort()

@@ -11,7 +11,6 @@ the follow-up asks for trials.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from agent.references import ReferenceProblem, RunReference, resolve_runs
@@ -23,14 +22,18 @@ from tools.tuning.space import SearchSpaceError, load_search_space
 
 #: references that name a run other than "it" (the thread's last run).
 _NAMED = frozenset({"best", "first", "before", "baseline", "run_id"})
+#: references whose problem stops a follow-up: they name runs the thread does not have ("the best one"
+#: before any tuning, "the last 3 runs" after one). A problem with "it" or "both"/"them" is left to the
+#: follow-up rules: those words are also ordinary English ("use both splits"), and with no run to repeat
+#: the rules say so themselves.
+_STOPS = _NAMED | {"last_n"}
 
 
 def named_run(text: str, memory: ThreadMemory) -> str | ReferenceProblem | None:
     """Return the one run a follow-up names other than the thread's last, a problem, or None."""
     found = resolve_runs(text, memory, lookup=lambda token: token)  # a prefix is resolved by get_run
     if isinstance(found, ReferenceProblem):
-        # a problem with "the best one" or a run ID stops the follow-up; one with "it" leaves it alone
-        return found if re.search(r"\d|best|winn|top|first|before|baseline", found.phrase, re.I) else None
+        return found if found.kind in _STOPS else None
     if not isinstance(found, RunReference) or not _NAMED & set(found.kinds):
         return None
     if len(found.run_ids) != 1:

@@ -126,6 +126,13 @@ def test_named_run_followups() -> None:
     assert named_run("same as run 8788935a but with max_depth=4", memory) == "8788935a"
     assert named_run("rerun it with seed 3", memory) is None  # "it" is the thread's last request
     assert isinstance(named_run("rerun the best one", ThreadMemory()), ReferenceProblem)
+    one_run = ThreadMemory(run_ids=["c" * 32])
+    # the kind of reference decides, not how it was spelled: "two" stops like "2" does
+    for text in ("rerun the last 2 runs with seed 3", "rerun the last two runs with seed 3"):
+        problem = named_run(text, one_run)
+        assert isinstance(problem, ReferenceProblem) and "only 1 run" in problem.message, text
+    assert named_run("rerun it with seed 3", ThreadMemory()) is None  # no runs: the follow-up rules say so
+    assert named_run("same again but use both splits", one_run) is None  # "both" is also plain English
 
 
 def test_questions_not_cancels_and_labelled_notes() -> None:
