@@ -149,10 +149,14 @@ class AgentService:
         )
         self._lock = threading.Lock()
         self._active: dict[str, _ActiveTurn] = {}
-        if settings.trace:
-            from agent.tracing import enable_tracing
+        from agent.tracing import disable_tracing, enable_tracing
 
+        # Tracing is process-wide (MLflow's autolog): it follows the newest service, so a service built
+        # with trace=False after a traced one does not go on tracing into the first one's store.
+        if settings.trace:
             enable_tracing(settings)
+        else:
+            disable_tracing()
 
     # ---- the four calls --------------------------------------------------------------------------
 

@@ -111,6 +111,27 @@ def test_tracing_writes_a_redacted_trace_to_the_agent_experiment(tmp_path: Path)
     assert secret not in dumped and "[REDACTED:api_key]" in dumped
 
 
+def test_tracing_follows_the_newest_service(tmp_path: Path) -> None:
+    import mlflow
+
+    from agent.tracing import disable_tracing
+
+    traced, _ = make_service(tmp_path / "a", [intake_reply("unknown", not_understood=["x"])], trace=True)
+    traced.close()
+    untraced, _ = make_service(tmp_path / "b", [intake_reply("unknown", not_understood=["y"])], trace=False)
+    try:
+        untraced.send("quiet", "please do the thing")
+    finally:
+        untraced.close()
+        disable_tracing()
+    for service in (traced, untraced):
+        client = mlflow.MlflowClient(service.settings.resolved_tracking_uri)
+        experiment = client.get_experiment_by_name("expagent-agent")
+        ids = [experiment.experiment_id] if experiment else []
+        traces = mlflow.search_traces(locations=ids, return_type="list") if ids else []
+        assert traces == [], service.settings.home  # before: the untraced turn was traced into store a
+
+
 def test_tracing_prices_model_calls_from_the_bundled_catalog_unless_told_otherwise(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
