@@ -20,7 +20,14 @@ from tools.core import tracking
 from tools.core.settings import Settings
 from tools.core.specs import TrainingSpec
 from tools.guard.policy import guarded_call
-from tools.runtime.local import JobOutcome, JobRecord, LocalRuntime, job_id_for, process_start
+from tools.runtime.local import (
+    DEFAULT_GRACE_SECONDS,
+    JobOutcome,
+    JobRecord,
+    LocalRuntime,
+    job_id_for,
+    process_start,
+)
 from tools.runtime.processes import process_alive
 
 LONG_PARAMS = {"n_estimators": 1_000_000, "learning_rate": 0.0001}
@@ -33,7 +40,10 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="module")
 def runtime(settings: Settings) -> Iterator[LocalRuntime]:
-    runtime = LocalRuntime(settings, grace_seconds=5)  # the default: warm workers
+    # The product's grace period: a job told to stop closes its MLflow run first (SQLite writes that can
+    # wait on the agent's own writes); 5 s was exceeded once on a loaded CI machine and the job was
+    # SIGKILLed although it was honouring SIGTERM.
+    runtime = LocalRuntime(settings, grace_seconds=DEFAULT_GRACE_SECONDS)  # the default: warm workers
     runtime.warm_up()
     yield runtime
     runtime.close()
