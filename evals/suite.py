@@ -68,8 +68,9 @@ def scratch_parent(keep_workspaces: bool, shm: Path = SHM) -> str | None:
     """Return where the suite's workspaces go: a RAM-backed directory if there is room, else the default.
 
     Every scenario writes a fresh MLflow store, checkpoints, audit log and job files and throws them away;
-    on disk, SQLite's commits wait for the disk and the kernel's writeback (measured on 2 cores: the suite
-    took 184 s of wall clock and 311 CPU-s with workspaces on ext4, 156 s and 275 CPU-s in /dev/shm).
+    on disk, SQLite's commits wait for the disk and the kernel's writeback (measured on 2 cores, same code:
+    the suite took 175 s of wall clock and 297 machine CPU-s with workspaces on ext4, 157 s and 280 CPU-s
+    in /dev/shm).
     An explicit TMPDIR wins, and kept workspaces (--keep-workspaces) stay on disk for later reading.
     """
     if keep_workspaces or os.environ.get("TMPDIR"):
