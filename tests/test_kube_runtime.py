@@ -248,6 +248,16 @@ def test_oom_killed_is_surfaced(tracking, new_spec) -> None:
     assert artifacts(tracking, spec.run_id, "kubernetes")
 
 
+def test_an_oom_fault_kills_even_a_command_faster_than_the_kill(tracking, new_spec) -> None:
+    # CI saw k8s-oom-killed end FINISHED: a warm pod trained and closed its run before the OOM timer.
+    spec = new_spec()
+    faults = Faults(pod_faults=[PodFault("oom")], oom_after_seconds=1.0)
+    with cluster(tracking[0], QUICK, faults=faults) as (kube, runtime):
+        final = wait_done(runtime, runtime.submit(spec))
+        assert (final.state, final.reason, final.exit_code) == ("failed", "OOMKilled (exit code 137)", 137)
+    assert run_status(tracking, spec.run_id) == "FAILED"
+
+
 def test_a_failed_job_reports_its_recorded_reason_while_the_pod_watch_lags(
     tracking, new_spec, monkeypatch
 ) -> None:

@@ -26,6 +26,10 @@ from evals.fakes.kube_store import ApiError, Obj, ObjectStore, now_rfc3339
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _SUFFIX_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
+#: what an ``oom`` pod runs instead of its command: a process that sits at its memory limit until the OOM
+#: killer fires. Running the real command raced the kill: a warm pod can train a small model and end its
+#: MLflow run FINISHED within ``oom_after_seconds``, so the scenario passed or failed on machine speed.
+_OOM_HOG = [sys.executable, "-c", "import time; time.sleep(3600)"]
 
 
 def _condition(kind: str, reason: str, message: str) -> Obj:
@@ -320,14 +324,18 @@ class FakeCluster:
         with open(log_path, "wb") as log, self._lock:
             if key in self._kill_cause or not self.store.exists("pods", namespace, name):
                 return 137, None, ""
+            oom = fault is not None and fault.kind == "oom"
+            if oom:
+                log.write(b"fake kubelet: the container is over its memory limit\n")
+                log.flush()
             proc = subprocess.Popen(
-                self._command(pod), env=env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                _OOM_HOG if oom else self._command(pod), env=env, cwd=self.workdir, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
             self._procs[key] = proc
         started = now_rfc3339()
         self._set_running(namespace, pod, started)
-        if fault is not None and fault.kind == "oom":
+        if oom:
             self._schedule(self.faults.oom_after_seconds, self._oom_kill, key)
         raw = proc.wait()
         with self._lock:

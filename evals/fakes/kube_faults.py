@@ -25,10 +25,11 @@ _COUNTERS = (
 class PodFault:
     """What goes wrong with the pods of matching Jobs.
 
-    ``fail`` exits with ``exit_code`` without running the command; ``oom`` starts the command and kills
-    it as the OOM killer would (reason OOMKilled, exit 137); ``never_start`` leaves the pod Pending in
-    ImagePullBackOff. ``match`` is a substring of the Job name ("" matches every Job); ``count`` is how
-    many pods it applies to (-1: every matching pod).
+    ``fail`` exits with ``exit_code`` without running the command; ``oom`` runs the pod at its memory
+    limit (a stand-in process: the command never gets to finish, however fast it is) and kills it as the
+    OOM killer would after ``oom_after_seconds`` (reason OOMKilled, exit 137); ``never_start`` leaves
+    the pod Pending in ImagePullBackOff. ``match`` is a substring of the Job name ("" matches every
+    Job); ``count`` is how many pods it applies to (-1: every matching pod).
     """
 
     kind: PodFaultKind
