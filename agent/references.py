@@ -23,7 +23,9 @@ from tools.core.run_refs import MIN_PREFIX
 _FLAGS = re.IGNORECASE
 _WORD_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
 _NUMBER = r"(?:\d{1,2}|one|two|three|four|five|six|seven|eight|couple(?:\s+of)?)"
-_HEX = re.compile(rf"(?<![0-9a-z])([0-9a-f]{{{MIN_PREFIX},32}})(?![0-9a-z])", _FLAGS)
+#: a run ID or a unique prefix of one as typed: hex with a digit ("deface", "accede" are English).
+RUN_ID = rf"(?=[0-9a-f]*\d)[0-9a-f]{{{MIN_PREFIX},32}}"
+_HEX = re.compile(rf"(?<![0-9a-z])({RUN_ID})(?![0-9a-z])", _FLAGS)
 _LAST_N = re.compile(
     rf"\b(?:the\s+)?(?:last|latest|previous|recent|most\s+recent)\s+(?P<n>{_NUMBER})"
     r"(?:\s+(?:runs?|ones?|models?|trials?))?\b",
@@ -109,7 +111,7 @@ def resolve_runs(
 def _short_ids(
     text: str, runs: Sequence[str], lookup: Lookup | None
 ) -> RunReference | ReferenceProblem | None:
-    tokens = [m.group(1).lower() for m in _HEX.finditer(text) if _looks_like_id(m.group(1))]
+    tokens = [m.group(1).lower() for m in _HEX.finditer(text)]
     if not tokens:
         return None
     resolved: list[str] = []
@@ -119,11 +121,6 @@ def _short_ids(
             return found
         resolved.append(found)
     return RunReference(list(dict.fromkeys(resolved)), " ".join(tokens), ["run_id"] * len(tokens))
-
-
-def _looks_like_id(token: str) -> bool:
-    # A word of hex letters only ("deface", "accede") is English, not an ID: an ID has a digit.
-    return any(c.isdigit() for c in token)
 
 
 def _one_id(token: str, runs: Sequence[str], lookup: Lookup | None) -> str | ReferenceProblem:
@@ -210,3 +207,20 @@ _WORDS: list[tuple[str, re.Pattern[str], _Pick]] = [
     ("pair", _PAIR, _pair),
     ("it", _IT, _latest),
 ]
+#: kinds of reference that name one run other than the thread's last ("the best one", "8788935a").
+NAMED_KINDS = frozenset({"best", "first", "before", "baseline", "run_id"})
+#: kinds of reference that name the thread's last run by a phrase ("the last one", "the previous run").
+LATEST_KINDS = frozenset({"latest"})
+
+
+def phrases_of(kinds: frozenset[str]) -> str:
+    """Return a regex source matching the phrases that make references of ``kinds`` (case-insensitive).
+
+    The follow-up grammar removes these phrases from a follow-up's text, so the words it strips are the
+    words ``resolve_runs`` resolves: one vocabulary. A run ID is written with an optional "run" before it
+    and optional backticks around it.
+    """
+    sources = [pattern.pattern for kind, pattern, _ in _WORDS if kind in kinds]
+    if "run_id" in kinds:
+        sources.append(rf"(?:run\s+)?`?{RUN_ID}`?")
+    return "|".join(f"(?:{source})" for source in sources)

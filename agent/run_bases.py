@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.references import ReferenceProblem, RunReference, resolve_runs
+from agent.references import NAMED_KINDS, ReferenceProblem, RunReference, resolve_runs
 from agent.state import ExperimentRequestDraft, ThreadMemory
 from agent.tool_calls import call_tool
 from tools.context import ToolContext
@@ -21,7 +21,7 @@ from tools.core.specs import CLASSIFICATION_METRICS, REGRESSION_METRICS, ModelFa
 from tools.tuning.space import SearchSpaceError, load_search_space
 
 #: references that name a run other than "it" (the thread's last run).
-_NAMED = frozenset({"best", "first", "before", "baseline", "run_id"})
+_NAMED = NAMED_KINDS
 #: references whose problem stops a follow-up: they name runs the thread does not have ("the best one"
 #: before any tuning, "the last 3 runs" after one). A problem with "it" or "both"/"them" is left to the
 #: follow-up rules: those words are also ordinary English ("use both splits"), and with no run to repeat

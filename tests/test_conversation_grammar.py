@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
 from agent.grammar import parse_question
+from agent.grammar.followups import read_followup
 from agent.grammar.notes import note_request
 from agent.grammar.questions import run_window
 from agent.grammar.relative import read_relative, resolve
@@ -133,6 +135,34 @@ def test_named_run_followups() -> None:
         assert isinstance(problem, ReferenceProblem) and "only 1 run" in problem.message, text
     assert named_run("rerun it with seed 3", ThreadMemory()) is None  # no runs: the follow-up rules say so
     assert named_run("same again but use both splits", one_run) is None  # "both" is also plain English
+
+
+@pytest.mark.parametrize(
+    ("text", "names_run"),
+    [
+        ("rerun the last one with seed 7", False),  # the thread's last run, like "it"
+        ("redo the previous run with seed 7", False),
+        ("ok now do that one again, seed 7", False),
+        ("train that model again with seed 7", False),
+        ("rerun the one before with seed 7", True),
+        ("rerun the first model with seed 7", True),
+        ("rerun the top trial with seed 7", True),
+        ("same as run 8788935a but seed 7", True),
+    ],
+)
+def test_run_phrases_are_removed_from_followups(text: str, names_run: bool) -> None:
+    # the follow-up grammar strips the phrases agent.references resolves: what is left is the change
+    followup = read_followup(text)
+    assert followup is not None and followup.kind == "rerun", text
+    assert set(re.findall(r"\w+", followup.text)) <= {"with", "but", "now", "seed", "7"}, followup.text
+    assert followup.names_run == names_run, text
+    assert _decide("train lightgbm on wine@1, accuracy, experiment x", text).not_understood == [], text
+
+
+def test_a_hex_word_is_not_a_run_id() -> None:
+    assert resolve_runs("rerun deface with seed 3", ThreadMemory(run_ids=["d" * 32])) is None
+    assert read_followup("rerun deface with seed 3") is not None
+    assert not read_followup("rerun deface with seed 3").names_run  # type: ignore[union-attr]
 
 
 def test_questions_not_cancels_and_labelled_notes() -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agent.grammar.relative import read_relative
+from agent.references import LATEST_KINDS, NAMED_KINDS, phrases_of
 
 FollowUpKind = Literal["rerun", "change", "more_trials"]
 Answer = Literal["yes", "no"]
@@ -126,10 +127,12 @@ _MORE_TRIALS = re.compile(
 )
 
 # Cues that the message is about the thread's last request.
+_THAT = r"(?:it|(?:that|this)(?:\s+(?:one|run|model))?)"  # "it", "that one", "this run"
 _RERUN = re.compile(
-    r"(?<![\w-])(?:re-?run|re-?train|re-?fit|run\s+(?:it|that|this)\s+again|train\s+(?:it|that|this)\s+again|"
-    r"do\s+(?:it|that|this)\s+again|run\s+again|again|one\s+more\s+time|repeat\s+(?:it|that|this|the\s+run))"
-    r"(?:\s+(?:it|that|this|the\s+(?:run|baseline|model|experiment|same)))?(?:\s+(?:again))?(?:\s*,?\s*but)?(?![\w-])",
+    rf"(?<![\w-])(?:re-?run|re-?train|re-?fit|re-?do|(?:run|train|fit|do)\s+{_THAT}\s+again|"
+    rf"(?:run|do)\s+again|again|one\s+more\s+time|repeat\s+(?:{_THAT}|the\s+run))"
+    rf"(?:\s+(?:{_THAT}|the\s+(?:run|baseline|model|experiment|same)))?"
+    r"(?:\s+(?:again))?(?:\s*,?\s*but)?(?![\w-])",
     re.I,
 )
 _SAME = re.compile(
@@ -158,13 +161,12 @@ _AND_RETRAIN = re.compile(r"\s*,?\s*\b(?:and|then)\s+(?=re-?(?:run|train|fit)\b)
 
 
 # A follow-up on a run other than the thread's last: "rerun the best one", "rerun the baseline", "same as
-# run 8788935a but …".
-# Removed here (the intake node resolves it through ``agent.references`` and MLflow); "same as"/"like"
-# before it make it a follow-up on its own.
+# run 8788935a but …", or on the last one by a phrase ("rerun the last one with seed 7").
+# Removed here (the intake node resolves it through ``agent.references`` and MLflow, which provides these
+# phrases: one vocabulary); "same as"/"like" before it make it a follow-up on its own.
 _OTHER_RUN = re.compile(
     r"(?<![\w-])(?P<same>(?:the\s+)?same\s+(?:thing\s+)?as\s+|just\s+like\s+|like\s+)?(?:(?:on|of|from|for)\s+)?"
-    r"(?:(?:the\s+)?(?:best|winning|top)\s+(?:one|run|model|trial)|the\s+winner|(?:the\s+)?first\s+(?:one|run)"
-    r"|(?:the|that|my|our)\s+baseline(?:\s+(?:run|model))?|(?:run\s+)?`?(?=[0-9a-f]*\d)[0-9a-f]{6,32}`?)(?![\w-])",
+    rf"(?:(?P<named>{phrases_of(NAMED_KINDS)})|(?P<latest>{phrases_of(LATEST_KINDS)}))(?![\w-])",
     re.I,
 )
 # A polite wrapper around a follow-up ("could you …, please?") is not a question.
@@ -239,5 +241,5 @@ def read_followup(text: str) -> FollowUp | None:
         return None
     return FollowUp(
         kind, rewritten.strip(" ,.!?;"), accept_defaults=accept, decline_defaults=decline,
-        names_run=other is not None,
+        names_run=other is not None and other["named"] is not None,
     )  # fmt: skip
