@@ -159,6 +159,22 @@ def test_run_phrases_are_removed_from_followups(text: str, names_run: bool) -> N
     assert _decide("train lightgbm on wine@1, accuracy, experiment x", text).not_understood == [], text
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["no need to rerun it, thanks", "no need to retrain", "no rerun please", "no need to rerun the last one",
+     "there is no need to rerun it", "don't rerun it", "nope don't redo it"],
+)  # fmt: skip
+def test_a_negated_followup_is_not_acted_on(text: str) -> None:
+    decision = _decide("train lightgbm on wine@1, accuracy, experiment x", text)
+    assert decision.not_understood, decision
+
+
+@pytest.mark.parametrize("text", ["no, use rf", "nope - use rf", "no use rf", "no thanks, use rf"])
+def test_a_leading_no_still_declines_and_replaces(text: str) -> None:
+    followup = read_followup(text)
+    assert followup is not None and followup.decline_defaults and followup.text.strip() == "use rf", text
+
+
 def test_a_hex_word_is_not_a_run_id() -> None:
     assert resolve_runs("rerun deface with seed 3", ThreadMemory(run_ids=["d" * 32])) is None
     assert read_followup("rerun deface with seed 3") is not None

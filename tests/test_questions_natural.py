@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from graph_support import all_runs, make_settings
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.store.tracking import sqlalchemy_store
 
 from agent.grammar import parse_message, parse_question
 from agent.grammar.notes import note_request
@@ -190,6 +192,20 @@ def test_offline_questions_answer_from_mlflow_and_change_nothing(ctx: ToolContex
     assert len(all_runs(ctx.settings)) == before
 
 
+def test_a_bare_run_id_of_digits_only_is_answered_from_mlflow(ctx: ToolContext, monkeypatch) -> None:
+    digits = uuid.UUID("06265619" + "ab" * 12)
+    monkeypatch.setattr(sqlalchemy_store.uuid, "uuid4", lambda: digits)  # MLflow's own run ID source
+    failed = _run(ctx, "mine", "FAILED", artifacts={"traceback.txt": TRACEBACK})
+    monkeypatch.undo()
+    assert failed.startswith("06265619")
+    service = _service(ctx)
+    try:
+        why = service.send(None, "what went wrong with 06265619?")
+    finally:
+        service.close()
+    assert "single class" in why.answer and why.answer.startswith(f"Run `{failed}`"), why.answer
+
+
 def test_a_note_request_adds_the_note_and_trains_nothing(ctx: ToolContext) -> None:
     target = _run(
         ctx, "mine", params={"model_family": "random_forest"}, tags={"mlflow.note.content": "Baseline."}
@@ -343,5 +359,17 @@ def test_a_short_id_of_digits_only_counts_beside_another_id(text: str, ids: tupl
 
 
 def test_a_lone_number_is_not_a_run_id() -> None:
-    assert parse_question("why did 12345678 fail").run_ids == ()
     assert parse_question("show runs with 20000000 rows").run_ids == ()
+    assert parse_question("which run used seed 12345678?").run_ids == ()
+    assert parse_question("list runs since 20261203").run_ids == ()
+    assert parse_question("best run with n_estimators=12345678?").run_ids == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["tail the logs of 06265619", "what killed 06265619", "what went wrong with 06265619?",
+     "why did 06265619 fail", "06265619 logs"],
+)  # fmt: skip
+def test_a_prefix_of_digits_only_names_the_run_asked_about(text: str) -> None:
+    # ~2% of 8-character prefixes are digits only: the eval's bare-ID questions failed that often
+    assert parse_question(text).run_ids == ("06265619",), text

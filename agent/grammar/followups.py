@@ -71,7 +71,14 @@ _LEAD_YES = re.compile(
     r"(?:(?:go ahead|sounds good|thanks|thank you)\b[\s,.!;:-]*)?",
     re.I,
 )
-_LEAD_NO = re.compile(r"^\s*(?:no|nope|nah)\b[\s,.!;:-]*", re.I)
+# "no" is a leading answer only when it stands apart ("no, use rf", "nope - try rf", "no thanks.") or goes
+# straight on to the replacement ("no use rf"): in "no need to rerun it" or "no rerun please" it negates
+# the rest, which is then not a follow-up to act on.
+_LEAD_NO = re.compile(
+    r"^\s*(?:no|nope|nah)(?:\s+thanks|\s+thank\s+you)?"
+    r"(?:\s*[,.!;:-]+\s*|\s+(?=(?:use|try|switch|go\s+with|pick|take|let'?s|make\s+it)\b))",
+    re.I,
+)
 
 # Rewrites into the request grammar; each (pattern, replacement) is applied in order.
 _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = tuple(

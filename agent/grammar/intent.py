@@ -17,6 +17,7 @@ from agent.grammar.scanner import Findings, Scanner
 from agent.grammar.vocabulary import (
     ANY_METRIC,
     CANCEL,
+    DIGITS_ID,
     EXPERIMENT_VERBS,
     FLAGS,
     FORBIDDEN_PHRASES,
@@ -66,7 +67,7 @@ _QUESTION_CUES = re.compile(
 _DOMAIN_NOUNS = re.compile(
     rf"\b(?:runs?|experiments?|datasets?|data|models?|trials?|baseline|results?|scores?|catalog|metrics?"
     rf"|running|runing|ran|jobs?|logs?|exps|expts|exp[a-z]{{3,8}}nts|in\s+progress|in\s+flight|fail\w*|crash\w*|params?|parameters|hyperparameters)\b"
-    rf"|\b[0-9a-f]{{32}}\b|\b(?:{SHORT_ID})\b|{ID_PAIR.pattern}|\b(?:{ANY_METRIC})\b",
+    rf"|\b[0-9a-f]{{32}}\b|\b(?:{SHORT_ID})\b|{DIGITS_ID}|{ID_PAIR.pattern}|\b(?:{ANY_METRIC})\b",
     FLAGS,
 )
 _CLAUSE_SPLIT = re.compile(r"(?<=[.!?;:,])\s+|\n+|\s+[—–-]+\s+")

@@ -10,7 +10,16 @@ from typing import Literal
 from agent.grammar.intake import parse_message
 from agent.grammar.notes import note_request
 from agent.grammar.scanner import strip_trailing_punct
-from agent.grammar.vocabulary import FLAGS, ID_PAIR, NUMBER, RESERVED, SHORT_ID, may_be_name, parse_number
+from agent.grammar.vocabulary import (
+    DIGITS_ID,
+    FLAGS,
+    ID_PAIR,
+    NUMBER,
+    RESERVED,
+    SHORT_ID,
+    may_be_name,
+    parse_number,
+)
 from agent.state import IntakeDecision
 from tools.core.specs import metric_direction
 
@@ -223,10 +232,17 @@ def _run_question(text: str, ids: tuple[str, ...], experiment: str | None) -> Qu
 def run_ids_in(text: str) -> tuple[str, ...]:
     """Return run IDs named in ``text``: 32-hex IDs anywhere, and IDs after 'run'/'runs' (and lists).
 
-    A short prefix of digits only ("12345678", about 2% of 8-character prefixes) stands for a run only
-    beside another short ID ("12345678 vs 9a8b7c6d"): alone it may be a number.
+    A short prefix of digits only ("12345678": about 2% of the 8-character prefixes MLflow's IDs have)
+    is one too where a run is being asked about: at the end of the question or before "fail", "logs",
+    "vs"… ("what killed 12345678", "tail the logs of 12345678"), and not as the value of something (a
+    parameter, seed, version, experiment or date: "seed 12345678", "runs since 20261203") or a count
+    ("20000000 rows"). It is only ever read: ``get_run`` resolves the prefix in MLflow and says so when
+    no run has it.
     """
     found = [(m.start(), m.group(0)) for m in re.finditer(rf"\b(?:[0-9a-f]{{32}}|{SHORT_ID})\b", text)]
+    found += [
+        (m.start(), m.group(1)) for m in _DIGITS_ID.finditer(text) if not _is_a_value(text[: m.start()])
+    ]
     for pair in ID_PAIR.finditer(text):
         found += [(pair.start("a"), pair["a"]), (pair.start("b"), pair["b"])]
     ids = [token for _, token in sorted(found)]
@@ -239,6 +255,19 @@ def run_ids_in(text: str) -> tuple[str, ...]:
             ids.append(more["id"])
             rest = rest[more.end() :]
     return tuple(dict.fromkeys(i for i in ids if i.lower() not in RESERVED))
+
+
+_DIGITS_ID = re.compile(rf"({DIGITS_ID})", FLAGS)
+#: words whose value a number after them is, not a run: "seed 12345678", "experiment 20240101".
+_VALUE_OF = re.compile(
+    r"(?:\b(?:seeds?|experiments?|version|v|since|from|after|before|until|on|at|in|epochs?|steps?|rows?|"
+    r"samples?|trials?|leaves|depth|estimators|rounds?|iterations?|of\s+size)|[\w]*_[\w]*|[=:@])\s*$",
+    FLAGS,
+)
+
+
+def _is_a_value(before: str) -> bool:
+    return _VALUE_OF.search(before) is not None
 
 
 def _question_experiment(text: str, decision: IntakeDecision, run_ids: tuple[str, ...]) -> str | None:

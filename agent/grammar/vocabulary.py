@@ -68,6 +68,12 @@ def _any_of(synonyms: dict[str, str]) -> str:
 
 #: a short run ID standing alone ("a1b2c3d4 vs e5f6a7b8"): 8-31 hex characters with a letter and a digit.
 SHORT_ID = r"(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{8,31}"
+#: a short ID of digits only where a run is asked about: at the end or before "fail", "logs", "vs"…
+#: ("what killed 12345678", "12345678 logs"); ``questions.run_ids_in`` also drops values ("seed 12345678").
+DIGITS_ID = (
+    r"(?<![\w.=@:/-])\d{8,31}(?=\s*(?:$|[?!,;)\]]|[.-](?!\w)|(?:fail|failed|crash|crashed|die|died|"
+    r"stop|stopped|get\s+killed|logs?|vs\.?|versus|and|or)\b))"
+)
 #: two short IDs side by side ("X vs Y", "X and Y", "X, Y"): either may be digits only.
 ID_PAIR = re.compile(
     r"(?<![\w.])(?P<a>(?=[0-9a-f]*\d)[0-9a-f]{8,31})\s*(?:,|and|vs\.?|versus|with|to)\s*"
