@@ -175,6 +175,27 @@ def test_a_leading_no_still_declines_and_replaces(text: str) -> None:
     assert followup is not None and followup.decline_defaults and followup.text.strip() == "use rf", text
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["don't stop it", "do not cancel", "no, don't cancel", "never cancel runs",
+     "please don't kill the study", "what killed it?", "why was it killed?", "why did it stop?",
+     "did you kill it?", "was anything cancelled?", "why did you cancel it", "what happens if I cancel?",
+     "is it safe to kill it?", "should I stop the study?"],
+)  # fmt: skip
+def test_a_negated_or_asked_about_stop_stops_nothing(text: str) -> None:
+    # a cancel stops running work: only an imperative does it
+    assert _decide(text).intent != "cancel", text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["stop", "kill it", "cancel everything", "please stop", "can you stop?", "stop the study", "abort!",
+     "could you cancel the runs please", "stop, do not rerun it"],
+)  # fmt: skip
+def test_an_imperative_stop_cancels(text: str) -> None:
+    assert _decide(text).intent == "cancel", text
+
+
 def test_a_hex_word_is_not_a_run_id() -> None:
     assert resolve_runs("rerun deface with seed 3", ThreadMemory(run_ids=["d" * 32])) is None
     assert read_followup("rerun deface with seed 3") is not None

@@ -39,6 +39,8 @@ _QUESTION_OPENING = re.compile(
 )
 # A yes/no question about what happened ("did tuning beat the baseline?", "is the best trial better
 # than ...?") even when it names an experiment verb; "are you able to train ...?" is a request.
+# Asking for advice about an action is not the action ("should I stop the study?").
+_ADVICE = re.compile(r"^\s*(?:should|shall|ought|must)\s+(?:i|we)\b", FLAGS)
 _YES_NO_OPENING = re.compile(
     r"^\s*(?:did|does|has|have|had|was|were|(?:is|are)\s+(?!you\b|u\b|it\s+possible\b))\b", FLAGS
 )
@@ -88,20 +90,32 @@ def classify(sc: Scanner, p: Findings) -> Reading:
         return "question"  # a note on a named run: answered with log_note, never a training request
     experiment_verb = sc.take_all(EXPERIMENT_VERBS)
     # "killed runs", "cancelled jobs": a past participle describes runs, it asks to stop nothing
-    imperative_cancel = any(not m.group(0).lower().endswith("ed") for m in sc.find(CANCEL))
+    stops = list(sc.find(CANCEL))
+    imperative_cancel = any(not m.group(0).lower().endswith("ed") for m in stops)
+    # "don't stop it", "no, do not cancel", "never kill runs": every stop word is negated
+    negated_cancel = bool(stops) and all(NEGATION.search(sc.work[: m.start()]) for m in stops)
     cancel = sc.take_all(CANCEL)
     raw = sc.take_all(RAW_DATA)
     about_runs = _DOMAIN_NOUNS.search(sc.text) is not None or bool(p.draft.get("dataset"))
-    question = about_runs and asks_question(sc.text, sc.work, experiment_verb)
+    asking = asks_question(sc.text, sc.work, experiment_verb) or _ADVICE.match(sc.text) is not None
+    question = about_runs and asking
     place_locations(sc, p, training=not (question or cancel))
     has_fields = any(v not in (None, {}, []) for v in p.draft.values())
     raw_request = p.draft.get("dataset_uri") or (raw and not question)
     if raw_request and (experiment_verb or (has_fields and not cancel)):
         p.draft["forbidden_action"] = "raw_data"
         return "forbidden"
-    if cancel and not (question and (_opens_question(sc.text) or not imperative_cancel)):
-        return "cancel"  # "what killed run X?" / "why did you stop it?" ask about a stop, they stop nothing
-    if question:
+    if cancel and negated_cancel:
+        return "unknown"  # nothing is stopped, and the answer quotes what it did not act on
+    asks_about_a_stop = (
+        _opens_question(sc.text)
+        or _ADVICE.match(sc.text) is not None
+        or _YES_NO_OPENING.match(without_polite_lead(sc.text)[0]) is not None  # "did you kill it?"
+        or not imperative_cancel
+    )
+    if cancel and not (asking and asks_about_a_stop):
+        return "cancel"  # "what killed it?" / "why did you stop it?" ask about a stop, they stop nothing
+    if question or cancel:  # a question about a stop is about a run even without a noun ("why did it stop?")
         return "question"
     if experiment_verb:
         return "experiment"
