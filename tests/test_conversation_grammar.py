@@ -196,6 +196,13 @@ def test_an_imperative_stop_cancels(text: str) -> None:
     assert _decide(text).intent == "cancel", text
 
 
+def test_a_negated_note_request_writes_no_note() -> None:
+    for text in ("please don't add a note to run 8788935a: fine", "do not annotate 8788935a with: x"):
+        assert note_request(text) is None and parse_question(text).kind != "note", text
+    kept = note_request("add a note to run 8788935a: don't use it")  # a negation inside the note is its text
+    assert kept is not None and kept.text == "don't use it"
+
+
 def test_a_hex_word_is_not_a_run_id() -> None:
     assert resolve_runs("rerun deface with seed 3", ThreadMemory(run_ids=["d" * 32])) is None
     assert read_followup("rerun deface with seed 3") is not None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from agent.grammar.vocabulary import FLAGS
+from agent.grammar.vocabulary import FLAGS, NEGATION
 
 _VERB = (
     r"(?:add|write|leave|put|attach|log|append|jot(?:\s+down)?|make|drop|stick)\s+"
@@ -49,6 +49,8 @@ class NoteRequest:
 def note_request(text: str) -> NoteRequest | None:
     """Return the run and the text of a request to add a note to a named run, or None."""
     match = _NOTE.search(text.strip())
+    if match is not None and NEGATION.search(text.strip()[: match.start()]):
+        return None  # "please don't add a note to run X: …" asks for no note
     if match is None or not re.search(r"\d", match["run"]):
         return _labelled(text)
     note = match["text"].strip().lstrip(":-—– ").strip()
