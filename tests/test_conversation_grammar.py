@@ -196,6 +196,16 @@ def test_an_imperative_stop_cancels(text: str) -> None:
     assert _decide(text).intent == "cancel", text
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["should I retrain it with seed 3?", "should we tune 10 more trials?", "shall we go with random forest?",
+     "should I train rf on wine@1, accuracy, experiment y?"],
+)  # fmt: skip
+def test_asking_for_advice_orders_nothing(text: str) -> None:
+    decision = _decide("train lightgbm on wine@1, accuracy, experiment x", text)
+    assert decision.intent in ("question", "unknown") and decision.more_trials is None, decision
+
+
 def test_a_negated_note_request_writes_no_note() -> None:
     for text in ("please don't add a note to run 8788935a: fine", "do not annotate 8788935a with: x"):
         assert note_request(text) is None and parse_question(text).kind != "note", text

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agent.grammar.relative import read_relative
+from agent.grammar.vocabulary import ADVICE
 from agent.references import LATEST_KINDS, NAMED_KINDS, phrases_of
 
 FollowUpKind = Literal["rerun", "change", "more_trials"]
@@ -205,6 +206,8 @@ def read_followup(text: str) -> FollowUp | None:
     "try …"/"switch to …", "N more trials", or a change written as "bump/set X to N".
     """
     body = text.strip()
+    if ADVICE.match(body):
+        return None  # "should I retrain it with seed 3?" asks for advice: it is not a follow-up to run
     unwrapped = _POLITE_END.sub("", _POLITE.sub("", body, count=1))
     if unwrapped != body and (_RERUN.search(unwrapped) or _MORE_TRIALS.search(unwrapped)):
         body = unwrapped

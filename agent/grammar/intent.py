@@ -15,6 +15,7 @@ from agent.grammar.locations import place_locations
 from agent.grammar.notes import note_request
 from agent.grammar.scanner import Findings, Scanner
 from agent.grammar.vocabulary import (
+    ADVICE,
     ANY_METRIC,
     CANCEL,
     DIGITS_ID,
@@ -39,8 +40,6 @@ _QUESTION_OPENING = re.compile(
 )
 # A yes/no question about what happened ("did tuning beat the baseline?", "is the best trial better
 # than ...?") even when it names an experiment verb; "are you able to train ...?" is a request.
-# Asking for advice about an action is not the action ("should I stop the study?").
-_ADVICE = re.compile(r"^\s*(?:should|shall|ought|must)\s+(?:i|we)\b", FLAGS)
 _YES_NO_OPENING = re.compile(
     r"^\s*(?:did|does|has|have|had|was|were|(?:is|are)\s+(?!you\b|u\b|it\s+possible\b))\b", FLAGS
 )
@@ -97,7 +96,7 @@ def classify(sc: Scanner, p: Findings) -> Reading:
     cancel = sc.take_all(CANCEL)
     raw = sc.take_all(RAW_DATA)
     about_runs = _DOMAIN_NOUNS.search(sc.text) is not None or bool(p.draft.get("dataset"))
-    asking = asks_question(sc.text, sc.work, experiment_verb) or _ADVICE.match(sc.text) is not None
+    asking = asks_question(sc.text, sc.work, experiment_verb) or ADVICE.match(sc.text) is not None
     question = about_runs and asking
     place_locations(sc, p, training=not (question or cancel))
     has_fields = any(v not in (None, {}, []) for v in p.draft.values())
@@ -109,7 +108,7 @@ def classify(sc: Scanner, p: Findings) -> Reading:
         return "unknown"  # nothing is stopped, and the answer quotes what it did not act on
     asks_about_a_stop = (
         _opens_question(sc.text)
-        or _ADVICE.match(sc.text) is not None
+        or ADVICE.match(sc.text) is not None
         or _YES_NO_OPENING.match(without_polite_lead(sc.text)[0]) is not None  # "did you kill it?"
         or not imperative_cancel
     )
@@ -117,9 +116,9 @@ def classify(sc: Scanner, p: Findings) -> Reading:
         return "cancel"  # "what killed it?" / "why did you stop it?" ask about a stop, they stop nothing
     if question or cancel:  # a question about a stop is about a run even without a noun ("why did it stop?")
         return "question"
-    if experiment_verb:
+    if experiment_verb and ADVICE.match(sc.text) is None:  # "should I retrain it?" asks, it orders nothing
         return "experiment"
-    return "fields_only" if has_fields else "unknown"
+    return "fields_only" if has_fields and ADVICE.match(sc.text) is None else "unknown"
 
 
 def _forbidden_action(sc: Scanner) -> ForbiddenAction | None:

@@ -137,6 +137,8 @@ OBJECTIVE = re.compile(
     r"(?:[\w'-]+\s*){1,5}?(?=\s+(?:on|using|from|with|in|for|dataset|and|then|but|so|via)\b|[,.;:!?\x00]|$)",
     FLAGS,
 )
+#: asking for advice about an action is not the action ("should I stop the study?", "should we retrain?").
+ADVICE = re.compile(r"^\s*(?:should|shall|ought|must)\s+(?:i|we)\b", FLAGS)
 CANCEL = re.compile(r"\b(?:cancel|abort|kill|terminate|halt)\w*\b|\bstop\b", FLAGS)
 EXPERIMENT_VERBS = re.compile(
     r"\b(?:re)?train(?:s|ed|ing)?\b|\bfit(?:s|ting)?\b|\btun(?:e|es|ed|ing)\b|\bsweep\b|\bbaseline\b|\bhpo\b"
