@@ -11,9 +11,10 @@ the follow-up asks for trials.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from agent.references import NAMED_KINDS, ReferenceProblem, RunReference, resolve_runs
+from agent.references import NAMED_KINDS, ReferenceProblem, RunReference, phrases_of, resolve_runs
 from agent.state import ExperimentRequestDraft, ThreadMemory
 from agent.tool_calls import call_tool
 from tools.context import ToolContext
@@ -29,11 +30,25 @@ _NAMED = NAMED_KINDS
 _STOPS = _NAMED | {"last_n"}
 
 
+#: a rerun of several runs at once ("rerun both", "retrain them", "redo those two"): one at a time only.
+_RERUN_SEVERAL = re.compile(
+    rf"\b(?:re-?run|re-?train|re-?fit|re-?do|repeat)\s+(?P<refs>{phrases_of(frozenset({'pair'}))})", re.I
+)
+
+
 def named_run(text: str, memory: ThreadMemory) -> str | ReferenceProblem | None:
     """Return the one run a follow-up names other than the thread's last, a problem, or None."""
+    several = _RERUN_SEVERAL.search(text)
+    if several is not None:  # "both" elsewhere is plain English ("use both splits"); after a rerun it is runs
+        phrase = several["refs"]
+        return ReferenceProblem(f"'{phrase}' names several runs; rerun one at a time", phrase, "pair")
     found = resolve_runs(text, memory, lookup=lambda token: token)  # a prefix is resolved by get_run
     if isinstance(found, ReferenceProblem):
         return found if found.kind in _STOPS else None
+    if isinstance(found, RunReference) and "last_n" in found.kinds and len(found.run_ids) > 1:
+        return ReferenceProblem(
+            f"'{found.phrase}' names {len(found.run_ids)} runs; rerun one at a time", found.phrase, "last_n"
+        )
     if not isinstance(found, RunReference) or not _NAMED & set(found.kinds):
         return None
     if len(found.run_ids) != 1:

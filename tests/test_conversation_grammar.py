@@ -135,6 +135,11 @@ def test_named_run_followups() -> None:
         assert isinstance(problem, ReferenceProblem) and "only 1 run" in problem.message, text
     assert named_run("rerun it with seed 3", ThreadMemory()) is None  # no runs: the follow-up rules say so
     assert named_run("same again but use both splits", one_run) is None  # "both" is also plain English
+    two_runs = ThreadMemory(run_ids=["c" * 32, "d1" * 16])
+    for text in ("rerun both with seed 3", "retrain them", "rerun the last two runs with seed 3"):
+        problem = named_run(text, two_runs)  # several runs at once: said, never one of them silently
+        assert isinstance(problem, ReferenceProblem) and "rerun one at a time" in problem.message, text
+    assert named_run("same again but use both splits", two_runs) is None
 
 
 @pytest.mark.parametrize(
