@@ -194,8 +194,22 @@ def test_a_negated_or_asked_about_stop_stops_nothing(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["stop", "kill it", "cancel everything", "please stop", "can you stop?", "stop the study", "abort!",
-     "could you cancel the runs please", "stop, do not rerun it"],
+    ["cancel the study and train rf on wine@1, accuracy, experiment x",
+     "train rf on wine@1, accuracy, experiment x and cancel the old study",
+     "stop the study, then tune 5 more trials", "stop training after 10 trials",
+     "kill the run if it takes more than 5 minutes"],
+)  # fmt: skip
+def test_a_stop_later_or_beside_a_request_is_asked_about(text: str) -> None:
+    # a stop with a condition is not a stop now; a stop and a request in one message are two actions
+    decision = _decide(text)
+    assert decision.intent != "cancel" and decision.not_understood, decision
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["stop training", "cancel the tuning", "please stop the study if it is still running",
+     "stop everything if you can", "stop", "kill it", "cancel everything", "please stop", "can you stop?",
+     "stop the study", "abort!", "could you cancel the runs please", "stop, do not rerun it"],
 )  # fmt: skip
 def test_an_imperative_stop_cancels(text: str) -> None:
     assert _decide(text).intent == "cancel", text

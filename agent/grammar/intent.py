@@ -87,13 +87,22 @@ def classify(sc: Scanner, p: Findings) -> Reading:
         return "forbidden"
     if note_request(sc.text) is not None:
         return "question"  # a note on a named run: answered with log_note, never a training request
+    stops = list(sc.find(CANCEL))
+    # "stop training", "cancel the tuning": the experiment word names what to stop, it is no request
+    requests = [v for v in sc.find(EXPERIMENT_VERBS) if not any(_stopped(sc.text, s, v) for s in stops)]
     experiment_verb = sc.take_all(EXPERIMENT_VERBS)
     # "killed runs", "cancelled jobs": a past participle describes runs, it asks to stop nothing
-    stops = list(sc.find(CANCEL))
     imperative_cancel = any(not m.group(0).lower().endswith("ed") for m in stops)
     # "don't stop it", "no, do not cancel", "never kill runs": every stop word is negated
     negated_cancel = bool(stops) and all(NEGATION.search(sc.work[: m.start()]) for m in stops)
-    cancel = sc.take_all(CANCEL)
+    # "stop training after 10 trials", "kill it if it takes 5 min": a stop later, not now. "cancel the
+    # study and train rf": two actions in one message. Neither is taken: the stop words stay unread, so
+    # the answer names them and asks.
+    later = any(_LATER.match(sc.text[m.end() :]) for m in stops)
+    if stops and imperative_cancel and not negated_cancel and (later or requests):
+        cancel = False
+    else:
+        cancel = sc.take_all(CANCEL)
     raw = sc.take_all(RAW_DATA)
     about_runs = _DOMAIN_NOUNS.search(sc.text) is not None or bool(p.draft.get("dataset"))
     asking = asks_question(sc.text, sc.work, experiment_verb) or ADVICE.match(sc.text) is not None
@@ -119,6 +128,21 @@ def classify(sc: Scanner, p: Findings) -> Reading:
     if experiment_verb and ADVICE.match(sc.text) is None:  # "should I retrain it?" asks, it orders nothing
         return "experiment"
     return "fields_only" if has_fields and ADVICE.match(sc.text) is None else "unknown"
+
+
+_STOP_OBJECT = re.compile(r"\s+(?:(?:the|my|our|this|that|all|current|running|ongoing)\s+){0,2}", FLAGS)
+# A condition on the future; "if it is still running", "if you can" are about now.
+_LATER = re.compile(
+    r"^\W*(?:[\w'-]+\W+){0,4}?(?:after|when|whenever|once|unless|as\s+soon\s+as|until|by\s+the\s+time"
+    r"|if(?!\s+(?:you\s+can|possible|(?:[\w'-]+\s+){1,2}(?:is|are|'s)\s+(?:still\s+)?(?:running|going|active|"
+    r"in\s+progress|busy))))\b",
+    FLAGS,
+)
+
+
+def _stopped(text: str, stop: re.Match[str], verb: re.Match[str]) -> bool:
+    """Whether ``verb`` is what ``stop`` stops ("stop training", "cancel the tuning")."""
+    return stop.end() <= verb.start() and _STOP_OBJECT.fullmatch(text[stop.end() : verb.start()]) is not None
 
 
 def _forbidden_action(sc: Scanner) -> ForbiddenAction | None:
