@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from agent.grammar.followups import RERUN_VERB
 from agent.references import NAMED_KINDS, ReferenceProblem, RunReference, phrases_of, resolve_runs
 from agent.state import ExperimentRequestDraft, ThreadMemory
 from agent.tool_calls import call_tool
@@ -31,9 +32,7 @@ _STOPS = _NAMED | {"last_n"}
 
 
 #: a rerun of several runs at once ("rerun both", "retrain them", "redo those two"): one at a time only.
-_RERUN_SEVERAL = re.compile(
-    rf"\b(?:re-?run|re-?train|re-?fit|re-?do|repeat)\s+(?P<refs>{phrases_of(frozenset({'pair'}))})", re.I
-)
+_RERUN_SEVERAL = re.compile(rf"\b(?:{RERUN_VERB}|repeat)\s+(?P<refs>{phrases_of(frozenset({'pair'}))})", re.I)
 
 
 def named_run(text: str, memory: ThreadMemory) -> str | ReferenceProblem | None:

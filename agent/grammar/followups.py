@@ -135,9 +135,11 @@ _MORE_TRIALS = re.compile(
 )
 
 # Cues that the message is about the thread's last request.
+#: the verbs that ask to run something again (also read by ``agent.run_bases``).
+RERUN_VERB = r"re-?run|re-?train|re-?fit|re-?do"
 _THAT = r"(?:it|(?:that|this)(?:\s+(?:one|run|model))?)"  # "it", "that one", "this run"
 _RERUN = re.compile(
-    rf"(?<![\w-])(?:re-?run|re-?train|re-?fit|re-?do|(?:run|train|fit|do)\s+{_THAT}\s+again|"
+    rf"(?<![\w-])(?:{RERUN_VERB}|(?:run|train|fit|do)\s+{_THAT}\s+again|"
     rf"(?:run|do)\s+again|again|one\s+more\s+time|repeat\s+(?:{_THAT}|the\s+run))"
     rf"(?:\s+(?:{_THAT}|the\s+(?:run|baseline|model|experiment|same)))?"
     r"(?:\s+(?:again))?(?:\s*,?\s*but)?(?![\w-])",

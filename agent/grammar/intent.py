@@ -105,7 +105,8 @@ def classify(sc: Scanner, p: Findings) -> Reading:
         cancel = sc.take_all(CANCEL)
     raw = sc.take_all(RAW_DATA)
     about_runs = _DOMAIN_NOUNS.search(sc.text) is not None or bool(p.draft.get("dataset"))
-    asking = asks_question(sc.text, sc.work, experiment_verb) or ADVICE.match(sc.text) is not None
+    advice = ADVICE.match(sc.text) is not None  # "should I stop it?" asks, it orders nothing
+    asking = asks_question(sc.text, sc.work, experiment_verb) or advice
     question = about_runs and asking
     place_locations(sc, p, training=not (question or cancel))
     has_fields = any(v not in (None, {}, []) for v in p.draft.values())
@@ -117,7 +118,7 @@ def classify(sc: Scanner, p: Findings) -> Reading:
         return "unknown"  # nothing is stopped, and the answer quotes what it did not act on
     asks_about_a_stop = (
         _opens_question(sc.text)
-        or ADVICE.match(sc.text) is not None
+        or advice
         or _YES_NO_OPENING.match(without_polite_lead(sc.text)[0]) is not None  # "did you kill it?"
         or not imperative_cancel
     )
@@ -125,9 +126,9 @@ def classify(sc: Scanner, p: Findings) -> Reading:
         return "cancel"  # "what killed it?" / "why did you stop it?" ask about a stop, they stop nothing
     if question or cancel:  # a question about a stop is about a run even without a noun ("why did it stop?")
         return "question"
-    if experiment_verb and ADVICE.match(sc.text) is None:  # "should I retrain it?" asks, it orders nothing
+    if experiment_verb and not advice:
         return "experiment"
-    return "fields_only" if has_fields and ADVICE.match(sc.text) is None else "unknown"
+    return "fields_only" if has_fields and not advice else "unknown"
 
 
 _STOP_OBJECT = re.compile(r"\s+(?:(?:the|my|our|this|that|all|current|running|ongoing)\s+){0,2}", FLAGS)
