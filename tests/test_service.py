@@ -111,6 +111,35 @@ def test_tracing_writes_a_redacted_trace_to_the_agent_experiment(tmp_path: Path)
     assert secret not in dumped and "[REDACTED:api_key]" in dumped
 
 
+def test_a_turn_trace_is_written_whole_and_reads_back_with_every_span(tmp_path: Path) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    import mlflow
+
+    from agent.tracing import disable_tracing
+
+    service, _ = make_service(tmp_path, [intake_reply("unknown", not_understood=["x"])], trace=True)
+    try:
+        service.send("whole", "please do the thing")
+    finally:
+        service.close()
+        disable_tracing()
+    store = service.settings.resolved_tracking_uri.removeprefix("sqlite:///")
+    with closing(sqlite3.connect(store)) as db:
+        traces = db.execute("SELECT count(*) FROM trace_info").fetchone()[0]
+        span_rows = db.execute("SELECT count(*) FROM spans").fetchone()[0]
+    # one trace, its spans in one artifact: before, every span was its own store write (rows in `spans`)
+    assert (traces, span_rows) == (1, 0)
+    experiment = mlflow.MlflowClient(service.settings.resolved_tracking_uri).get_experiment_by_name(
+        "expagent-agent"
+    )
+    assert experiment is not None
+    [trace] = mlflow.search_traces(locations=[experiment.experiment_id], return_type="list")
+    names = [span.name for span in trace.data.spans]
+    assert len(names) >= 3 and "intake" in names, names  # the graph, its nodes and the model call
+
+
 def test_tracing_follows_the_newest_service(tmp_path: Path) -> None:
     import mlflow
 
