@@ -79,7 +79,7 @@ def openai_model(name: str, settings: Settings, base_url: str | None, key: str |
         )
     import httpx
 
-    from agent.model_wire import ModelWire
+    from agent.model_wire import ModelWire, tls_context
 
     wire = ModelWire(
         endpoint=(base_url or "https://api.openai.com/v1").rstrip("/"),
@@ -101,6 +101,9 @@ def openai_model(name: str, settings: Settings, base_url: str | None, key: str |
         max_retries=0,
         timeout=settings.model_timeout_s,
         http_client=httpx.Client(transport=wire, timeout=settings.model_timeout_s),
+        # Never used by the agent (its graph is synchronous); built here only so the client does not
+        # load the CA bundle again for it.
+        http_async_client=httpx.AsyncClient(verify=tls_context(), timeout=settings.model_timeout_s),
         # Set only when asked: an explicit False would also stop ``.stream()`` from streaming.
         **({"streaming": True} if settings.model_stream else {}),
     )

@@ -131,3 +131,29 @@ def test_cli_usage_counts_every_http_attempt(tmp_path: Path) -> None:
     result = json.loads(done.stdout)
     assert done.returncode == 0, done.stderr
     assert result["usage"]["http_attempts"] == 3 and result["usage"]["model_calls"] == 2
+
+
+def test_model_clients_load_the_ca_bundle_once_per_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    # with SSL_CERT_FILE set, every client library loads the bundle through ssl.create_default_context
+    monkeypatch.setenv("SSL_CERT_FILE", ssl.get_default_verify_paths().openssl_cafile)
+    openai_model("gpt-4o-mini", _settings(tmp_path), "http://127.0.0.1:8000/v1", KEY)  # imports done
+    built: list[object] = []
+    real = ssl.create_default_context
+
+    def counting(*args: object, **kwargs: object) -> ssl.SSLContext:
+        built.append(kwargs.get("cafile") or kwargs.get("capath"))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    # one per service the Slack bot or the eval harness builds: before, each loaded the bundle 2-3 times
+    for port in (8001, 8002, 8003):
+        openai_model("gpt-4o-mini", _settings(tmp_path), f"http://127.0.0.1:{port}/v1", KEY)
+    assert built == []
+    with OpenAIReplayServer(["hello"], api_key=KEY) as srv:  # and the shared context still serves calls
+        model = openai_model("gpt-4o-mini", _settings(tmp_path), srv.base_url, KEY)
+        model_wire(model).start_turn()
+        assert model.invoke([HumanMessage("hi")]).content == "hello"
