@@ -366,6 +366,7 @@ def _cost(unit: Unit) -> tuple[int, str, int]:
     """Order units so slow ones (Kubernetes, tuning, several turns) start first."""
     scenario = unit.scenario
     weight = 4 * (scenario.world.runtime == "kubernetes") + 2 * any("tun" in t for t in scenario.tags)
+    weight += 6 * ("entry-point" in scenario.tags)  # the user's code: its own fresh processes (~15 s)
     return (-(weight + len(scenario.turns)), scenario.id, unit.trial)
 
 
