@@ -9,6 +9,7 @@ intake -> respond                                                          (miss
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from langgraph.graph import END, START, StateGraph
@@ -35,7 +36,16 @@ if TYPE_CHECKING:
 def build_graph(
     checkpointer: BaseCheckpointSaver | None = None,
 ) -> CompiledStateGraph[AgentState, TurnContext, AgentState, AgentState]:
-    """Return the compiled agent graph, checkpointed by ``checkpointer`` (None: in memory only per run)."""
+    """Return the compiled agent graph, checkpointed by ``checkpointer`` (None: in memory only per run).
+
+    The graph is compiled once per process (~14 ms: LangGraph inspects every node function); each
+    caller gets its own copy bound to its own checkpointer.
+    """
+    return _compiled().copy(update={"checkpointer": checkpointer})
+
+
+@functools.cache
+def _compiled() -> CompiledStateGraph[AgentState, TurnContext, AgentState, AgentState]:
     graph = StateGraph(AgentState, context_schema=TurnContext)
     graph.add_node("intake", intake)
     graph.add_node("plan", plan)
@@ -51,7 +61,7 @@ def build_graph(
     graph.add_edge("answer_question", "respond")
     graph.add_edge("refuse", "respond")
     graph.add_edge("respond", END)
-    return graph.compile(checkpointer=checkpointer, name="expagent")
+    return graph.compile(name="expagent")
 
 
 def make_graph() -> CompiledStateGraph[AgentState, TurnContext, AgentState, AgentState]:

@@ -179,3 +179,17 @@ def test_tracing_prices_model_calls_from_the_bundled_catalog_unless_told_otherwi
     finally:
         service.close()
         disable_tracing()
+
+
+def test_two_services_in_one_process_keep_their_own_threads(tmp_path: Path) -> None:
+    # the graph is compiled once per process and copied per service: each copy keeps its own checkpoints
+    first, _ = make_service(tmp_path / "a", [intake_reply("unknown", not_understood=["x"])])
+    second, _ = make_service(tmp_path / "b", [])
+    try:
+        first.send("shared-name", "please do the thing")
+        assert first._graph.checkpointer is not second._graph.checkpointer
+        assert first._snapshot("shared-name").values
+        assert not second._snapshot("shared-name").values  # nothing leaked into the other workspace
+    finally:
+        first.close()
+        second.close()
