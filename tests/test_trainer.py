@@ -289,3 +289,27 @@ def test_warm_caches_makes_mlflow_look_each_installed_version_up_once() -> None:
     assert lookup("lightgbm") == version("lightgbm") and lookup.cache_info().hits == hits + 1
     trainer.warm_caches()  # idempotent: not wrapped twice
     assert requirements_utils._get_installed_version is lookup
+
+
+def test_an_error_raised_while_the_job_is_being_stopped_ends_the_run_killed(
+    settings: Settings, client: MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    def interrupted_library(*args: object) -> None:
+        # a library cut short by the stop signal raises its own error instead of letting the stop through
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except BaseException as stop:
+            raise RuntimeError("Can't reconnect until invalid transaction is rolled back") from stop
+
+    monkeypatch.setattr(trainer, "_train_and_log", interrupted_library)
+    status = tmp_path / "status.json"
+    code = trainer.run_job(_spec(experiment="stopped-mid-call"), settings, status)
+    outcome = json.loads(status.read_text())
+    [run] = client.search_runs([client.get_experiment_by_name("stopped-mid-call").experiment_id])
+    # before: FAILED with a traceback, although the job had been told to stop
+    assert run.info.status == "KILLED" and code == trainer.EXIT_TERMINATED, (run.info.status, code)
+    assert (outcome["state"], outcome["run_status"]) == ("cancelled", "KILLED"), outcome
+    note = run.data.tags["mlflow.note.content"]
+    assert "terminated by SIGTERM" in note and "invalid transaction" in note

@@ -234,7 +234,7 @@ def run_training(spec: TrainingSpec, settings: Settings, capture_output: bool = 
         except Interrupted as stop:
             failure = (stop, "")
         except Exception as exc:
-            failure = (exc, traceback.format_exc())
+            failure = (_stopped_by(exc), traceback.format_exc())
     if result is not None:  # kept in the workspace's outbox if the server went away just now
         tracking.end_run(client, run_id, "FINISHED", only_if_running=False)
         return result.model_copy(update={"wall_seconds": time.monotonic() - started})
@@ -252,6 +252,20 @@ def run_training(spec: TrainingSpec, settings: Settings, capture_output: bool = 
     return TrainingResult(
         run_id=run_id, status="FAILED", metric=spec.metric, wall_seconds=wall, error=message
     )
+
+
+def _stopped_by(error: Exception) -> BaseException:
+    """Return the stop behind ``error`` if the job had been told to stop when it was raised, else ``error``.
+
+    A library that is interrupted mid-call can raise an error of its own instead of letting ``Interrupted``
+    through (a database session closed in a ``finally`` after the signal cut its transaction short); the
+    run was still stopped by the signal, so it ends KILLED like any stopped run, the error kept in its note.
+    """
+    if STOP.pending is None:
+        return error
+    stop = Interrupted(STOP.pending)
+    stop.args = (f"{stop.args[0]} (while stopping: {type(error).__name__}: {error})",)
+    return stop
 
 
 # ---- the job program -------------------------------------------------------------------------------
