@@ -201,3 +201,28 @@ def test_workspaces_go_to_a_roomy_ram_directory_unless_told_otherwise(
     monkeypatch.setattr(suite, "SHM_MIN_FREE_BYTES", 1)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     assert suite.scratch_parent(False, roomy) is None  # an explicit TMPDIR wins
+
+
+def test_the_registry_snapshot_read_from_sqlite_matches_what_mlflow_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    import evals.observe as observe
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("registry", artifact_location=(tmp_path / "a").as_uri())
+    run = client.create_run(experiment)
+    client.create_registered_model("churn")
+    client.create_registered_model("empty")
+    for _ in range(3):
+        client.create_model_version("churn", f"runs:/{run.info.run_id}/model", run.info.run_id)
+    client.set_registered_model_alias("churn", "champion", "2")
+    client.transition_model_version_stage("churn", "1", "Staging")
+    client.delete_model_version("churn", "3")
+    from_sqlite = observe.snapshot_registry(client)
+    assert "version churn v3 stage=Deleted_Internal" not in " ".join(from_sqlite)
+    monkeypatch.setattr(observe, "_sqlite_path", lambda _uri: None)  # the fallback: MLflow's searches
+    through_mlflow = observe.snapshot_registry(client)
+    assert from_sqlite == through_mlflow and "alias churn@champion=2" in from_sqlite, from_sqlite
