@@ -304,6 +304,8 @@ def test_an_error_raised_while_the_job_is_being_stopped_ends_the_run_killed(
             raise RuntimeError("Can't reconnect until invalid transaction is rolled back") from stop
 
     monkeypatch.setattr(trainer, "_train_and_log", interrupted_library)
+    # run_job caps the process it runs in (memory, cores, threads): here that is pytest itself
+    monkeypatch.setattr(trainer, "apply_resource_limits", lambda resources: {})
     status = tmp_path / "status.json"
     code = trainer.run_job(_spec(experiment="stopped-mid-call"), settings, status)
     outcome = json.loads(status.read_text())
