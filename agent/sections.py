@@ -378,8 +378,8 @@ def _why_no_result(state: AgentState) -> str:
 
 
 def _run_ref(run: RunRecord, metric: str, links: Mapping[str, str]) -> str:
-    value = primary_value(run.metrics, metric)
-    shown = f"{metric} = {value:.4f}" if value is not None else f"{metric} not logged"
+    found = primary_metric(run.metrics, metric)
+    shown = f"{found[0]} = {found[1]:.4f}" if found is not None else f"{metric} not logged"
     link = f" ([open in MLflow]({links[run.run_id]}))" if run.run_id in links else ""
     return f"`{run.run_id}` ({run.status}, {shown}){link}"
 
@@ -428,13 +428,21 @@ def _cv_spread(best: RunRecord, baseline: RunRecord, metric: str) -> str:
 
 
 def primary_value(metrics: Mapping[str, float], metric: str) -> float | None:
-    """Return the primary metric from a run's metrics: its test-split value.
+    """Return the primary metric from a run's metrics (see :func:`primary_metric`), or None."""
+    found = primary_metric(metrics, metric)
+    return found[1] if found else None
+
+
+def primary_metric(metrics: Mapping[str, float], metric: str) -> tuple[str, float] | None:
+    """Return ``(key, value)`` of a run's primary metric: its test-split value when it has one.
 
     ``roc_auc`` (unprefixed) is the test split's value, as ``test_roc_auc`` is; selection uses ``val_*``.
+    A run with no test-split value (an entry point whose contract is ``val_<metric>`` only) reports its
+    ``val_<metric>``, under that name, so no one reads it as a held-out score.
     """
-    for key in (metric, f"test_{metric}", f"eval_{metric}"):
+    for key in (metric, f"test_{metric}", f"eval_{metric}", f"val_{metric}"):
         if key in metrics:
-            return float(metrics[key])
+            return key, float(metrics[key])
     return None
 
 

@@ -138,3 +138,11 @@ def test_the_answer_says_when_the_cv_difference_is_within_one_fold_std() -> None
     assert "0.9500 ± 0.0200" in close and "within noise" in close
     assert "outside noise" in _cv_spread(run(0.99, 0.002), run(0.90, 0.01), "roc_auc")
     assert _cv_spread(RunRecord(run_id="r", role="trial", status="FINISHED"), run(0.9, 0.1), "roc_auc") == ""
+
+
+def test_a_run_with_only_a_validation_score_reports_it_under_its_own_name() -> None:
+    from agent.sections import primary_metric
+
+    assert primary_metric({"test_roc_auc": 0.9, "val_roc_auc": 0.95}, "roc_auc") == ("test_roc_auc", 0.9)
+    assert primary_metric({"val_roc_auc": 0.95}, "roc_auc") == ("val_roc_auc", 0.95)
+    assert primary_metric({"val_accuracy": 0.95}, "roc_auc") is None

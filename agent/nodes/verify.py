@@ -19,7 +19,7 @@ from agent.experiment_plan import (
     RunVerification,
     VerificationReport,
 )
-from agent.sections import primary_value
+from agent.sections import primary_metric
 from agent.state import AgentState, RunRecord, RunRole
 from agent.turn_context import TurnContext, turn_context
 from tools.core import tags as tag_keys
@@ -126,7 +126,7 @@ def check_run(client: MlflowClient, run: Run, role: str, request: ExperimentRequ
 def training_checks(client: MlflowClient, run: Run, request: ExperimentRequest) -> list[RunCheck]:
     """Check params, the primary metric, the model, the dataset tags and the git SHA of a run."""
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-    value = primary_value(metrics, request.metric)
+    found = primary_metric(metrics, request.metric)
     uri = tags.get(tag_keys.MODEL_URI) or model_uri(client, run)
     expected = {"dataset.name": request.dataset, "dataset.version": request.version}
     if request.dataset_sha256:
@@ -137,8 +137,8 @@ def training_checks(client: MlflowClient, run: Run, request: ExperimentRequest) 
         _check("params_logged", bool(params), f"{len(params)} params"),
         _check(
             "primary_metric_logged",
-            value is not None,
-            f"{request.metric} = {value}" if value is not None else f"{request.metric} missing",
+            found is not None,
+            f"{found[0]} = {found[1]}" if found is not None else f"{request.metric} missing",
         ),  # fmt: skip
         _check("model_artifact", bool(uri), uri or "no model logged"),
         _check(
