@@ -315,3 +315,8 @@ def test_an_error_raised_while_the_job_is_being_stopped_ends_the_run_killed(
     assert (outcome["state"], outcome["run_status"]) == ("cancelled", "KILLED"), outcome
     note = run.data.tags["mlflow.note.content"]
     assert "terminated by SIGTERM" in note and "invalid transaction" in note
+    # the signal stopped that job only: the next run in this process trains (a worker runs many jobs)
+    monkeypatch.undo()
+    next_spec = _spec(experiment="after-a-stop", model_family="logistic_regression", params={})
+    again = trainer.run_training(next_spec, settings)
+    assert again.status == "FINISHED", again.error

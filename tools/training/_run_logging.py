@@ -12,17 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import mlflow
-import mlflow.lightgbm
-import mlflow.sklearn
 import numpy as np
 import pandas as pd
-import skops.io
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
-from sklearn.pipeline import Pipeline
 
 from tools.core import provenance, tracking
 from tools.core import tags as tag_keys
@@ -178,37 +172,6 @@ def dataset_input(record: DatasetRecord, frame: pd.DataFrame) -> DatasetInput:
             _DATASET_INPUTS.pop(next(iter(_DATASET_INPUTS)))
         _DATASET_INPUTS[key] = cached
     return cached
-
-
-def log_model(run: RunTarget, spec: TrainingSpec, model: Any, x_example: pd.DataFrame,
-              params: dict[str, str]) -> str:  # fmt: skip
-    """Log the fitted model with signature, PII-free input example and pinned requirements; return URI."""
-    # Created here so the model lands in the run's experiment (the flavors would use the default one).
-    logged = mlflow.initialize_logged_model(
-        name="model", source_run_id=run.run_id, params=params, experiment_id=run.experiment_id
-    )
-    example = x_example.head(5)
-    signature = infer_signature(example, model.predict(example))
-    use_lightgbm = spec.model_family == "lightgbm" and not isinstance(model, Pipeline)
-    packages = {
-        "lightgbm": provenance.LIGHTGBM_MODEL_PACKAGES,
-        "xgboost": provenance.XGBOOST_MODEL_PACKAGES,
-    }.get(spec.model_family or "")
-    requirements = provenance.pip_requirements(packages or provenance.SKLEARN_MODEL_PACKAGES)
-    common = {
-        "signature": signature,
-        "input_example": example,
-        "run_id": run.run_id,
-        "model_id": logged.model_id,
-    }
-    if use_lightgbm:
-        info = mlflow.lightgbm.log_model(model, pip_requirements=requirements, **common)
-    else:  # skops refuses types it does not know; these are the types of the model we just trained
-        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-        info = mlflow.sklearn.log_model(
-            model, pip_requirements=requirements, skops_trusted_types=trusted, **common
-        )
-    return str(info.model_uri)
 
 
 def log_results(client: MlflowClient, run_id: str, metrics: dict[str, float], model_uri: str,

@@ -54,7 +54,8 @@ STOP = _StopSwitch()
 def stop_signals(timeout_seconds: float | None) -> Iterator[None]:
     """Route SIGTERM (and SIGALRM after ``timeout_seconds``) to a clean KILLED end of the run.
 
-    Main thread only; the previous handlers are restored on exit.
+    Main thread only; the previous handlers are restored on exit, and a signal remembered during the
+    block is forgotten then: it stopped this job, not whatever the process runs next.
     """
     STOP.pending = None
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGALRM)}
@@ -68,3 +69,4 @@ def stop_signals(timeout_seconds: float | None) -> Iterator[None]:
         signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        STOP.pending = None

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import skops.io  # noqa: F401  (first: see below)
 from pydantic import ValidationError
 
 from tools.core import provenance, tracking
@@ -43,9 +44,12 @@ from tools.core.registry import DatasetRegistry
 from tools.core.settings import Settings, load_settings
 from tools.core.specs import CancellationRecord, TrainingSpec
 from tools.training._limits import apply_resource_limits
+from tools.training._model_logging import log_model
 
-# tools.training._modeling (LightGBM, scikit-learn) is imported before anything imports MLflow: the other
-# order made importing this module 0.3-0.4 s slower in every fresh job process (measured).
+# skops.io is imported first, and tools.training._modeling (LightGBM, scikit-learn) before anything imports
+# MLflow: skops names its trusted numpy/scipy ufuncs by searching every loaded module, and LightGBM's
+# import checks for optional packages; with MLflow and its dependencies already loaded, importing this
+# module took ~1.5 s longer (measured; fork servers, workers and every CLI process import it).
 from tools.training._modeling import build_model, check_spec, evaluate, fit, predict_split, test_predictions
 from tools.training._modeling import round_score as round_score  # re-exported: tests compare it with score
 from tools.training._modeling import score as score
@@ -53,7 +57,6 @@ from tools.training._output_tee import maybe_tee
 from tools.training._run_logging import (
     IntermediateReporter,
     RunTarget,
-    log_model,
     log_results,
     log_setup,
     log_step,
