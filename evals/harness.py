@@ -8,7 +8,6 @@ that has already imported the heavy libraries, so each one starts warm.
 
 from __future__ import annotations
 
-import functools
 import gc
 import multiprocessing
 import random
@@ -345,11 +344,17 @@ def warm_imports() -> None:
     get_encoding()
 
 
-def start_fork_server(templates: Templates) -> None:
-    """Start this worker process's training fork server now, rehearsed, shared by all its scenarios.
+def _use_parents_fork_server() -> None:
+    from tools.runtime import forkserver
 
-    The fork server is per process and outlives a scenario's service, so every scenario this worker
-    runs forks its training workers from it. Started by the first scenario's runtime it would run in
+    forkserver.use_inherited_server()
+
+
+def start_fork_server(templates: Templates) -> None:
+    """Start the training fork server now, rehearsed, shared by all scenarios (and forked workers).
+
+    The fork server is per process tree and outlives a scenario's service, so every scenario forks its
+    training workers from it. Started by the first scenario's runtime it would run in
     that scenario's environment and, in the default ``worker`` launch mode, skip the rehearsal (a tiny
     training in a scratch store): then every scenario's first job pays MLflow's and LightGBM's
     first-use work again (~0.3 s quiet). Here it starts with the scrubbed harness environment, warmed
@@ -382,12 +387,14 @@ def run_units(
             if on_result:
                 on_result(results[-1])
     else:
+        local = [u for u in units if u.scenario.world.runtime == "local"]
+        if local:  # one server for every worker, started first: it warms up beside the imports below
+            start_fork_server(local[0].templates)
         warm_imports()
         freeze_survivors()  # workers fork with the imported modules already frozen
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
-        local = [u for u in units if u.scenario.world.runtime == "local"]
-        starter = functools.partial(start_fork_server, local[0].templates) if local else None
+        starter = _use_parents_fork_server if local else None
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=starter) as pool:
             for future in as_completed([pool.submit(run_unit, unit) for unit in ordered]):
                 results.append(future.result())

@@ -197,6 +197,48 @@ def start_fork_server(
                     os.environ[key] = value
 
 
+def use_inherited_server() -> None:
+    """In a process forked from the one that started the fork server, launch jobs through that server.
+
+    multiprocessing checks that its server is alive with ``os.waitpid``, which works only in the process
+    that spawned it: a forked child (an eval worker) raised ``ChildProcessError`` there, so each worker
+    had to start (import, warm, rehearse: ~8 CPU-s) a server of its own. Here the check asks the kernel
+    whether the inherited server still runs; if it has gone, this process starts its own as before. Jobs
+    reach the server through its socket and report through their status pipe, from any process.
+    """
+    server: Any = mp_forkserver._forkserver  # type: ignore[attr-defined]  # CPython 3.11's private state
+    inherited = server._forkserver_pid
+    if inherited is None:
+        return
+    spawn_own = type(server).ensure_running.__get__(server)
+
+    def ensure_running() -> None:
+        if server._forkserver_pid == inherited:
+            if _running(inherited):
+                return
+            os.close(server._forkserver_alive_fd)  # gone: forget it, start this process's own
+            server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
+        spawn_own()
+
+    server.ensure_running = ensure_running
+    mp_forkserver.ensure_running = ensure_running  # the module's name is bound at import
+
+
+def _running(pid: int) -> bool:
+    """Return whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
 def rehearse(tracking_uri: str | None, train: bool = True) -> None:
     """Train a tiny run in a throwaway workspace (if ``train``), then open ``tracking_uri``'s store.
 
