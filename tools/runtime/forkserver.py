@@ -31,6 +31,7 @@ from multiprocessing.context import ForkServerProcess, set_spawning_popen
 from pathlib import Path
 from typing import Any
 
+from tools.core.liveness import process_alive, process_start
 from tools.core.settings import Settings
 from tools.core.specs import TrainingSpec
 
@@ -211,10 +212,11 @@ def use_inherited_server() -> None:
     if inherited is None:
         return
     spawn_own = type(server).ensure_running.__get__(server)
+    started = process_start(inherited)  # the same process, not another that reused its pid
 
     def ensure_running() -> None:
         if server._forkserver_pid == inherited:
-            if _running(inherited):
+            if process_alive(inherited, started):
                 return
             os.close(server._forkserver_alive_fd)  # gone: forget it, start this process's own
             server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
@@ -222,21 +224,6 @@ def use_inherited_server() -> None:
 
     server.ensure_running = ensure_running
     mp_forkserver.ensure_running = ensure_running  # the module's name is bound at import
-
-
-def _running(pid: int) -> bool:
-    """Return whether process ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
 
 
 def rehearse(tracking_uri: str | None, train: bool = True) -> None:
