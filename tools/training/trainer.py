@@ -34,7 +34,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import skops.io  # noqa: F401  (first: see below)
+# skops.io first, before anything imports MLflow: skops names its trusted numpy/scipy ufuncs by searching
+# every loaded module, ~1.3 s more with MLflow and its dependencies loaded (measured: importing this
+# module x0.86 CPU; fork servers and workers import it).
+import skops.io  # noqa: F401
 from pydantic import ValidationError
 
 from tools.core import provenance, tracking
@@ -45,11 +48,6 @@ from tools.core.settings import Settings, load_settings
 from tools.core.specs import CancellationRecord, TrainingSpec
 from tools.training._limits import apply_resource_limits
 from tools.training._model_logging import log_model
-
-# skops.io is imported first, and tools.training._modeling (LightGBM, scikit-learn) before anything imports
-# MLflow: skops names its trusted numpy/scipy ufuncs by searching every loaded module, and LightGBM's
-# import checks for optional packages; with MLflow and its dependencies already loaded, importing this
-# module took ~1.5 s longer (measured; fork servers, workers and every CLI process import it).
 from tools.training._modeling import build_model, check_spec, evaluate, fit, predict_split, test_predictions
 from tools.training._modeling import round_score as round_score  # re-exported: tests compare it with score
 from tools.training._modeling import score as score
