@@ -35,7 +35,7 @@ bytecode: venv
 # Two workers, a file at a time (a module's one real mlflow server is shared by its tests): 22:51 -> 15:22 on
 # 2 cores (measured; the workers overlap one test's waits on its subprocesses with another's CPU).
 test: venv lint typecheck bytecode
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
 
 test-faults: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m server_faults tests/test_faults_server.py

@@ -8,8 +8,10 @@ from tools.core.registry import DatasetRegistry
 from tools.core.settings import Settings
 
 #: Modules that take a minute or more (measured with ``--durations``), collected first. ``make test`` runs
-#: the suite on two workers, a file at a time (pytest-xdist's ``loadfile``); started last, one of these
-#: would keep one worker busy alone after the other had run out of files. Longest first.
+#: the suite on two workers, a file at a time, in this order (pytest-xdist's ``loadfile`` with
+#: ``--no-loadscope-reorder``; by default xdist orders files by their number of tests, which sent the
+#: one-test canary sweep last); started last, one of these kept one worker busy alone after the other
+#: had run out of files. Longest first.
 SLOW_MODULES = (
     "test_faults_cli.py",  # ~230 s: real signals, kills and outages of whole CLI processes
     "test_evals_suite.py",  # ~150 s: the whole offline eval suite

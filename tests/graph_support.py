@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from agent.chat_models import ScriptedChatModel
 from agent.service import AgentService
 from tools.core.settings import Budget, Settings
+from tools.core.store_seed import seed_new_store
 
 BASELINE_REQUEST = {
     "dataset": "breast_cancer",
@@ -32,26 +31,10 @@ def experiment_reply(**request: Any) -> dict[str, Any]:
     return intake_reply("experiment", request={**BASELINE_REQUEST, **request})
 
 
-_TEMPLATE_DB: Path | None = None
-
-
-def _template_db() -> Path:
-    # Creating an MLflow sqlite store runs its migrations (seconds); do it once and copy the file.
-    global _TEMPLATE_DB
-    if _TEMPLATE_DB is None:
-        from mlflow.tracking import MlflowClient
-
-        path = Path(tempfile.mkdtemp(prefix="expagent-mlflow-template-")) / "mlflow.db"
-        MlflowClient(f"sqlite:///{path}").search_experiments()
-        _TEMPLATE_DB = path
-    return _TEMPLATE_DB
-
-
 def make_settings(home: Path, **overrides: Any) -> Settings:
     """Return settings on a temp workspace (with a fresh, migrated MLflow store), tracing off unless asked."""
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "mlflow.db").exists():
-        shutil.copyfile(_template_db(), home / "mlflow.db")
+    seed_new_store(f"sqlite:///{home / 'mlflow.db'}")  # a copy of a migrated empty store, as the product does
     overrides.setdefault("trace", False)
     overrides.setdefault("mlflow_ui_base", "http://mlflow.test")
     return Settings(home=home, **overrides)

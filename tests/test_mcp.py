@@ -22,7 +22,6 @@ import anyio
 import httpx2
 import mcp_types as types
 import pytest
-from graph_support import _template_db
 from mcp.client.session import ClientRequestContext, ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -31,6 +30,7 @@ from mlflow.tracking import MlflowClient
 from agent.mcp_catalog import AGENT_TOOL
 from tools.core.registry import DatasetRegistry
 from tools.core.settings import Settings
+from tools.core.store_seed import seed_new_store
 from tools.toolset import all_tools
 
 EXPAGENT = str(Path(sys.executable).with_name("expagent"))
@@ -47,7 +47,7 @@ Elicit = Callable[[ClientRequestContext, types.ElicitRequestParams], Any]
 def home(demo_home: Path, tmp_path: Path) -> Path:
     workspace = tmp_path / "home"
     shutil.copytree(demo_home, workspace)
-    shutil.copyfile(_template_db(), workspace / "mlflow.db")  # a migrated store: no migrations per test
+    seed_new_store(f"sqlite:///{workspace / 'mlflow.db'}")  # a copy of a migrated store: no migrations
     return workspace
 
 

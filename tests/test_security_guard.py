@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from tools.context import ToolContext, build_context
 from tools.core.settings import Settings
+from tools.core.store_seed import seed_new_store
 from tools.core.text import normalize
 from tools.guard.allowlists import allowed_hyperparameters
 from tools.guard.policy import Reject, guarded_call
@@ -29,6 +30,7 @@ def args(**overrides: Any) -> dict[str, Any]:
 
 
 def _runs(ctx: ToolContext) -> list[Any]:
+    seed_new_store(ctx.settings.resolved_tracking_uri)  # a store nothing wrote to yet: no migrations
     client = MlflowClient(ctx.settings.resolved_tracking_uri)
     ids = [e.experiment_id for e in client.search_experiments()]
     return list(client.search_runs(ids)) if ids else []

@@ -5,5 +5,6 @@ Public modules: ``settings`` (``Settings``, ``Budget``), ``specs`` (``TrainingSp
 ``tracking`` (MLflow client, run lifecycle, cancellation records), ``tags`` (the ``expagent.*`` tag
 keys and the searches over them), ``registry`` (the versioned dataset registry), ``demo_catalog``,
 ``redact`` (secrets and personal data), ``audit`` (the append-only audit log), ``provenance`` (code
-version, pinned packages). Nothing here imports a layer above it.
+version, pinned packages), ``store_seed`` (new SQLite stores as copies of a migrated empty one).
+Nothing here imports a layer above it.
 """

@@ -23,6 +23,7 @@ from tools.core.outbox import KeptWrite, Outbox
 from tools.core.redact import redact, redact_text
 from tools.core.settings import Settings
 from tools.core.specs import CancellationRecord, TrainingSpec
+from tools.core.store_seed import seed_new_store
 from tools.core.text import normalize
 from tools.core.unreachable import is_unreachable
 
@@ -109,6 +110,7 @@ def make_client(settings: Settings) -> MlflowClient:
     settings.home.mkdir(parents=True, exist_ok=True)
     if urlparse(settings.resolved_tracking_uri).scheme.split("+")[0] in _DATABASE_SCHEMES:
         _remember_schema_head()
+        seed_new_store(settings.resolved_tracking_uri)  # a new SQLite store: a copy, not 60 migrations
     client = RedactingMlflowClient(tracking_uri=settings.resolved_tracking_uri)
     client.outbox = Outbox(settings.home / "outbox")
     return client

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tools.core.settings import Settings
+from tools.core.store_seed import seed_new_store
 
 _LOCK_NAME = ".workspace.lock"
 
@@ -82,7 +83,8 @@ def _open_tracking_store(settings: Settings) -> None:
         from tools.core.tracking import bound_mlflow_http
 
         bound_mlflow_http(settings)
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # creates and migrates
+        seed_new_store(uri)  # a new store starts as a copy of a migrated empty one (tools.core.store_seed)
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # creates (or checks) and migrates
     except Exception as exc:  # noqa: BLE001 - any failure here means the store cannot be used
         raise WorkspaceError(
             f"the MLflow tracking store {path} cannot be opened ({_cause(exc)}); if the file is damaged, "
