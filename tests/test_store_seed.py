@@ -94,6 +94,21 @@ def test_an_existing_store_or_file_is_never_replaced(cache: Path, tmp_path: Path
     assert MlflowClient(f"sqlite:///{store}").get_run(run_id).info.run_id == run_id
 
 
+def test_a_store_created_after_the_check_is_not_replaced_by_the_copy(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{store}")
+    run_id = client.create_run(client.create_experiment("theirs")).info.run_id
+    before = store.read_bytes()
+    monkeypatch.setattr(store_seed.os.path, "lexists", lambda _path: False)  # another process wins the race
+
+    assert not store_seed.seed_new_store(f"sqlite:///{store}")
+    assert store.read_bytes() == before
+    assert MlflowClient(f"sqlite:///{store}").get_run(run_id).info.run_id == run_id
+    assert not list(tmp_path.glob(".mlflow.db.*"))
+
+
 @pytest.mark.parametrize(
     "uri",
     [
