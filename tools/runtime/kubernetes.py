@@ -397,8 +397,10 @@ class KubernetesRuntime(JobFinalizer):
         now = datetime.now(UTC)
         final = info.model_copy(update={"state": "cancelled", "reason": reason, "finished_at": now})
         with self._changed:
-            if info.done or job_id in self._cancelling:
+            if info.done:
                 return info
+            if job_id in self._cancelling:  # another caller (e.g. the start-up reconcile) is stopping it:
+                return self._deleted_by_us.get(job_id, info)  # report that cancellation, not the old state
             self._cancelling.add(job_id)
             self._deleted_by_us[job_id] = final
             job = self._last_seen.get(job_id)
