@@ -323,6 +323,35 @@ def test_cancel_deletes_job_and_pods_and_records_the_cancellation(tracking, new_
     assert tracking[1].get_run(spec.run_id).data.tags["expagent.cancelled_by"] == "alice"
 
 
+def test_a_second_stop_reports_the_cancellation_under_way(tracking, new_spec, monkeypatch) -> None:
+    """Two callers stopping one Job at once (the start-up reconcile and a user's cancel, say): the second
+    reports the cancellation under way, never the Job's state from before it (CI once saw "running")."""
+    import threading
+
+    with cluster(tracking[0], SLEEPY) as (_kube, runtime):
+        info = runtime.submit(new_spec())
+        entered, release = threading.Event(), threading.Event()
+        delete = runtime._delete_job
+
+        def slow_delete(name: str, namespace: str, propagation: str) -> None:
+            entered.set()
+            release.wait(30)  # the first stop is inside its delete while the second one asks
+            delete(name, namespace, propagation)
+
+        monkeypatch.setattr(runtime, "_delete_job", slow_delete)
+        first: list[Any] = []
+        stopper = threading.Thread(target=lambda: first.append(runtime.cancel(info.job_id, "user", "tester")))
+        stopper.start()
+        assert entered.wait(30)
+        monkeypatch.setattr(kube_runtime, "ORPHAN_GRACE_SECONDS", -1000.0)
+        second = {i.job_id: i.state for i in runtime.reconcile()}
+        release.set()
+        stopper.join(30)
+        assert second[info.job_id] == "cancelled"
+        assert first and first[0].state == "cancelled"
+    assert run_status(tracking, info.run_id) == "KILLED"
+
+
 def test_reconcile_adopts_running_records_failed_and_cancels_orphans(tracking, new_spec, monkeypatch) -> None:
     from tools.runtime.job_manifest import job_manifest
 
