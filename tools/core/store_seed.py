@@ -22,8 +22,10 @@ import logging
 import os
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 _LOG = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ def migrated_template() -> Path | None:
         return None
 
 
-def _build(template: Path, head: str, initialize: object) -> None:
+def _build(template: Path, head: str, initialize: Callable[[Any], None]) -> None:
     """Migrate an empty store next to ``template``, check it, then move it into place (atomically)."""
     import sqlalchemy
 
@@ -98,7 +100,7 @@ def _build(template: Path, head: str, initialize: object) -> None:
     try:
         engine = sqlalchemy.create_engine(f"{_PREFIX}{scratch}")
         try:
-            initialize(engine)  # type: ignore[operator]
+            initialize(engine)
         finally:
             engine.dispose()
         if not _is_migrated_empty(scratch, head):
