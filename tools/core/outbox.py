@@ -12,6 +12,7 @@ ends with its real outcome rather than as an orphan. An entry is deleted only af
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -21,7 +22,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Operation = Literal["end_run", "write_cancellation"]
+from tools.core.redact import redact_text
+from tools.core.unreachable import is_unreachable
+
+log = logging.getLogger(__name__)
+
+#: ``end_extra_runs``: end the runs a create made that its caller does not hold (``tools.core.create_once``).
+Operation = Literal["end_run", "write_cancellation", "end_extra_runs"]
 
 
 class KeptWrite(BaseModel):
@@ -71,3 +78,18 @@ class Outbox:
         """One line for an answer: how many writes wait and where."""
         count = len(self.pending())
         return f"{count} run-state write(s) kept in `{self.directory}`" if count else ""
+
+
+def keep_if_unreachable(box: Outbox | None, exc: BaseException, write: KeptWrite) -> bool:
+    """Keep ``write`` in ``box`` if ``exc`` means the tracking server is unreachable; True if kept."""
+    if box is None or not is_unreachable(exc):
+        return False
+    write.cause = redact_text(f"{type(exc).__name__}: {exc}")[:500]
+    try:
+        path = box.keep(write)
+    except OSError:
+        log.exception("could not keep the %s of run %s in the outbox", write.op, write.run_id)
+        return False
+    log.warning("tracking server unreachable: %s of run %s (%s) kept in %s", write.op, write.run_id,
+                write.status, path)  # fmt: skip
+    return True

@@ -33,6 +33,10 @@ WITHIN_NOISE = "expagent.test_gain_within_noise"
 CANCELLED_BY = "expagent.cancelled_by"
 CANCEL_KIND = "expagent.cancel_kind"
 CANCEL_REASON = "expagent.cancel_reason"
+#: a unique ID per run creation on a tracking server, to find a run its retried create made twice.
+CREATE_ID = "expagent.create_id"
+#: on a run a retried create made twice: the run kept (this one is ended KILLED, role "duplicate").
+DUPLICATE_OF = "expagent.duplicate_of"
 NOTE = "mlflow.note.content"
 PARENT_RUN_ID = "mlflow.parentRunId"
 

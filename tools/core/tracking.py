@@ -18,8 +18,9 @@ from urllib.parse import unquote, urlparse
 
 from tools.core import provenance
 from tools.core import tags as tag_keys
+from tools.core.create_once import create_run_once, end_extra_runs
 from tools.core.liveness import owner_tags
-from tools.core.outbox import KeptWrite, Outbox
+from tools.core.outbox import KeptWrite, Outbox, keep_if_unreachable
 from tools.core.redact import redact, redact_text
 from tools.core.settings import Settings
 from tools.core.specs import CancellationRecord, TrainingSpec
@@ -252,20 +253,23 @@ def cached_experiment_id(ctx: RunOwner, name: str) -> str:
 
 
 def _create_in_experiment(ctx: RunOwner, experiment: str, tags: dict[str, str], run_name: str | None) -> Run:
-    """Create a RUNNING run in ``experiment``; a cached experiment deleted since is looked up again."""
+    """Create a RUNNING run in ``experiment``; a cached experiment deleted since is looked up again.
+
+    Created once even if MLflow's client retries the create on a tracking server (``create_once``).
+    """
     from mlflow.exceptions import MlflowException
 
     key = (ctx.tracking.tracking_uri, experiment)
     cached = key in ctx.experiment_ids
     try:
-        return ctx.tracking.create_run(cached_experiment_id(ctx, experiment), tags=tags, run_name=run_name)
+        return create_run_once(ctx.tracking, cached_experiment_id(ctx, experiment), tags, run_name)
     except MlflowException as exc:
         if not cached or exc.error_code not in _EXPERIMENT_GONE_CODES:
             raise
     # The cached experiment was deleted (not active) or purged: look it up afresh, so a deleted one gets
     # ensure_experiment's clear error and a purged one is created again.
     ctx.experiment_ids.pop(key, None)
-    return ctx.tracking.create_run(cached_experiment_id(ctx, experiment), tags=tags, run_name=run_name)
+    return create_run_once(ctx.tracking, cached_experiment_id(ctx, experiment), tags, run_name)
 
 
 def ui_url(settings: Settings, experiment_id: str, run_id: str | None = None) -> str:
@@ -561,18 +565,7 @@ def outbox_of(client: MlflowClient) -> Outbox | None:
 
 def _keep_for_later(client: MlflowClient, exc: BaseException, write: KeptWrite) -> bool:
     """Keep ``write`` in the client's outbox if ``exc`` means the server is unreachable; True if kept."""
-    box = outbox_of(client)
-    if box is None or not is_unreachable(exc):
-        return False
-    write.cause = redact_text(f"{type(exc).__name__}: {exc}")[:500]
-    try:
-        path = box.keep(write)
-    except OSError:
-        log.exception("could not keep the %s of run %s in the outbox", write.op, write.run_id)
-        return False
-    log.warning("tracking server unreachable: %s of run %s (%s) kept in %s", write.op, write.run_id,
-                write.status, path)  # fmt: skip
-    return True
+    return keep_if_unreachable(outbox_of(client), exc, write)
 
 
 def replay_outbox(client: MlflowClient) -> tuple[list[KeptWrite], int]:
@@ -592,6 +585,10 @@ def replay_outbox(client: MlflowClient) -> tuple[list[KeptWrite], int]:
                 args = write.args
                 texts, only = args.get("artifacts") or {}, bool(args.get("only_if_running"))
                 _end_run_now(client, write.run_id, write.status, args.get("note"), texts, only)
+            elif write.op == "end_extra_runs":
+                end_extra_runs(
+                    client, write.args["experiment_id"], write.args["create_id"], write.args["keep"]
+                )
             else:
                 _write_cancellation_now(client, CancellationRecord.model_validate(write.args["record"]))
         except Exception as exc:  # noqa: BLE001
