@@ -38,6 +38,7 @@ from evals.world import (
     scrubbed_environment,
 )
 from tools.core.settings import Settings
+from tools.core.sqlite_uri import sqlite_uri
 
 APPROVER = "eval-approver"
 #: how often one turn may ask for approval again after being answered (then the harness gives up).
@@ -364,7 +365,7 @@ def start_fork_server(templates: Templates) -> None:
 
     with scrubbed_environment(HARNESS_ENV):
         forkserver.use_preload(None)
-        forkserver.start_fork_server(f"sqlite:///{templates.mlflow_db}", rehearse=True)
+        forkserver.start_fork_server(sqlite_uri(templates.mlflow_db), rehearse=True)
 
 
 def _cost(unit: Unit) -> tuple[int, str, int]:

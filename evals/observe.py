@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from tools.core import tags as tag_keys
+from tools.core.sqlite_uri import sqlite_store_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -214,9 +215,9 @@ def local_artifact_dir(artifact_uri: str | None) -> Path | None:
     if not artifact_uri:
         return None
     parsed = urlparse(artifact_uri)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path))
-    return None
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))  # a file: URI is percent-encoded; a plain path is not
+    return Path(artifact_uri) if not parsed.scheme else None
 
 
 def list_artifacts(artifact_uri: str | None) -> list[str]:
@@ -233,7 +234,7 @@ def snapshot_registry(client: MlflowClient) -> list[str]:
     A SQLite store is read with one query per table (what MLflow's own searches return: versions it
     deleted are left out); through the MLflow client the same lines cost ~20 ms a snapshot, two per run.
     """
-    path = _sqlite_path(str(client.tracking_uri))
+    path = sqlite_store_path(str(client.tracking_uri))
     if path is not None and path.is_file():
         return _registry_lines_from_sqlite(path)
     lines: list[str] = []
@@ -250,12 +251,6 @@ def snapshot_registry(client: MlflowClient) -> list[str]:
 
 #: the stage MLflow's SQL store gives a deleted model version (its searches never return it).
 _DELETED_STAGE = "Deleted_Internal"
-
-
-def _sqlite_path(tracking_uri: str) -> Path | None:
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return Path(unquote(tracking_uri.removeprefix("sqlite:///")))
 
 
 def _registry_lines_from_sqlite(path: Path) -> list[str]:

@@ -18,6 +18,7 @@ from evals.harness import Unit, run_units
 from evals.metrics import RunResult
 from evals.podpool import start_pool
 from evals.schema import Scenario
+from tools.core.sqlite_uri import sqlite_uri
 
 
 @dataclass
@@ -136,6 +137,6 @@ def run_suite(options: EvalOptions, on_result: Callable[[RunResult], None] | Non
     path = write_report(options.report_dir, report, results)
     outcome = SuiteOutcome(report, path, results, options.min_success)
     if options.log_to_mlflow:
-        uri = options.tracking_uri or f"sqlite:///{(options.report_dir / 'mlflow.db').resolve()}"
+        uri = options.tracking_uri or sqlite_uri((options.report_dir / "mlflow.db").resolve())
         outcome.eval_run_id = log_to_mlflow(options.report_dir, report, uri)
     return outcome

@@ -37,6 +37,7 @@ from evals.observe import (
 from evals.podpool import ensure_pool, shim_command
 from evals.schema import DatasetSpec, ExperimentSpec, Scenario
 from tools.core.settings import Settings, load_settings
+from tools.core.sqlite_uri import sqlite_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -90,7 +91,7 @@ def build_templates(directory: Path, scenarios: Sequence[Scenario] = ()) -> Temp
     from tools.core.tracking import make_client
 
     templates = Templates(directory.resolve())
-    settings = load_settings(home=templates.home, tracking_uri=f"sqlite:///{templates.mlflow_db}")
+    settings = load_settings(home=templates.home, tracking_uri=sqlite_uri(templates.mlflow_db))
     DatasetRegistry.open(settings)
     make_client(settings).search_experiments()
     seed_shared_experiments(templates, scenarios)
@@ -127,7 +128,7 @@ def seed_shared_experiments(templates: Templates, scenarios: Sequence[Scenario])
             continue
         home.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(templates.mlflow_db, home / "mlflow.db")
-        client = make_client(load_settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}"))
+        client = make_client(load_settings(home=home, tracking_uri=sqlite_uri(home / "mlflow.db")))
         refs: dict[str, str] = {}
         for experiment in scenario.world.experiments:
             refs.update(add_experiment(client, experiment, run_notes(scenario)))
@@ -180,7 +181,7 @@ def make_settings(scenario: Scenario, home: Path, model: str) -> Settings:
     config = dict(scenario.world.config)
     return load_settings(
         home=home,
-        tracking_uri=f"sqlite:///{(home / 'mlflow.db').resolve()}",
+        tracking_uri=sqlite_uri((home / "mlflow.db").resolve()),
         model=model,
         requester=REQUESTER,
         runtime=scenario.world.runtime,

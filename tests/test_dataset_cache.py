@@ -9,8 +9,6 @@ import pytest
 
 from tools.core.registry import ChecksumMismatch, DatasetRegistry
 from tools.core.settings import Settings
-from tools.core.tracking import make_client
-from tools.runtime.forkserver import _clone_store_schema
 from tools.training import dataset_cache
 
 
@@ -49,16 +47,3 @@ def test_the_fork_server_preloads_the_workspace_datasets(registry: DatasetRegist
     loaded = dataset_cache.preload_workspace(registry.catalog_path, registry.data_dir)
     assert loaded == len(registry.list("validated")) > 0
     assert dataset_cache.preload_workspace(registry.catalog_path, registry.data_dir, max_bytes=0) == 0
-
-
-def test_the_rehearsal_store_copies_the_workspace_schema_without_its_rows(tmp_path: Path) -> None:
-    workspace = Settings(home=tmp_path / "workspace")
-    workspace.ensure_home()
-    make_client(workspace).create_experiment("private-experiment")
-    scratch = tmp_path / "scratch" / "mlflow.db"
-    scratch.parent.mkdir()
-    _clone_store_schema(workspace.resolved_tracking_uri, scratch)
-    client = make_client(Settings(home=scratch.parent, tracking_uri=f"sqlite:///{scratch}"))
-    assert [e.name for e in client.search_experiments()] == ["Default"]  # MLflow accepted the schema
-    run = client.create_run(client.create_experiment("rehearsal"))
-    client.set_terminated(run.info.run_id)

@@ -223,6 +223,6 @@ def test_the_registry_snapshot_read_from_sqlite_matches_what_mlflow_reports(
     client.delete_model_version("churn", "3")
     from_sqlite = observe.snapshot_registry(client)
     assert "version churn v3 stage=Deleted_Internal" not in " ".join(from_sqlite)
-    monkeypatch.setattr(observe, "_sqlite_path", lambda _uri: None)  # the fallback: MLflow's searches
+    monkeypatch.setattr(observe, "sqlite_store_path", lambda _uri: None)  # the fallback: MLflow's searches
     through_mlflow = observe.snapshot_registry(client)
     assert from_sqlite == through_mlflow and "alias churn@champion=2" in from_sqlite, from_sqlite

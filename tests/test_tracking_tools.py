@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import pytest
 from mlflow.entities import Metric, Param
@@ -56,6 +57,24 @@ def test_experiments_keep_artifacts_in_the_workspace(ctx: ToolContext) -> None:
     assert tracking.ensure_experiment(ctx.tracking, "artifacts here") == first
     location = ctx.tracking.get_experiment(first).artifact_location
     assert Path(location.removeprefix("file://")).parent == ctx.settings.artifact_root
+
+
+def test_a_workspace_whose_path_has_url_characters_keeps_its_artifacts_inside(tmp_path: Path) -> None:
+    # SQLAlchemy reads a sqlite:/// path as written: '%20' is three characters and '#' is no fragment.
+    home = tmp_path / "team a%20b#c"
+    home.mkdir()
+    client = tracking.make_client(Settings(home=home))
+    experiment_id = tracking.ensure_experiment(client, "odd-path")  # no root given: the store's own
+    location = urlparse(client.get_experiment(experiment_id).artifact_location)
+    assert (home / "mlflow.db").is_file()
+    assert Path(unquote(location.path)).parent == (home / "artifacts").resolve(), location
+    run_id = client.create_run(experiment_id).info.run_id
+    client.log_text(run_id, "hello", "note.txt")
+    [written] = (home / "artifacts").rglob("note.txt")
+    assert written.read_text() == "hello"
+    from evals.observe import snapshot_registry
+
+    assert snapshot_registry(client) == []  # the harness reads the same file MLflow writes
 
 
 def test_deleted_experiment_is_a_clear_error(ctx: ToolContext) -> None:

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tools.core.sqlite_uri import sqlite_uri
+
 
 class Budget(BaseSettings):
     """Resource caps the policy guard enforces; beyond them a call needs approval."""
@@ -135,7 +137,7 @@ class Settings(BaseSettings):
         explicit = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if explicit:
             return explicit
-        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+        return sqlite_uri((self.home / "mlflow.db").resolve())
 
     @property
     def artifact_root(self) -> Path:

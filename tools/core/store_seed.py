@@ -27,19 +27,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from tools.core.sqlite_uri import sqlite_store_path, sqlite_uri
+
 _LOG = logging.getLogger(__name__)
-
-_PREFIX = "sqlite:///"
-
-
-def sqlite_store_path(tracking_uri: str) -> Path | None:
-    """Return the file of a plain ``sqlite:///<path>`` tracking URI (else None: in-memory, URI options)."""
-    if not tracking_uri.startswith(_PREFIX):
-        return None
-    rest = tracking_uri.removeprefix(_PREFIX)
-    if not rest or rest == ":memory:" or "?" in rest:
-        return None
-    return Path(rest)
 
 
 def seed_new_store(tracking_uri: str) -> bool:
@@ -98,7 +88,7 @@ def _build(template: Path, head: str, initialize: Callable[[Any], None]) -> None
     os.close(fd)
     scratch = Path(name)
     try:
-        engine = sqlalchemy.create_engine(f"{_PREFIX}{scratch}")
+        engine = sqlalchemy.create_engine(sqlite_uri(scratch))
         try:
             initialize(engine)
         finally:

@@ -24,6 +24,7 @@ from tools.core.outbox import KeptWrite, Outbox, keep_if_unreachable
 from tools.core.redact import redact, redact_text
 from tools.core.settings import Settings
 from tools.core.specs import CancellationRecord, TrainingSpec
+from tools.core.sqlite_uri import sqlite_store_path
 from tools.core.store_seed import seed_new_store
 from tools.core.text import normalize
 from tools.core.unreachable import is_unreachable
@@ -164,10 +165,10 @@ def bound_mlflow_http(settings: Settings) -> None:
 
 def _default_artifact_root(client: MlflowClient) -> Path | None:
     """Return ``<dir of the sqlite file>/artifacts`` for a sqlite store (``settings.artifact_root``)."""
-    uri = client.tracking_uri
-    if not uri.startswith("sqlite:///"):
+    store = sqlite_store_path(str(client.tracking_uri))
+    if store is None:
         return None  # a tracking server chooses its own artifact store
-    return Path(unquote(urlparse(uri).path)).resolve().parent / "artifacts"
+    return store.resolve().parent / "artifacts"
 
 
 def _artifact_location(root: Path, name: str) -> str:

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tools.core.settings import Settings
+from tools.core.sqlite_uri import sqlite_store_path
 from tools.core.store_seed import seed_new_store
 
 _LOCK_NAME = ".workspace.lock"
@@ -76,7 +77,7 @@ def _open_tracking_store(settings: Settings) -> None:
     uri = settings.resolved_tracking_uri
     if not uri.startswith("sqlite:///"):
         return  # a tracking server (or another database) manages its own schema
-    path = Path(uri.removeprefix("sqlite:///"))
+    path = sqlite_store_path(uri) or uri  # the file SQLAlchemy opens (in-memory or with options: the URI)
     try:
         from mlflow.tracking import MlflowClient
 

@@ -34,6 +34,7 @@ from typing import Any
 from tools.core.liveness import process_alive, process_start
 from tools.core.settings import Settings
 from tools.core.specs import TrainingSpec
+from tools.core.sqlite_uri import sqlite_store_path, sqlite_uri
 
 #: imported once by the fork server; every job forked from it starts with these loaded (the trainer
 #: warms MLflow's caches on import).
@@ -244,8 +245,7 @@ def rehearse(tracking_uri: str | None, train: bool = True) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="expagent-rehearsal-") as home:
         try:
-            if train:
-                _clone_store_schema(tracking_uri, Path(home) / "mlflow.db")
+            if train:  # its scratch store is a seeded copy (tools.core.store_seed): no migrations
                 _train_tiny_runs(Path(home))
             if tracking_uri and tracking_uri.startswith("sqlite:") and _store_revisions(tracking_uri):
                 settings = load_settings(home=Path(home), tracking_uri=tracking_uri)
@@ -255,44 +255,17 @@ def rehearse(tracking_uri: str | None, train: bool = True) -> None:
                 engine.dispose()  # closes pooled connections; jobs reuse the engine and open new ones
 
 
-def _clone_store_schema(tracking_uri: str | None, target: Path) -> None:
-    """Create ``target`` as an empty copy of the schema of ``tracking_uri``'s SQLite store, if it exists.
-
-    The rehearsal's scratch store would otherwise run MLflow's ~50 schema migrations (~1.4 s, measured)
-    while the first job waits. The copy has the same tables, indexes and alembic revision and no rows,
-    so MLflow accepts it as current. Without an existing SQLite store nothing is created here and
-    MLflow builds the scratch store itself.
-    """
-    try:
-        revisions = _store_revisions(tracking_uri)
-        if not tracking_uri or not revisions:  # none, or being created now: MLflow builds the scratch one
-            return
-        with closing(_open_read_only(tracking_uri)) as src:
-            ddl = src.execute(
-                "SELECT type, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'"
-            ).fetchall()
-        tables_first = sorted(ddl, key=lambda row: row[0] != "table")
-        with closing(sqlite3.connect(target)) as copy, copy:
-            for _kind, statement in tables_first:
-                copy.execute(statement)
-            copy.executemany("INSERT INTO alembic_version (version_num) VALUES (?)", revisions)
-    except sqlite3.Error:  # unreadable or half-created store: MLflow builds the scratch store instead
-        target.unlink(missing_ok=True)
-
-
-def _open_read_only(tracking_uri: str) -> sqlite3.Connection:
-    path = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
-    return sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
 
 
 def _store_revisions(tracking_uri: str | None) -> list[tuple[str]]:
     """Return the alembic revisions of an existing, initialised SQLite store (else an empty list)."""
-    if not tracking_uri or not tracking_uri.startswith("sqlite:///"):
-        return []
-    if not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+    path = sqlite_store_path(tracking_uri or "")
+    if path is None or not path.is_file():
         return []
     try:
-        with closing(_open_read_only(tracking_uri)) as src:
+        with closing(_open_read_only(path)) as src:
             return list(src.execute("SELECT version_num FROM alembic_version").fetchall())
     except sqlite3.Error:  # unreadable, or its tables are not created yet
         return []
@@ -307,7 +280,7 @@ def _train_tiny_runs(home: Path) -> None:
     from tools.core.settings import load_settings
     from tools.training.trainer import run_training
 
-    settings = load_settings(home=home, tracking_uri=f"sqlite:///{home}/mlflow.db")
+    settings = load_settings(home=home, tracking_uri=sqlite_uri(home / "mlflow.db"))
     base = {"dataset": "breast_cancer", "version": "1", "metric": "roc_auc", "experiment": "rehearsal"}
     spec = {**base, "model_family": "lightgbm", "params": {"n_estimators": 3}, "report_intermediate": True}
     run_training(TrainingSpec.model_validate(spec), settings)
