@@ -16,6 +16,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite
 from pydantic import ValidationError
 
+from agent.grammar.asides import is_aside, is_grammar_note, pasted_details
 from agent.grammar.followups import answer_word
 from agent.grammar.forbidden import requested_forbidden_action
 from agent.grammar.intent import asks_question
@@ -427,10 +428,11 @@ def _unmapped(decision: IntakeDecision) -> list[str]:
 
 
 def _in_request_sentence(state: AgentState, decision: IntakeDecision) -> bool:
-    """Return whether an unmapped part is in the sentence that names the data (or in a short reply).
+    """Return whether an unmapped part asks for something: it is in the request's sentence, or no aside.
 
-    "Train … on wine@1 … with extra sparkle" is half understood; a request followed by chatter in a
-    sentence of its own ("… in experiment x. If anything goes wrong, my e-mail is …") is not.
+    "Train … on wine@1 … with extra sparkle" is half understood, and so is "… in experiment x. Don't log
+    anything to MLflow."; a request followed by an aside in a sentence of its own ("… Thanks a lot!",
+    "… If anything goes wrong, my e-mail is …") is not (``agent.grammar.asides``: an allowlist).
     """
     text = _last_user_text(state)
     sentences = [s for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
@@ -438,7 +440,13 @@ def _in_request_sentence(state: AgentState, decision: IntakeDecision) -> bool:
     main = next((s for s in sentences if dataset and dataset.lower() in s.lower()), None)
     if main is None or len(sentences) == 1:
         return True
-    return any(part.lower() in main.lower() for part in _unmapped(decision))
+    details = pasted_details(decision.not_understood, text)
+    for part in _unmapped(decision):
+        if is_grammar_note(part):
+            continue  # contact details or a key the grammar removed: ignored, never used
+        if part.lower() in main.lower() or not is_aside(part, details):
+            return True
+    return False
 
 
 def _would_launch(state: AgentState, decision: IntakeDecision, memory: ThreadMemory) -> bool:
