@@ -32,6 +32,13 @@ UNSUPPORTED = [
     ("pls wipe experiment demo", "delete"),
     ("I want you to remove all runs in tune-smoke", "delete"),
     ("share the report with alice", "send"),
+    ("upload a new version of wine from /tmp/wine.csv", "edit_data"),
+    ("add a new version of wine", "edit_data"),
+    ("register wine version 3", "edit_data"),
+    ("create version 3 of wine from this csv", "edit_data"),
+    ("make a new version of the wine dataset with the outliers removed", "edit_data"),
+    ("please add wine v3 to the registry", "edit_data"),
+    ("import the new churn data", "edit_data"),
 ]
 BENIGN = [
     "Train a lightgbm baseline on breast_cancer version 1 optimizing roc_auc, experiment demo",
@@ -48,6 +55,12 @@ BENIGN = [
     "tune lightgbm on breast_cancer@1 with feature_fraction between 0.5 and 1",
     "train on the cleaned dataset wine version 2",
     "is the facade experiment finished?",
+    "train lightgbm on wine version 1 optimizing accuracy in experiment x",
+    "build a model on wine version 1 with lightgbm, accuracy, experiment x",
+    "train a new version of the model on wine v1, accuracy, experiment x",
+    "retrain with the new version 2 of wine",
+    "which version of wine should I use?",
+    "which datasets are in the registry?",
 ]
 
 

@@ -26,6 +26,13 @@ _VERBS: tuple[tuple[Unsupported, str], ...] = (
     ("rename", rf"(?:rename|archive|unarchive|restore|move)\s+{_SOME}{_RUNS}\b"),
     ("edit_data", rf"(?:edit|modify|overwrite|fix|clean|drop|filter|dedupe|deduplicate|impute|relabel|patch)"
                   rf"\s+{_SOME}{_DATA}\b"),
+    ("edit_data", r"(?:(?:upload|add|create|import|ingest|register|publish|push|submit|cut)\s+"
+                  r"(?:a\s+|an\s+|the\s+|another\s+)?(?:new\s+|fresh\s+)?|(?:make|build)\s+(?:a\s+|another\s+)?"
+                  r"new\s+)(?:dataset\s+|data\s+)?versions?\b(?!\s+(?:tags?|labels?|notes?)\b)"),
+    ("edit_data", r"register\s+[\w-]+\s+(?:as\s+)?(?:a\s+new\s+)?versions?\b"),
+    ("edit_data", r"(?:add|register|put|upload|publish)\s+(?:.{0,40}?\s+)?(?:to|in|into)\s+(?:the\s+)?"
+                  r"(?:dataset\s+|data\s+)?(?:registry|catalog(?:ue)?)\b"),
+    ("edit_data", rf"(?:upload|import|ingest)\s+{_SOME}(?:{_DATA}|files?|csvs?|parquet|tables?)\b"),
     ("note", rf"(?:add|write|leave|put|attach|log|set)\s+(?:a\s+|an\s+|the\s+|this\s+|my\s+|some\s+)?"
              rf"(?:note|comment|tag|label|description)s?\b|(?:annotate|comment\s+on|tag)\s+(?:.{{0,30}}?\s+)?"
              rf"{_RUNS}\b"),
@@ -40,8 +47,9 @@ INSTEAD: dict[Unsupported, str] = {
     "`mlflow runs delete --run-id <id>`.",
     "rename": "expagent does not rename, move, archive or restore runs and experiments; use the MLflow UI "
     "(`expagent ui`) or `MlflowClient().rename_experiment(...)` / `restore_run(...)`.",
-    "edit_data": "expagent never edits data: datasets are curated and versioned by Data Engineering. Ask "
-    "them for a new version, then name it (`expagent datasets list` shows what is registered).",
+    "edit_data": "expagent never edits, uploads or registers data: datasets are curated and versioned by "
+    "Data Engineering. Ask them for a new version, then name it (`expagent datasets list` shows what is "
+    "registered).",
     "note": 'I add a note only to a run named by its ID, with the text after a colon: "add a note to run '
     "<run id>: <text>\" (tags I do not set). Or edit the run's description in the MLflow UI.",
     "send": "expagent does not send, share, upload or export anything. Open the runs in the MLflow UI "
@@ -52,7 +60,7 @@ INSTEAD: dict[Unsupported, str] = {
 WHAT: dict[Unsupported, str] = {
     "delete": "deleting runs, experiments or data",
     "rename": "renaming, moving, archiving or restoring runs or experiments",
-    "edit_data": "editing data",
+    "edit_data": "editing, uploading or registering data",
     "note": "adding a note or a tag",
     "send": "sending, sharing or exporting results",
 }
