@@ -439,9 +439,13 @@ def test_keys_pasted_into_a_request_reach_no_sink(
     pasted = f"aws_access_key_id={ACCESS_KEY_ID} and aws_secret_access_key={SECRET_ACCESS_KEY}"
     service = AgentService(settings, model=OfflineChatModel())
     try:
-        # Keys as key=value pairs read as hyperparameters: refused by the allowlist, nothing runs.
+        # Keys as key=value pairs in a sentence of their own: not an aside (it asks for something it did
+        # not understand), so nothing runs; the keys read as params never reach the answer.
         refused = _send(service, "pairs", f"{request}. The bucket needs {pasted}")
-        assert all_runs(settings) == [] and "allowlist" in refused.answer
+        assert all_runs(settings) == [] and "I did not understand" in refused.answer, refused.answer
+        # The same pairs inside the request's sentence read as hyperparameters: refused by the allowlist.
+        pairs = _send(service, "pairs-inline", f"{request} with {pasted}")
+        assert all_runs(settings) == [] and "allowlist" in pairs.answer, pairs.answer
         # Keys as prose next to a valid request: words it did not understand, so nothing runs either;
         # the answer lists them redacted.
         prose = _send(service, "prose", f"{request} (my keys: {ACCESS_KEY_ID} / {SECRET_ACCESS_KEY})")
@@ -455,7 +459,8 @@ def test_keys_pasted_into_a_request_reach_no_sink(
     assert {r.info.status for r in runs} == {"FINISHED"}
     notes = [r.data.tags.get("mlflow.note.content", "") for r in runs]
     assert any(n.startswith("Request by") and "bc_s3@1" in n for n in notes), notes
-    _assert_no_credentials(settings, [r.answer + json.dumps(r.sections) for r in (refused, prose, trained)])
+    answers = [r.answer + json.dumps(r.sections) for r in (refused, pairs, prose, trained)]
+    _assert_no_credentials(settings, answers)
 
 
 def test_the_model_cannot_choose_the_object_a_job_reads(tmp_path: Path, demo_home: Path) -> None:
