@@ -7,6 +7,8 @@ here as one JSON file per write (written to a temporary name, then renamed: a re
 an entry; several processes can add at once). Whoever opens the workspace next replays the entries in
 the order they were kept (``tools.core.tracking.replay_outbox``) before reconciling orphans, so a run
 ends with its real outcome rather than as an orphan. An entry is deleted only after it was written.
+``tools.core.create_once`` keeps one more kind: ending the extra runs a retried create made, when the
+server went away before it could look them up.
 """
 
 from __future__ import annotations
