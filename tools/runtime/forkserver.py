@@ -247,7 +247,7 @@ def rehearse(tracking_uri: str | None, train: bool = True) -> None:
         try:
             if train:  # its scratch store is a seeded copy (tools.core.store_seed): no migrations
                 _train_tiny_runs(Path(home))
-            if tracking_uri and tracking_uri.startswith("sqlite:") and _store_revisions(tracking_uri):
+            if tracking_uri and _store_initialised(tracking_uri):
                 settings = load_settings(home=Path(home), tracking_uri=tracking_uri)
                 make_client(settings).search_experiments(max_results=1)
         finally:
@@ -255,20 +255,16 @@ def rehearse(tracking_uri: str | None, train: bool = True) -> None:
                 engine.dispose()  # closes pooled connections; jobs reuse the engine and open new ones
 
 
-def _open_read_only(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-
-
-def _store_revisions(tracking_uri: str | None) -> list[tuple[str]]:
-    """Return the alembic revisions of an existing, initialised SQLite store (else an empty list)."""
+def _store_initialised(tracking_uri: str | None) -> bool:
+    """Return whether ``tracking_uri`` is an existing SQLite store whose tables MLflow has created."""
     path = sqlite_store_path(tracking_uri or "")
     if path is None or not path.is_file():
-        return []
+        return False
     try:
-        with closing(_open_read_only(path)) as src:
-            return list(src.execute("SELECT version_num FROM alembic_version").fetchall())
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)) as src:
+            return bool(src.execute("SELECT version_num FROM alembic_version").fetchall())
     except sqlite3.Error:  # unreadable, or its tables are not created yet
-        return []
+        return False
 
 
 def _train_tiny_runs(home: Path) -> None:
