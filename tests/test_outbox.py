@@ -124,3 +124,24 @@ def test_other_store_errors_are_raised_not_kept(client) -> None:  # type: ignore
     with pytest.raises(MlflowException):
         tracking.end_run(client, "0" * 32, "FAILED", note="no such run")
     assert client.outbox.pending() == []
+
+
+def test_only_a_recent_job_report_of_an_outage_opens_the_breaker() -> None:
+    # A job that ended in an earlier outage is read by the next command once the server is back: its old
+    # report must not stop that command's calls (CI saw the orphan check refused this way).
+    from datetime import UTC, datetime, timedelta
+
+    from tools.core._redacting_client import BREAKER_HOLD_S, note_job_error
+
+    uri = "http://127.0.0.1:45169"
+    text = "MlflowException: API request to http://127.0.0.1:45169/api failed: Max retries exceeded"
+    BREAKER.open_until = 0.0
+    try:
+        stale = datetime.now(UTC) - timedelta(seconds=BREAKER_HOLD_S + 30)
+        note_job_error(uri, text, stale)
+        BREAKER.check(uri)  # still closed
+        note_job_error(uri, text, datetime.now(UTC))
+        with pytest.raises(ConnectionError):
+            BREAKER.check(uri)
+    finally:
+        BREAKER.open_until = 0.0

@@ -17,6 +17,7 @@ import inspect
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -57,12 +58,16 @@ class _Breaker:
 BREAKER = _Breaker()
 
 
-def note_job_error(tracking_uri: str, text: str) -> None:
+def note_job_error(tracking_uri: str, text: str, reported_at: datetime | None = None) -> None:
     """Open this process's breaker when a job process reports that *this* tracking server was unreachable.
 
     The job waited out its own retries already; waiting them out again here would double the time a
-    turn needs to notice an outage. Only errors that name the tracking server count.
+    turn needs to notice an outage. Only errors that name the tracking server count, and only recent
+    ones: a report older than ``BREAKER_HOLD_S`` (a job that ended in an earlier outage, read by the
+    next command once the server is back) says nothing about the server now.
     """
+    if reported_at is not None and (datetime.now(UTC) - reported_at).total_seconds() > BREAKER_HOLD_S:
+        return
     host = urlparse(tracking_uri).netloc
     if host and host in text and is_unreachable(text):
         BREAKER.trip(text)

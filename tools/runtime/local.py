@@ -143,7 +143,7 @@ class LocalRuntime:
             return None
         outcome = JobOutcome.model_validate_json(path.read_text())
         if outcome.reason:  # a job that could not reach the tracking server: so will this process
-            note_job_error(str(self.client.tracking_uri), outcome.reason)
+            note_job_error(str(self.client.tracking_uri), outcome.reason, outcome.finished_at)
         return outcome
 
     def _cancel_request(self, job_id: str) -> CancelRequest | None:
